@@ -1,0 +1,94 @@
+//! The in-memory, preprocessed dataset every model trains on.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::skip::SkipReport;
+
+/// Contiguous row ranges of the three splits. Rows are stored in file (time) order, so each split
+/// is one range; together they cover every row exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Splits {
+    pub train: Range<usize>,
+    pub val: Range<usize>,
+    pub test: Range<usize>,
+}
+
+/// Scores of the generating model on a planted dataset: the best a learner can hope for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TeacherScore {
+    pub val_bce: f64,
+    pub val_auc: f64,
+    pub test_bce: f64,
+    pub test_auc: f64,
+}
+
+/// Preprocessed features: dense floats, compact categorical ids, labels in {0, 1}.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub name: String,
+    pub dense_names: Vec<String>,
+    pub cat_names: Vec<String>,
+    /// Row-major `[rows, n_dense]`.
+    pub dense: Vec<f32>,
+    /// Row-major `[rows, n_cat]`; column `c` holds ids in `0..cardinalities[c]`.
+    pub cats: Vec<u32>,
+    pub labels: Vec<f32>,
+    pub cardinalities: Vec<usize>,
+    pub splits: Splits,
+    pub skipped: SkipReport,
+    pub teacher: Option<TeacherScore>,
+}
+
+impl Dataset {
+    pub fn n_rows(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn n_dense(&self) -> usize {
+        self.dense_names.len()
+    }
+    pub fn n_cat(&self) -> usize {
+        self.cat_names.len()
+    }
+    pub fn dense_row(&self, r: usize) -> &[f32] {
+        let d = self.n_dense();
+        &self.dense[r * d..(r + 1) * d]
+    }
+    pub fn cat_row(&self, r: usize) -> &[u32] {
+        let c = self.n_cat();
+        &self.cats[r * c..(r + 1) * c]
+    }
+    /// Fraction of positive labels over the given rows.
+    pub fn label_rate(&self, rows: Range<usize>) -> f64 {
+        let n = rows.len().max(1) as f64;
+        self.labels[rows].iter().map(|&y| y as f64).sum::<f64>() / n
+    }
+
+    /// Checks the invariants the models rely on; a violated one is a bug in a loader.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.n_rows();
+        if self.dense.len() != n * self.n_dense() {
+            return Err(format!("dense has {} values, expected {}", self.dense.len(), n * self.n_dense()));
+        }
+        if self.cats.len() != n * self.n_cat() {
+            return Err(format!("cats has {} values, expected {}", self.cats.len(), n * self.n_cat()));
+        }
+        if self.cardinalities.len() != self.n_cat() {
+            return Err("one cardinality per categorical column expected".into());
+        }
+        for (i, &id) in self.cats.iter().enumerate() {
+            let c = i % self.n_cat();
+            if id as usize >= self.cardinalities[c] {
+                return Err(format!("row {} column {} id {id} >= cardinality {}", i / self.n_cat(), self.cat_names[c], self.cardinalities[c]));
+            }
+        }
+        let s = &self.splits;
+        // Either three disjoint splits, or (MovieLens) one held-out set serving as val and test.
+        let covered = if s.val == s.test { s.train.len() + s.val.len() } else { s.train.len() + s.val.len() + s.test.len() };
+        if covered != n || s.train.end > n || s.val.end > n || s.test.end > n {
+            return Err("splits do not cover every row once".into());
+        }
+        Ok(())
+    }
+}

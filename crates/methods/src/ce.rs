@@ -1,0 +1,122 @@
+//! Compositional embeddings with n chunks (the CCE authors' `ce` baseline): the vector is the
+//! concatenation of `n_chunks` sub-vectors, each looked up in its own table through its own hash.
+//! rows = budget / dim, so the tables hold `rows x dim` parameters in all.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::hash::UniversalHash;
+use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ChunkOptions {
+    pub n_chunks: usize,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> Self {
+        ChunkOptions { n_chunks: 4 }
+    }
+}
+
+/// Checks `dim % n_chunks == 0` and returns the chunk width.
+pub(crate) fn chunk_dim(method: &str, dim: usize, n_chunks: usize) -> Result<usize, MethodError> {
+    if n_chunks == 0 || dim % n_chunks != 0 {
+        return Err(MethodError::BadOptions { method: method.into(), reason: format!("dim {dim} is not divisible by n_chunks {n_chunks}") });
+    }
+    Ok(dim / n_chunks)
+}
+
+pub struct Ce {
+    vocab: usize,
+    dim: usize,
+    tables: Vec<Table>,
+    hashes: Vec<UniversalHash>,
+    rows_buf: Vec<u32>,
+    grad_buf: Vec<f32>,
+}
+
+impl Ce {
+    pub const NAME: &'static str = "ce";
+
+    pub fn new(p: &MethodParams) -> Result<Self, MethodError> {
+        p.check_common(Self::NAME)?;
+        let o: ChunkOptions = p.options(Self::NAME)?;
+        let dc = chunk_dim(Self::NAME, p.dim, o.n_chunks)?;
+        let rows = p.budget_rows(Self::NAME, 1)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let mut tables = vec![];
+        let mut hashes = vec![];
+        for _ in 0..o.n_chunks {
+            hashes.push(UniversalHash::new(rows, &mut rng));
+            let mut t = Table::new(rows, dc, p.optimizer);
+            t.init_uniform(p.init_scale, &mut rng);
+            tables.push(t);
+        }
+        Ok(Ce { vocab: p.vocab, dim: p.dim, tables, hashes, rows_buf: vec![], grad_buf: vec![] })
+    }
+}
+
+impl EmbeddingMethod for Ce {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn vocab(&self) -> usize {
+        self.vocab
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn forward(&self, ids: &[u32], out: &mut [f32]) {
+        for (o, &id) in out.chunks_exact_mut(self.dim).zip(ids) {
+            for ((t, h), oc) in self.tables.iter().zip(&self.hashes).zip(o.chunks_exact_mut(self.tables[0].dim)) {
+                oc.copy_from_slice(t.row(h.hash(id) as usize));
+            }
+        }
+    }
+    fn backward(&mut self, ids: &[u32], grad: &[f32]) {
+        let dc = self.tables[0].dim;
+        for c in 0..self.tables.len() {
+            self.rows_buf.clear();
+            self.rows_buf.extend(ids.iter().map(|&id| self.hashes[c].hash(id)));
+            self.grad_buf.clear();
+            for g in grad.chunks_exact(self.dim) {
+                self.grad_buf.extend_from_slice(&g[c * dc..(c + 1) * dc]);
+            }
+            self.tables[c].update(&self.rows_buf, &self.grad_buf);
+        }
+    }
+    fn accounting(&self) -> Accounting {
+        Accounting {
+            trainable_params: self.tables.iter().map(|t| t.param_count()).sum(),
+            optimizer_state_bytes: self.tables.iter().map(|t| t.state_bytes()).sum(),
+            index_bytes: 0,
+            other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
+        }
+    }
+    fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
+        self.tables.iter_mut().map(|t| t.weights.as_mut_slice()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_budgets, check_gradients};
+    use serde_json::json;
+
+    fn build(p: &MethodParams) -> Box<dyn EmbeddingMethod> {
+        Box::new(Ce::new(p).unwrap())
+    }
+
+    #[test]
+    fn gradients_budget_and_errors() {
+        check_gradients(&build, &MethodParams::new(500, 4, 4 * 10).with_options(json!({"n_chunks": 2})), &[1, 2, 3, 1, 499]);
+        check_budgets(&build, 10_000, 16, &[16, 100, 3200, 99_999]);
+        let err = Ce::new(&MethodParams::new(100, 6, 600).with_options(json!({"n_chunks": 4}))).err().unwrap().to_string();
+        assert!(err.contains("not divisible"), "{err}");
+        let err = Ce::new(&MethodParams::new(100, 8, 600).with_options(json!({"chunks": 4}))).err().unwrap().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

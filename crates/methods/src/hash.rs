@@ -1,0 +1,49 @@
+//! Seeded universal hashing: h(x) = ((a x + b) mod p) mod m with p = 2^61 - 1 (Carter-Wegman).
+
+use rand::Rng;
+
+const P: u64 = (1 << 61) - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UniversalHash {
+    a: u64,
+    b: u64,
+    m: u64,
+}
+
+impl UniversalHash {
+    pub fn new(m: usize, rng: &mut impl Rng) -> Self {
+        assert!(m > 0, "hash range must be positive");
+        UniversalHash { a: rng.random_range(1..P), b: rng.random_range(0..P), m: m as u64 }
+    }
+
+    #[inline]
+    pub fn hash(&self, x: u32) -> u32 {
+        let v = (self.a as u128 * x as u128 + self.b as u128) % P as u128;
+        (v as u64 % self.m) as u32
+    }
+
+    pub fn range(&self) -> usize {
+        self.m as usize
+    }
+
+    /// Bytes to store the function (a, b, m).
+    pub const BYTES: u64 = 24;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn spreads_ids_evenly() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let h = UniversalHash::new(100, &mut rng);
+        let mut counts = [0usize; 100];
+        for x in 0..100_000u32 {
+            counts[h.hash(x) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (700..1300).contains(&c)), "{counts:?}");
+    }
+}

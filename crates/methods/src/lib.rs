@@ -1,0 +1,184 @@
+//! Compressed embedding tables, in plain Rust, with fused sparse updates and exact accounting.
+//!
+//! Every method implements [`EmbeddingMethod`] in a file of its own and is registered by name in
+//! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
+//! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
+
+pub mod ce;
+pub mod cqr;
+pub mod dense;
+pub mod hash;
+pub mod hashing;
+pub mod index;
+pub mod kmeans;
+pub mod least_squares;
+pub mod optim;
+pub mod pq;
+pub mod qr;
+pub mod registry;
+pub mod rq;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use serde::{Deserialize, Serialize};
+
+pub use optim::{RowOptimizer, Table};
+pub use registry::{build_method, method_names};
+
+/// Errors at construction or in a lifecycle hook; never raised by `forward`/`backward`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MethodError {
+    #[error("unknown method `{0}` (known: {known})", known = method_names().join(", "))]
+    UnknownMethod(String),
+    #[error("method `{method}`: bad options: {reason}")]
+    BadOptions { method: String, reason: String },
+    #[error("method `{method}`: budget of {budget} parameters is impossible: {reason}")]
+    Budget { method: String, budget: u64, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a method is built from. `options` holds the method's own options (a JSON/YAML map); each
+/// method deserialises it into a typed struct that rejects unknown keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodParams {
+    pub vocab: usize,
+    pub dim: usize,
+    /// Cap on trainable parameters of this table.
+    pub budget: u64,
+    pub optimizer: RowOptimizer,
+    pub seed: u64,
+    /// Total training epochs (CQR's default schedule depends on it).
+    pub epochs: usize,
+    /// Half-width of the uniform initialisation of a full embedding vector.
+    pub init_scale: f32,
+    pub options: serde_json::Value,
+}
+
+impl MethodParams {
+    pub fn new(vocab: usize, dim: usize, budget: u64) -> Self {
+        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, init_scale: 0.05, options: serde_json::Value::Null, }
+    }
+    pub fn with_options(mut self, options: serde_json::Value) -> Self {
+        self.options = options;
+        self
+    }
+    pub fn with_optimizer(mut self, o: RowOptimizer) -> Self {
+        self.optimizer = o;
+        self
+    }
+    pub fn with_seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+    pub fn with_epochs(mut self, e: usize) -> Self {
+        self.epochs = e;
+        self
+    }
+
+    /// Checks shared by every method.
+    pub(crate) fn check_common(&self, method: &str) -> Result<(), MethodError> {
+        let bad = |r: String| MethodError::BadOptions { method: method.into(), reason: r };
+        if self.vocab == 0 {
+            return Err(bad("vocabulary is empty".into()));
+        }
+        if self.vocab > u32::MAX as usize {
+            return Err(bad(format!("vocabulary {} exceeds 2^32 - 1 ids", self.vocab)));
+        }
+        if self.dim == 0 {
+            return Err(bad("embedding dim must be >= 1".into()));
+        }
+        if !(self.init_scale.is_finite() && self.init_scale >= 0.0) {
+            return Err(bad(format!("init_scale must be finite and >= 0, got {}", self.init_scale)));
+        }
+        self.optimizer.validate().map_err(bad)
+    }
+
+    /// Rows of `dim` floats the budget allows; an error if not even one.
+    pub(crate) fn budget_rows(&self, method: &str, min_rows: u64) -> Result<usize, MethodError> {
+        let rows = self.budget / self.dim as u64;
+        if rows < min_rows {
+            return Err(MethodError::Budget {
+                method: method.into(),
+                budget: self.budget,
+                reason: format!("needs at least {min_rows} rows of dim {} ({} parameters)", self.dim, min_rows * self.dim as u64),
+            });
+        }
+        Ok(rows as usize)
+    }
+
+    /// Deserialises the method's own options (null = defaults), rejecting unknown keys.
+    pub(crate) fn options<T: serde::de::DeserializeOwned + Default>(&self, method: &str) -> Result<T, MethodError> {
+        if self.options.is_null() {
+            return Ok(T::default());
+        }
+        serde_json::from_value(self.options.clone()).map_err(|e| MethodError::BadOptions { method: method.into(), reason: e.to_string() })
+    }
+}
+
+/// Memory of a method, exactly: trainable floats, optimizer state, index arrays as stored, and
+/// other fixed-size state (hash function coefficients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Accounting {
+    pub trainable_params: u64,
+    pub optimizer_state_bytes: u64,
+    pub index_bytes: u64,
+    pub other_bytes: u64,
+}
+
+impl Accounting {
+    pub fn param_bytes(&self) -> u64 {
+        4 * self.trainable_params
+    }
+    pub fn total_bytes(&self) -> u64 {
+        self.param_bytes() + self.optimizer_state_bytes + self.index_bytes + self.other_bytes
+    }
+    pub fn add(&mut self, o: &Accounting) {
+        self.trainable_params += o.trainable_params;
+        self.optimizer_state_bytes += o.optimizer_state_bytes;
+        self.index_bytes += o.index_bytes;
+        self.other_bytes += o.other_bytes;
+    }
+}
+
+/// What a lifecycle hook did (so the training loop can time and log it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookReport {
+    /// Whether the embeddings changed (CQR clustered, PQ/RQ compressed).
+    pub changed: bool,
+    /// Human-readable detail, e.g. k-means inertia per column.
+    pub detail: String,
+}
+
+/// One embedding table method.
+pub trait EmbeddingMethod: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn vocab(&self) -> usize;
+    fn dim(&self) -> usize;
+
+    /// `out[i*dim..(i+1)*dim]` = embedding of `ids[i]`; `out.len() == ids.len() * dim`.
+    /// Ids must be `< vocab` (the data crate guarantees it).
+    fn forward(&self, ids: &[u32], out: &mut [f32]);
+
+    /// Applies one optimizer step given `grad = dLoss/d out` for the same `ids` as the matching
+    /// `forward`. Only rows that the batch touched change.
+    fn backward(&mut self, ids: &[u32], grad: &[f32]);
+
+    fn accounting(&self) -> Accounting;
+
+    /// Every trainable weight, in a fixed order (for tests, checkpoints and accounting checks).
+    fn parameters_mut(&mut self) -> Vec<&mut [f32]>;
+
+    /// Called after each training epoch (0-based). CQR clusters here.
+    fn on_epoch_end(&mut self, _epoch: usize) -> Result<HookReport, MethodError> {
+        Ok(HookReport::default())
+    }
+
+    /// Called once after training. PQ and RQ compress here.
+    fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
+        Ok(HookReport::default())
+    }
+}
+
+/// Splits `0..vocab` into batches for full-table passes with bounded memory.
+pub(crate) const ID_BATCH: usize = 1 << 14;

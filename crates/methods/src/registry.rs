@@ -1,0 +1,54 @@
+//! The one place methods are registered by name. Adding a method: one file implementing
+//! [`EmbeddingMethod`], one line in `REGISTRY`.
+
+use crate::{EmbeddingMethod, MethodError, MethodParams};
+
+type Builder = fn(&MethodParams) -> Result<Box<dyn EmbeddingMethod>, MethodError>;
+
+fn boxed<M: EmbeddingMethod + 'static>(r: Result<M, MethodError>) -> Result<Box<dyn EmbeddingMethod>, MethodError> {
+    r.map(|m| Box::new(m) as Box<dyn EmbeddingMethod>)
+}
+
+const REGISTRY: &[(&str, Builder)] = &[
+    (crate::dense::Dense::NAME, |p| boxed(crate::dense::Dense::new(p))),
+    (crate::hashing::Hashing::NAME, |p| boxed(crate::hashing::Hashing::new(p))),
+    (crate::qr::Qr::NAME, |p| boxed(crate::qr::Qr::new(p))),
+    (crate::ce::Ce::NAME, |p| boxed(crate::ce::Ce::new(p))),
+    (crate::pq::Pq::NAME, |p| boxed(crate::pq::Pq::new(p))),
+    (crate::rq::Rq::NAME, |p| boxed(crate::rq::Rq::new(p))),
+    (crate::cqr::Cqr::NAME, |p| boxed(crate::cqr::Cqr::new(p))),
+];
+
+/// Names of every registered method.
+pub fn method_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(n, _)| *n).collect()
+}
+
+/// Builds a method by name; unknown names and invalid options are errors here, never later.
+pub fn build_method(name: &str, params: &MethodParams) -> Result<Box<dyn EmbeddingMethod>, MethodError> {
+    let (_, build) = REGISTRY.iter().find(|(n, _)| *n == name).ok_or_else(|| MethodError::UnknownMethod(name.to_string()))?;
+    build(params)
+}
+
+/// Whether the method trains a full table and compresses after training (PQ, RQ).
+pub fn is_post_training(name: &str) -> bool {
+    matches!(name, "pq" | "rq")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_builds_by_name_and_unknown_names_fail() {
+        for name in method_names() {
+            let m = build_method(name, &MethodParams::new(1000, 16, 16 * 64)).unwrap();
+            assert_eq!(m.name(), name);
+            let mut out = vec![0.0; 3 * 16];
+            m.forward(&[0, 999, 500], &mut out);
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+        let err = build_method("hashnig", &MethodParams::new(10, 4, 40)).err().unwrap().to_string();
+        assert!(err.contains("unknown method `hashnig`") && err.contains("cqr"), "{err}");
+    }
+}
