@@ -1,0 +1,170 @@
+//! The networks: DLRM (Naumov et al., 2019) and GMF, as burn modules. Embedding tables are not
+//! part of these modules: their output arrives as one `[tables, batch, dim]` tensor (see
+//! `tables.rs` for why).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// Layer sizes of DLRM. `bottom` starts with the number of dense features and ends with the
+/// embedding dim; `top` lists the hidden sizes and ends with 1 (its input size is derived).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlrmConfig {
+    pub dim: usize,
+    pub bottom: Vec<usize>,
+    pub top: Vec<usize>,
+}
+
+impl DlrmConfig {
+    /// DLRM's Kaggle benchmark: dim 16, bottom 13-512-256-64-16, top 512-256-1.
+    pub fn kaggle() -> Self {
+        DlrmConfig { dim: 16, bottom: vec![13, 512, 256, 64, 16], top: vec![512, 256, 1] }
+    }
+    /// Small sizes for tests and quick sweeps.
+    pub fn small() -> Self {
+        DlrmConfig { dim: 16, bottom: vec![13, 64, 16], top: vec![64, 1] }
+    }
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "kaggle" => Some(Self::kaggle()),
+            "small" => Some(Self::small()),
+            _ => None,
+        }
+    }
+
+    /// Checks the sizes against the data: `n_dense` dense features, `n_tables` embeddings.
+    pub fn validate(&self, n_dense: usize) -> Result<(), String> {
+        if self.dim == 0 {
+            return Err("dlrm: dim must be >= 1".into());
+        }
+        if self.top.last() != Some(&1) {
+            return Err(format!("dlrm: top MLP must end with 1 output, got {:?}", self.top));
+        }
+        if n_dense > 0 {
+            if self.bottom.first() != Some(&n_dense) {
+                return Err(format!("dlrm: bottom MLP must start with the {n_dense} dense features, got {:?}", self.bottom));
+            }
+            if self.bottom.last() != Some(&self.dim) || self.bottom.len() < 2 {
+                return Err(format!("dlrm: bottom MLP must end with the embedding dim {}, got {:?}", self.dim, self.bottom));
+            }
+        }
+        if self.top.iter().chain(&self.bottom).any(|&s| s == 0) {
+            return Err("dlrm: layer sizes must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A stack of linear layers with ReLU between them (and after the last when `relu_last`).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    #[module(skip)]
+    relu_last: bool,
+}
+
+impl Mlp {
+    /// DLRM's initialisation: W ~ N(0, sqrt(2 / (fan_in + fan_out))), b ~ N(0, sqrt(1 / fan_out)),
+    /// drawn from a seeded stream so runs are reproducible.
+    pub fn new(sizes: &[usize], relu_last: bool, rng: &mut ChaCha8Rng, device: &Device) -> Self {
+        let layers = sizes
+            .windows(2)
+            .map(|w| {
+                let (i, o) = (w[0], w[1]);
+                let wn = Normal::new(0.0f32, (2.0 / (i + o) as f32).sqrt()).unwrap();
+                let bn = Normal::new(0.0f32, (1.0 / o as f32).sqrt()).unwrap();
+                let weight: Vec<f32> = (0..i * o).map(|_| wn.sample(rng)).collect();
+                let bias: Vec<f32> = (0..o).map(|_| bn.sample(rng)).collect();
+                Linear {
+                    weight: Param::from_data(TensorData::new(weight, [i, o]), device),
+                    bias: Some(Param::from_data(TensorData::new(bias, [o]), device)),
+                }
+            })
+            .collect();
+        Mlp { layers, relu_last }
+    }
+
+    /// `[batch, in] -> [batch, out]`.
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.forward(x);
+            if i + 1 < n || self.relu_last {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
+
+/// DLRM: bottom MLP over dense features, pairwise dot products of all vectors (strict lower
+/// triangle) concatenated with the bottom output, top MLP to a logit.
+#[derive(Module, Debug)]
+pub struct Dlrm {
+    bottom: Option<Mlp>,
+    top: Mlp,
+    #[module(skip)]
+    dim: usize,
+    #[module(skip)]
+    pairs: Vec<i64>,
+}
+
+impl Dlrm {
+    pub fn new(cfg: &DlrmConfig, n_dense: usize, n_tables: usize, seed: u64, device: &Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let bottom = (n_dense > 0).then(|| Mlp::new(&cfg.bottom, true, &mut rng, device));
+        let f = n_tables + usize::from(n_dense > 0);
+        // Flattened indices (i * f + j) of the strict lower triangle of the f x f Gram matrix.
+        let pairs: Vec<i64> = (0..f).flat_map(|i| (0..i).map(move |j| (i * f + j) as i64)).collect();
+        let top_in = pairs.len() + if n_dense > 0 { cfg.dim } else { 0 };
+        let mut sizes = vec![top_in];
+        sizes.extend(&cfg.top);
+        let top = Mlp::new(&sizes, false, &mut rng, device);
+        Dlrm { bottom, top, dim: cfg.dim, pairs }
+    }
+
+    /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
+    pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+        let [t, b, d] = emb.dims();
+        let e = emb.swap_dims(0, 1); // [batch, tables, dim]
+        let (vectors, x) = match &self.bottom {
+            Some(bottom) => {
+                let x = bottom.forward(dense); // [batch, dim]
+                (Tensor::cat(vec![x.clone().reshape([b, 1, d]), e], 1), Some(x))
+            }
+            None => (e, None),
+        };
+        let f = t + usize::from(x.is_some());
+        let gram = vectors.clone().matmul(vectors.swap_dims(1, 2)); // [batch, f, f]
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(self.pairs.clone(), [self.pairs.len()]), &gram.device());
+        let inter = gram.reshape([b, f * f]).select(1, idx); // [batch, pairs]
+        let top_in = match x {
+            Some(x) => Tensor::cat(vec![x, inter], 1),
+            None => inter,
+        };
+        debug_assert_eq!(d, self.dim);
+        self.top.forward(top_in)
+    }
+}
+
+/// Numerically stable mean binary cross-entropy of logits `[batch, 1]` against labels `[batch, 1]`:
+/// `max(z, 0) - z y + ln(1 + e^{-|z|})`.
+pub fn bce_with_logits(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+    let loss = logits.clone().clamp_min(0.0) - logits.clone() * labels + logits.abs().neg().exp().log1p();
+    loss.mean()
+}
+
+/// GMF: logit = <user, item>. No dense parameters: everything is in the embedding tables.
+pub fn gmf_forward(emb: Tensor<3>) -> Tensor<2> {
+    let [t, b, d] = emb.dims();
+    assert_eq!(t, 2, "gmf needs exactly two tables (user, item)");
+    let u = emb.clone().slice([0..1, 0..b, 0..d]).reshape([b, d]);
+    let v = emb.slice([1..2, 0..b, 0..d]).reshape([b, d]);
+    (u * v).sum_dim(1)
+}

@@ -1,0 +1,138 @@
+//! The embedding tables of a model, one method per categorical column, outside burn's autodiff.
+//!
+//! burn's `Embedding` backward builds a dense `[rows, dim]` gradient and the optimizer then
+//! sweeps every row (measured on this machine: 265 samples/s at 26 x 1M x 16 with Adam, 6.6 GB).
+//! Here the methods gather rows in plain Rust into one `[tables, batch, dim]` buffer that becomes
+//! a burn leaf tensor; after `backward` its gradient is handed back to each method's sparse,
+//! fused row update. Tables run in parallel (rayon), one table per task.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use cqr_methods::{build_method, Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, RowOptimizer};
+
+/// Which method and budget the tables use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSpec {
+    pub method: String,
+    /// Per-table cap on trainable parameters. A table whose full size fits stays dense (the
+    /// seed's budget policy).
+    pub budget: u64,
+    pub options: serde_json::Value,
+    pub init_scale: f32,
+}
+
+/// Accounting of one table, recorded per run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRecord {
+    pub column: String,
+    pub vocab: usize,
+    pub method: String,
+    pub accounting: Accounting,
+}
+
+pub struct EmbeddingTables {
+    pub methods: Vec<Box<dyn EmbeddingMethod>>,
+    pub dim: usize,
+    columns: Vec<String>,
+    ids_buf: Vec<Vec<u32>>,
+}
+
+impl EmbeddingTables {
+    /// Builds one method per column. Columns with `vocab * dim <= budget` stay dense.
+    pub fn new(
+        spec: &EmbeddingSpec,
+        columns: &[String],
+        cardinalities: &[usize],
+        dim: usize,
+        optimizer: RowOptimizer,
+        epochs: usize,
+        seed: u64,
+    ) -> Result<Self, MethodError> {
+        let mut methods = Vec::with_capacity(cardinalities.len());
+        for (c, &vocab) in cardinalities.iter().enumerate() {
+            let name = if (vocab as u64) * (dim as u64) <= spec.budget { "dense" } else { spec.method.as_str() };
+            let options = if name == spec.method { spec.options.clone() } else { serde_json::Value::Null };
+            let p = MethodParams {
+                vocab,
+                dim,
+                budget: spec.budget,
+                optimizer,
+                // Every table gets its own stream; the same seed gives the same tables.
+                seed: seed.wrapping_mul(1_000_003).wrapping_add(c as u64),
+                epochs,
+                init_scale: spec.init_scale,
+                options,
+            };
+            let m = build_method(name, &p).map_err(|e| MethodError::Invalid(format!("table {} (vocab {vocab}): {e}", columns[c])))?;
+            methods.push(m);
+        }
+        Ok(EmbeddingTables { methods, dim, columns: columns.to_vec(), ids_buf: vec![vec![]; cardinalities.len()] })
+    }
+
+    pub fn n_tables(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// Splits row-major `cats [batch, tables]` into one id list per table.
+    fn split_ids(&mut self, cats: &[u32]) {
+        let t = self.n_tables();
+        for (c, buf) in self.ids_buf.iter_mut().enumerate() {
+            buf.clear();
+            buf.extend(cats.iter().skip(c).step_by(t));
+        }
+    }
+
+    /// `cats: [batch, tables]` row-major -> `out: [tables, batch, dim]`.
+    pub fn forward(&mut self, cats: &[u32], out: &mut Vec<f32>) {
+        self.split_ids(cats);
+        let b = cats.len() / self.n_tables().max(1);
+        out.resize(self.n_tables() * b * self.dim, 0.0);
+        let ids = &self.ids_buf;
+        self.methods
+            .par_iter()
+            .zip(out.par_chunks_mut(b * self.dim))
+            .zip(ids.par_iter())
+            .for_each(|((m, o), ids)| m.forward(ids, o));
+    }
+
+    /// `grad: [tables, batch, dim]` for the ids of the last `forward`.
+    pub fn backward(&mut self, grad: &[f32]) {
+        let b = self.ids_buf.first().map(|v| v.len()).unwrap_or(0);
+        let ids = &self.ids_buf;
+        self.methods
+            .par_iter_mut()
+            .zip(grad.par_chunks(b * self.dim))
+            .zip(ids.par_iter())
+            .for_each(|((m, g), ids)| m.backward(ids, g));
+    }
+
+    /// Runs a lifecycle hook on every table in parallel; returns the reports of tables that changed.
+    pub fn hook(&mut self, f: impl Fn(&mut dyn EmbeddingMethod) -> Result<HookReport, MethodError> + Sync) -> Result<Vec<String>, MethodError> {
+        let reports: Vec<Result<HookReport, MethodError>> = self.methods.par_iter_mut().map(|m| f(m.as_mut())).collect();
+        let mut out = vec![];
+        for (c, r) in reports.into_iter().enumerate() {
+            let r = r?;
+            if r.changed {
+                out.push(format!("{}: {}", self.columns[c], r.detail));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn records(&self) -> Vec<TableRecord> {
+        self.methods
+            .iter()
+            .zip(&self.columns)
+            .map(|(m, c)| TableRecord { column: c.clone(), vocab: m.vocab(), method: m.name().to_string(), accounting: m.accounting() })
+            .collect()
+    }
+
+    pub fn total(&self) -> Accounting {
+        let mut a = Accounting::default();
+        for m in &self.methods {
+            a.add(&m.accounting());
+        }
+        a
+    }
+}

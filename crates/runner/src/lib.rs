@@ -1,0 +1,7 @@
+//! The pieces behind the `cqr` binary: experiment files, sweeps, tables, charts, reports.
+
+pub mod config;
+pub mod plot;
+pub mod report;
+pub mod sweep;
+pub mod tables;

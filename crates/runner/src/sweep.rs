@@ -1,0 +1,212 @@
+//! Running cells: dataset loading (cached), training, atomic per-cell results, resume, shards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use cqr_data::movielens::load_movielens;
+use cqr_data::preprocess::file_identity;
+use cqr_data::synthetic::{generate_criteo, generate_gmf};
+use cqr_data::{load_cached, load_tabular, Dataset, TabularFormat, TabularSource};
+use cqr_methods::least_squares::LeastSquaresTrace;
+use cqr_models::{train, EmbeddingSpec, RunResult, TrainConfig};
+
+use crate::config::{Cell, CellConfig, DatasetConfig, Experiment};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CellOutput {
+    Train(Box<RunResult>),
+    LeastSquares(LeastSquaresTrace),
+}
+
+/// What is stored for a finished cell (`cells/<id>/record.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub id: String,
+    pub name: String,
+    /// Name of the loaded dataset (e.g. `synthetic-criteo`, a file name).
+    pub dataset: String,
+    pub config: CellConfig,
+    pub output: CellOutput,
+    pub wall_s: f64,
+}
+
+pub fn cells_dir(results: &Path) -> PathBuf {
+    results.join("cells")
+}
+
+fn record_path(results: &Path, id: &str) -> PathBuf {
+    cells_dir(results).join(id).join("record.json")
+}
+
+/// Loads every finished cell under `results/cells`, sorted by id.
+pub fn load_records(results: &Path) -> Result<Vec<CellRecord>> {
+    let dir = cells_dir(results);
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // an unfinished write
+        }
+        let p = e.path().join("record.json");
+        if !p.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        out.push(serde_json::from_str(&text).with_context(|| format!("{}: not a cell record", p.display()))?);
+    }
+    out.sort_by(|a: &CellRecord, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Loads (or generates) the dataset of a cell through the on-disk cache.
+pub fn load_dataset(cfg: &DatasetConfig, cache: &Path) -> Result<Dataset> {
+    let key = |extra: Vec<String>| -> Vec<String> {
+        let mut k = vec![serde_json::to_string(cfg).expect("config serialises")];
+        k.extend(extra);
+        k
+    };
+    let (ds, _) = match cfg {
+        DatasetConfig::SyntheticCriteo(c) => load_cached(Some(cache), &key(vec![]), || generate_criteo(c))?,
+        DatasetConfig::SyntheticGmf(c) => load_cached(Some(cache), &key(vec![]), || generate_gmf(c))?,
+        DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => {
+            let format = if matches!(cfg, DatasetConfig::Criteo(_)) { TabularFormat::Criteo } else { TabularFormat::Avazu };
+            let mut ids = vec![file_identity(&f.path)?];
+            if let Some(t) = &f.test_path {
+                ids.push(file_identity(t)?);
+            }
+            let src = TabularSource { format, train: f.path.clone(), test: f.test_path.clone() };
+            load_cached(Some(cache), &key(ids), || load_tabular(&src, &f.preprocess))?
+        }
+        DatasetConfig::Movielens(m) => {
+            let ids = vec![file_identity(&m.path)?];
+            load_cached(Some(cache), &key(ids), || load_movielens(&m.path, m.layout, m.bad_rows).map(|(d, _)| d))?
+        }
+        DatasetConfig::LeastSquares(_) => return Err(anyhow!("least squares cells have no dataset")),
+    };
+    Ok(ds)
+}
+
+/// Runs one cell (no I/O of results).
+pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord> {
+    let t0 = Instant::now();
+    let c = &cell.config;
+    let (dataset, output) = match &c.dataset {
+        DatasetConfig::LeastSquares(ls) => {
+            let cfg = cqr_methods::least_squares::LeastSquaresConfig { seed: c.seed, ..*ls };
+            ("least-squares".to_string(), CellOutput::LeastSquares(cfg.run()?))
+        }
+        other => {
+            let ds = load_dataset(other, cache)?;
+            let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve()?;
+            let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
+            let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale };
+            let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
+            let r = train(&ds, &model, &spec, &tc).with_context(|| format!("cell {}", cell.name))?;
+            (ds.name.clone(), CellOutput::Train(Box::new(r)))
+        }
+    };
+    Ok(CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64() })
+}
+
+/// Writes a record atomically: into a hidden temporary directory, then renamed into place, so
+/// a killed sweep never leaves a half-written cell that a resume would trust.
+pub fn write_record(results: &Path, rec: &CellRecord) -> Result<()> {
+    let dir = cells_dir(results);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".tmp-{}-{}", rec.id, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&rec.config)?)?;
+    std::fs::write(tmp.join("record.json"), serde_json::to_string_pretty(rec)?)?;
+    let target = dir.join(&rec.id);
+    if target.exists() {
+        // Another shard finished the same cell first; keep theirs.
+        std::fs::remove_dir_all(&tmp)?;
+        return Ok(());
+    }
+    std::fs::rename(&tmp, &target).with_context(|| format!("moving {} into place", target.display()))
+}
+
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub results: PathBuf,
+    pub cache: PathBuf,
+    pub jobs: usize,
+    /// (index, count): run cells whose position % count == index.
+    pub shard: (usize, usize),
+    pub progress: bool,
+    /// Stop after this many newly finished cells (for tests of resumption).
+    pub max_cells: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    pub ran: Vec<String>,
+    pub already_done: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (a, b) = s.split_once('/').ok_or_else(|| anyhow!("--shard must look like i/n (0-based i), got `{s}`"))?;
+    let (i, n): (usize, usize) = (a.trim().parse().map_err(|_| anyhow!("--shard: bad index `{a}`"))?, b.trim().parse().map_err(|_| anyhow!("--shard: bad count `{b}`"))?);
+    if n == 0 || i >= n {
+        return Err(anyhow!("--shard {s}: need 0 <= i < n"));
+    }
+    Ok((i, n))
+}
+
+pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
+    let mine: Vec<&Cell> = exp.cells.iter().enumerate().filter(|(i, _)| i % opts.shard.1 == opts.shard.0).map(|(_, c)| c).collect();
+    let mut report = SweepReport::default();
+    let mut todo = vec![];
+    for c in mine {
+        if record_path(&opts.results, &c.id).exists() {
+            report.already_done += 1;
+        } else {
+            todo.push(c);
+        }
+    }
+    if let Some(m) = opts.max_cells {
+        todo.truncate(m);
+    }
+    let total = todo.len();
+    let done = Mutex::new(0usize);
+    let report_m = Mutex::new(report);
+    let run = |c: &&Cell| {
+        eprintln!("[{}] running {} ({})", exp.name, c.name, c.id);
+        match run_cell(c, &opts.cache, opts.progress && opts.jobs == 1).and_then(|r| write_record(&opts.results, &r).map(|_| r)) {
+            Ok(r) => {
+                let mut d = done.lock().unwrap();
+                *d += 1;
+                eprintln!("[{}] {}/{} done: {} in {:.1}s{}", exp.name, *d, total, c.name, r.wall_s, brief(&r));
+                report_m.lock().unwrap().ran.push(c.name.clone());
+            }
+            Err(e) => {
+                eprintln!("[{}] FAILED {}: {e:#}", exp.name, c.name);
+                report_m.lock().unwrap().failed.push((c.name.clone(), format!("{e:#}")));
+            }
+        }
+    };
+    if opts.jobs <= 1 {
+        todo.iter().for_each(run);
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build()?;
+        pool.install(|| todo.par_iter().for_each(run));
+    }
+    Ok(report_m.into_inner().unwrap())
+}
+
+fn brief(r: &CellRecord) -> String {
+    match &r.output {
+        CellOutput::Train(t) => format!(": test BCE {:.5} AUC {:.4}, {} params", t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params),
+        CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
+    }
+}

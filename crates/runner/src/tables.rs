@@ -1,0 +1,169 @@
+//! Result tables (polars): one row per cell and evaluation (`epochs`), one row per cell
+//! (`summary`), and the least-squares traces (`least_squares`); each as parquet and CSV.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+
+use crate::sweep::{CellOutput, CellRecord};
+
+fn col_s(name: &str, v: Vec<String>) -> Column {
+    Column::new(name.into(), v)
+}
+fn col_f(name: &str, v: Vec<f64>) -> Column {
+    Column::new(name.into(), v)
+}
+fn col_u(name: &str, v: Vec<u64>) -> Column {
+    Column::new(name.into(), v)
+}
+
+/// Column names of `summary` (documented in the README).
+pub const SUMMARY_COLUMNS: &[&str] = &[
+    "cell_id", "cell_name", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "val_bce", "val_auc",
+    "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
+    "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
+    "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc",
+];
+
+pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
+    let rows: Vec<(&CellRecord, &cqr_models::RunResult)> = records
+        .iter()
+        .filter_map(|r| match &r.output {
+            CellOutput::Train(t) => Some((r, t.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let s = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> String| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
+    let f = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> f64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
+    let u = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> u64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
+    let cols = vec![
+        col_s("cell_id", s(&|r, _| r.id.clone())),
+        col_s("cell_name", s(&|r, _| r.name.clone())),
+        col_s("experiment", s(&|r, _| r.config.experiment.clone())),
+        col_s("dataset", s(&|r, _| r.dataset.clone())),
+        col_s("model", s(&|r, _| r.config.model.as_ref().map(|m| format!("{:?}", m.kind).to_lowercase()).unwrap_or_default())),
+        col_s("method", s(&|r, _| r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default())),
+        col_u("budget", u(&|r, _| r.config.budget.unwrap_or(0))),
+        col_u("seed", u(&|r, _| r.config.seed)),
+        col_u("best_epoch", u(&|_, t| t.best.epoch as u64)),
+        col_f("val_bce", f(&|_, t| t.reported.val_bce)),
+        col_f("val_auc", f(&|_, t| t.reported.val_auc)),
+        col_f("test_bce", f(&|_, t| t.reported.test_bce)),
+        col_f("test_auc", f(&|_, t| t.reported.test_auc)),
+        col_f("dense_test_bce", f(&|_, t| t.best.scores.test_bce)),
+        col_f("dense_test_auc", f(&|_, t| t.best.scores.test_auc)),
+        col_u("params", u(&|_, t| t.total_final.trainable_params)),
+        col_u("train_params", u(&|_, t| t.total_train.trainable_params)),
+        col_u("index_bytes", u(&|_, t| t.total_final.index_bytes)),
+        col_u("optimizer_state_bytes", u(&|_, t| t.total_train.optimizer_state_bytes)),
+        col_u("total_bytes", u(&|_, t| t.total_final.total_bytes())),
+        col_u("train_total_bytes", u(&|_, t| t.total_train.total_bytes())),
+        col_u("mlp_params", u(&|_, t| t.mlp_params)),
+        col_u("peak_rss_bytes", u(&|_, t| t.peak_rss_bytes)),
+        col_f("train_s", f(&|_, t| t.timings.train_s)),
+        col_f("cluster_s", f(&|_, t| t.timings.cluster_s)),
+        col_f("compress_s", f(&|_, t| t.timings.compress_s)),
+        col_f("eval_s", f(&|_, t| t.timings.eval_s)),
+        col_f("samples_per_s", f(&|_, t| t.train_samples_per_s)),
+        col_u("skipped_rows", u(&|_, t| t.skipped.skipped)),
+        col_f("teacher_test_bce", f(&|_, t| t.teacher.map(|x| x.test_bce).unwrap_or(f64::NAN))),
+        col_f("teacher_test_auc", f(&|_, t| t.teacher.map(|x| x.test_auc).unwrap_or(f64::NAN))),
+    ];
+    Ok(DataFrame::new(rows.len(), cols)?)
+}
+
+pub fn epochs_frame(records: &[CellRecord]) -> Result<DataFrame> {
+    let (mut id, mut name, mut dataset, mut method, mut budget, mut seed, mut epoch, mut step) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut tl, mut vb, mut va, mut tb, mut ta) = (vec![], vec![], vec![], vec![], vec![]);
+    for r in records {
+        let CellOutput::Train(t) = &r.output else { continue };
+        for e in &t.evals {
+            id.push(r.id.clone());
+            name.push(r.name.clone());
+            dataset.push(r.dataset.clone());
+            method.push(r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default());
+            budget.push(r.config.budget.unwrap_or(0));
+            seed.push(r.config.seed);
+            epoch.push(e.epoch as u64);
+            step.push(e.step as u64);
+            tl.push(e.train_loss);
+            vb.push(e.scores.val_bce);
+            va.push(e.scores.val_auc);
+            tb.push(e.scores.test_bce);
+            ta.push(e.scores.test_auc);
+        }
+    }
+    let n = id.len();
+    Ok(DataFrame::new(n, vec![
+        col_s("cell_id", id), col_s("cell_name", name), col_s("dataset", dataset), col_s("method", method), col_u("budget", budget),
+        col_u("seed", seed), col_u("epoch", epoch), col_u("step", step), col_f("train_loss", tl), col_f("val_bce", vb),
+        col_f("val_auc", va), col_f("test_bce", tb), col_f("test_auc", ta),
+    ])?)
+}
+
+pub fn least_squares_frame(records: &[CellRecord]) -> Result<DataFrame> {
+    let (mut id, mut seed, mut k, mut it, mut loss, mut bound, mut opt) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in records {
+        let CellOutput::LeastSquares(t) = &r.output else { continue };
+        let kk = match &r.config.dataset {
+            crate::config::DatasetConfig::LeastSquares(c) => c.k as u64,
+            _ => 0,
+        };
+        for (i, (l, b)) in t.loss.iter().zip(&t.bound).enumerate() {
+            id.push(r.id.clone());
+            seed.push(r.config.seed);
+            k.push(kk);
+            it.push(i as u64);
+            loss.push(*l);
+            bound.push(*b);
+            opt.push(t.optimum);
+        }
+    }
+    let n = id.len();
+    Ok(DataFrame::new(n, vec![col_s("cell_id", id), col_u("seed", seed), col_u("k", k), col_u("iteration", it), col_f("loss", loss), col_f("bound", bound), col_f("optimum", opt)])?)
+}
+
+fn write_both(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
+    let pq = dir.join(format!("{stem}.parquet"));
+    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
+    anyhow::Context::with_context(ParquetWriter::new(File::create(&tmp)?).finish(df), || format!("writing {}", pq.display()))?;
+    std::fs::rename(&tmp, &pq)?;
+    let csv = dir.join(format!("{stem}.csv"));
+    let tmp = dir.join(format!(".{stem}.csv.tmp"));
+    anyhow::Context::with_context(CsvWriter::new(File::create(&tmp)?).finish(df), || format!("writing {}", csv.display()))?;
+    std::fs::rename(&tmp, &csv)?;
+    Ok(())
+}
+
+/// Writes every table for the records present (partial sweeps and shards merge naturally).
+pub fn write_tables(results: &Path, records: &[CellRecord]) -> Result<()> {
+    std::fs::create_dir_all(results)?;
+    let mut s = summary_frame(records)?;
+    if s.height() > 0 {
+        write_both(&mut s, results, "summary")?;
+        write_both(&mut epochs_frame(records)?, results, "epochs")?;
+    }
+    let mut ls = least_squares_frame(records)?;
+    if ls.height() > 0 {
+        write_both(&mut ls, results, "least_squares")?;
+    }
+    Ok(())
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = File::open(path).with_context(|| format!("{}: cannot open (run a sweep first?)", path.display()))?;
+    Ok(ParquetReader::new(f).finish()?)
+}
+
+pub fn f64s(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df.column(name)?.cast(&DataType::Float64)?;
+    let ca = c.f64()?;
+    Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
+}
+
+pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let ca = df.column(name)?.str()?;
+    Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or("").to_string()).collect())
+}

@@ -1,0 +1,19 @@
+# Convenience recipes; each is the plain cargo command shown, so `just` is optional.
+
+# Run the default experiment grid (experiments/quick.yaml) or another: `just sweep experiments/x.yaml`
+sweep FILE="experiments/quick.yaml" *ARGS="":
+    cargo run --release -- sweep {{FILE}} {{ARGS}}
+
+# Run every test (the command CI runs)
+test:
+    cargo test --release --workspace
+
+# Throughput benchmark (samples/s) and the k-means criterion benchmark
+bench:
+    cargo run --release -- bench
+    cargo bench -p cqr-methods --bench kmeans
+
+# Regenerate charts and the report of a results directory from its tables
+plot DIR="results/quick":
+    cargo run --release -- plot {{DIR}}
+    cargo run --release -- report {{DIR}}
