@@ -120,6 +120,20 @@ impl EmbeddingTables {
         Ok(out)
     }
 
+    /// Copies of every table's trainable weights.
+    pub fn snapshot(&mut self) -> Vec<Vec<Vec<f32>>> {
+        self.methods.iter_mut().map(|m| m.parameters_mut().iter().map(|s| s.to_vec()).collect()).collect()
+    }
+
+    /// Writes back weights taken by [`snapshot`](Self::snapshot) (optimizer state is kept).
+    pub fn restore(&mut self, weights: &[Vec<Vec<f32>>]) {
+        for (m, w) in self.methods.iter_mut().zip(weights) {
+            for (dst, src) in m.parameters_mut().into_iter().zip(w) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+
     pub fn records(&self) -> Vec<TableRecord> {
         self.methods
             .iter()

@@ -180,7 +180,7 @@ pub struct RunResult {
     pub evals: Vec<EvalPoint>,
     /// The evaluation with the lowest validation BCE.
     pub best: EvalPoint,
-    /// PQ/RQ: the scores of the compressed model (after the last epoch).
+    /// PQ/RQ: the scores of the compressed model (compressed from the best validation evaluation).
     pub compressed: Option<Scores>,
     /// What a summary reports: the compressed scores for PQ/RQ, else the best evaluation's.
     pub reported: Scores,
@@ -209,6 +209,7 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+#[derive(Clone)]
 enum Net {
     Dlrm(Dlrm),
     Gmf,
@@ -304,6 +305,11 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
     let mut since_best = 0usize;
     let mut stop = false;
     let n_batches = order.len().div_ceil(cfg.batch_size);
+    // Post-training methods (PQ, RQ) compress the model of the best validation evaluation, not
+    // the last one: CTR models often overfit after one epoch, and compressing an overfit model
+    // would charge the method for it. The snapshot costs one copy of the (dense) tables.
+    let post_training = tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+    let mut snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)> = None;
     let t_count = ds.n_cat();
 
     let evaluate = |net: &Net, tables: &mut EmbeddingTables, timings: &mut Timings| -> Scores {
@@ -365,6 +371,9 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
             if cfg.eval_every_steps.is_some_and(|k| step % k == 0) {
                 let scores = evaluate(&net, &mut tables, &mut timings);
                 push_eval(&mut evals, epoch, step, &mut loss_sum, &mut loss_n, scores, &mut since_best);
+                if post_training && since_best == 0 {
+                    snapshot = Some((net.clone(), tables.snapshot()));
+                }
                 if cfg.early_stopping_patience.is_some_and(|p| since_best > p) {
                     bar.finish_and_clear();
                     break 'epochs;
@@ -374,6 +383,9 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
         bar.finish_and_clear();
         let scores = evaluate(&net, &mut tables, &mut timings);
         push_eval(&mut evals, epoch, step, &mut loss_sum, &mut loss_n, scores, &mut since_best);
+        if post_training && since_best == 0 {
+            snapshot = Some((net.clone(), tables.snapshot()));
+        }
         if cfg.early_stopping_patience.is_some_and(|p| since_best > p) {
             stop = true;
         }
@@ -387,6 +399,10 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
         if stop {
             break;
         }
+    }
+    if let Some((best_net, weights)) = snapshot.take() {
+        net = best_net;
+        tables.restore(&weights);
     }
     let tables_train = tables.records();
     let total_train = tables.total();

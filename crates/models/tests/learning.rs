@@ -26,13 +26,17 @@ fn gmf_learns_planted_factors() {
 
 #[test]
 fn dlrm_learns_planted_criteo_and_is_reproducible() {
-    let ds = generate_criteo(&CriteoSynthConfig { rows: 40_000, cardinality_scale: 0.001, max_cardinality: 500, seed: 2, ..Default::default() }).unwrap();
-    let cfg = TrainConfig { lr: 3e-3, batch_size: 256, epochs: 3, seed: 5, ..Default::default() };
+    // Few ids per column, so that 48k training rows pin the teacher down (with more ids the gap
+    // to the teacher is estimation error: measured 0.027 AUC at 200k rows and 50 ids per column).
+    let ds = generate_criteo(&CriteoSynthConfig { rows: 60_000, cardinality_scale: 0.001, max_cardinality: 20, seed: 2, ..Default::default() }).unwrap();
+    let cfg = TrainConfig { lr: 1e-2, embedding_lr: Some(3e-3), batch_size: 256, epochs: 3, seed: 5, ..Default::default() };
     let model = ModelConfig::Dlrm(DlrmConfig::small());
     let r = train(&ds, &model, &spec("dense", u64::MAX, json!(null)), &cfg).unwrap();
     let teacher = ds.teacher.unwrap();
-    assert!(r.reported.test_auc > teacher.test_auc - 0.06, "dlrm {:.4} vs teacher {:.4}", r.reported.test_auc, teacher.test_auc);
-    assert!(r.reported.test_bce < teacher.test_bce + 0.05, "dlrm bce {:.4} vs teacher {:.4}", r.reported.test_bce, teacher.test_bce);
+    // The remaining gap is estimation error: training loss falls below the teacher's by epoch 3
+    // (the MLPs overfit 48k rows); the gap shrinks with more rows.
+    assert!(r.reported.test_auc > teacher.test_auc - 0.04, "dlrm {:.4} vs teacher {:.4}", r.reported.test_auc, teacher.test_auc);
+    assert!(r.reported.test_bce < teacher.test_bce + 0.045, "dlrm bce {:.4} vs teacher {:.4}", r.reported.test_bce, teacher.test_bce);
     // Same config and seed: identical numbers.
     let again = train(&ds, &model, &spec("dense", u64::MAX, json!(null)), &cfg).unwrap();
     assert_eq!(r.evals, again.evals);

@@ -383,11 +383,13 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
             (Some(b), None) => (b, "budgets"),
             (None, Some(b)) => (b, "budgets_per_dim"),
             (Some(_), Some(_)) => return Err(ctx.err("budgets_per_dim", "give either budgets or budgets_per_dim, not both")),
+            (None, None) if ms.iter().all(|m| m.get("name").and_then(|n| n.as_str()) == Some("dense")) => (&Value::Null, "budgets"),
             (None, None) => return Err(ctx.err("budgets", "missing: a list of per-table parameter caps")),
         };
         match list {
             Value::Sequence(s) if !s.is_empty() => budgets.extend(s.iter().map(|v| (v.clone(), key))),
             Value::Number(_) => budgets.push((list.clone(), key)),
+            Value::Null => {}
             _ => return Err(ctx.err(key, "must be a non-empty list of positive integers")),
         }
     }

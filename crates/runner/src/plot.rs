@@ -168,6 +168,16 @@ fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
         .collect()
 }
 
+/// Line label for a variant: the cell name without its budget and dataset parts, so each line
+/// joins one method's cells over budgets (other grid values stay in the label).
+pub fn line_key(variant: &str) -> String {
+    variant
+        .split('-')
+        .filter(|p| !(p.starts_with('b') && p.len() > 1 && p[1..].chars().all(|c| c.is_ascii_digit())) && !p.starts_with("dataset="))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
@@ -181,6 +191,7 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
         let df = read_parquet(&summary)?;
         let datasets = strs(&df, "dataset")?;
         let methods = strs(&df, "method")?;
+        let variants = strs(&df, "variant")?;
         // x: the budget cap per table; where every table fits the cap and stays dense, the
         // method is the dense table (drawn as the reference line instead).
         let budget = f64s(&df, "budget")?;
@@ -198,7 +209,7 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
                     if methods[i] == "dense" {
                         dense.push(ys[i]);
                     } else {
-                        k.push(methods[i].clone());
+                        k.push(line_key(&variants[i]));
                         x.push(params[i]);
                         y.push(ys[i]);
                     }

@@ -12,6 +12,7 @@ use crate::tables::{f64s, read_parquet, strs};
 #[derive(Debug, Clone)]
 pub struct GroupRow {
     pub dataset: String,
+    pub variant: String,
     pub method: String,
     pub budget: u64,
     pub n: usize,
@@ -35,20 +36,23 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
     let df = read_parquet(&results.join("summary.parquet"))?;
     let ds = strs(&df, "dataset")?;
+    let va = strs(&df, "variant")?;
     let me = strs(&df, "method")?;
     let bu = f64s(&df, "budget")?;
     let cols = ["test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows"];
     let vals: Vec<Vec<f64>> = cols.iter().map(|c| f64s(&df, c)).collect::<Result<_>>()?;
-    let mut groups: BTreeMap<(String, String, u64), Vec<usize>> = BTreeMap::new();
+    // Group by dataset, method, budget and the other grid values (the variant), over seeds.
+    let mut groups: BTreeMap<(String, String, u64, String), Vec<usize>> = BTreeMap::new();
     for i in 0..df.height() {
-        groups.entry((ds[i].clone(), me[i].clone(), bu[i] as u64)).or_default().push(i);
+        groups.entry((ds[i].clone(), me[i].clone(), bu[i] as u64, va[i].clone())).or_default().push(i);
     }
     Ok(groups
         .into_iter()
-        .map(|((dataset, method, budget), rows)| {
+        .map(|((dataset, method, budget, variant), rows)| {
             let g = |c: usize| rows.iter().map(|&i| vals[c][i]).collect::<Vec<f64>>();
             GroupRow {
                 dataset,
+                variant,
                 method,
                 budget,
                 n: rows.len(),
@@ -67,13 +71,13 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
 
 pub fn markdown_table(rows: &[GroupRow]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| dataset | method | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | emb. params | total bytes (final) | total bytes (training) | peak RSS MB | train samples/s | skipped rows |");
+    let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | emb. params | total bytes (final) | total bytes (training) | peak RSS MB | train samples/s | skipped rows |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            r.dataset, r.method, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.params, r.total_bytes, r.train_total_bytes, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
+            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.params, r.total_bytes, r.train_total_bytes, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
         );
     }
     s

@@ -21,11 +21,19 @@ fn col_u(name: &str, v: Vec<u64>) -> Column {
 
 /// Column names of `summary` (documented in the README).
 pub const SUMMARY_COLUMNS: &[&str] = &[
-    "cell_id", "cell_name", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "val_bce", "val_auc",
+    "cell_id", "cell_name", "variant", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "val_bce", "val_auc",
     "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
     "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc",
 ];
+
+/// The cell name without its seed: cells that differ only in the seed share a variant.
+pub fn variant(name: &str) -> String {
+    match name.rfind("-s") {
+        Some(i) if name[i + 2..].chars().all(|c| c.is_ascii_digit()) => name[..i].to_string(),
+        _ => name.to_string(),
+    }
+}
 
 pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
     let rows: Vec<(&CellRecord, &cqr_models::RunResult)> = records
@@ -41,6 +49,7 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
     let cols = vec![
         col_s("cell_id", s(&|r, _| r.id.clone())),
         col_s("cell_name", s(&|r, _| r.name.clone())),
+        col_s("variant", s(&|r, _| variant(&r.name))),
         col_s("experiment", s(&|r, _| r.config.experiment.clone())),
         col_s("dataset", s(&|r, _| r.dataset.clone())),
         col_s("model", s(&|r, _| r.config.model.as_ref().map(|m| format!("{:?}", m.kind).to_lowercase()).unwrap_or_default())),
