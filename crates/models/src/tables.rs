@@ -64,7 +64,11 @@ impl EmbeddingTables {
                 init_scale: spec.init_scale,
                 options,
             };
-            let m = build_method(name, &p).map_err(|e| MethodError::Invalid(format!("table {} (vocab {vocab}): {e}", columns[c])))?;
+            let m = build_method(name, &p).map_err(|e| match e {
+                // Keep the kind: an impossible budget is a property of the cell, not a bug.
+                MethodError::Budget { method, budget, reason } => MethodError::Budget { method, budget, reason: format!("table {} (vocab {vocab}): {reason}", columns[c]) },
+                other => MethodError::Invalid(format!("table {} (vocab {vocab}): {other}", columns[c])),
+            })?;
             methods.push(m);
         }
         Ok(EmbeddingTables { methods, dim, columns: columns.to_vec(), ids_buf: vec![vec![]; cardinalities.len()] })

@@ -193,11 +193,18 @@ pub struct RunResult {
     pub mlp_params: u64,
     pub timings: Timings,
     pub train_samples_per_s: f64,
-    /// Peak resident set size of the whole process (VmHWM), bytes; 0 where unavailable.
+    /// Peak resident set size of the process during this run (VmHWM, reset at the start of the
+    /// run; includes the dataset in memory), bytes; 0 where unavailable.
     pub peak_rss_bytes: u64,
     pub hook_log: Vec<String>,
     pub teacher: Option<TeacherScore>,
     pub skipped: SkipReport,
+}
+
+/// Resets the process's peak-RSS counter (Linux: `5` in /proc/self/clear_refs), so the peak
+/// read after a run is that run's, not an earlier one's in the same process.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak RSS of this process from /proc/self/status (Linux); 0 elsewhere.
@@ -269,6 +276,7 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
     if ds.splits.train.is_empty() || ds.splits.val.is_empty() || ds.splits.test.is_empty() {
         return Err(TrainError::Config(format!("dataset {} needs non-empty train, val and test splits ({:?})", ds.name, ds.splits)));
     }
+    reset_peak_rss();
     let dim = model.dim();
     let n_dense = ds.n_dense();
     let dense_w = n_dense.max(1);

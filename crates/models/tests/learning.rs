@@ -84,5 +84,5 @@ fn diverging_loss_names_epoch_and_step() {
 fn impossible_budget_is_a_clear_error() {
     let ds = gmf_data();
     let err = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("cqr", 8, json!(null)), &gmf_cfg(1)).unwrap_err().to_string();
-    assert!(err.contains("table user") && err.contains("budget of 8"), "{err}");
+    assert!(err.contains("table user") && err.contains("budget of 8") && err.contains("at least 2 rows"), "{err}");
 }

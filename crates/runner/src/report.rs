@@ -95,6 +95,16 @@ pub fn write_report(results: &Path) -> Result<PathBuf> {
         md.push_str(&markdown_table(&rows));
         md.push('\n');
     }
+    let inf = results.join("infeasible.parquet");
+    if inf.exists() {
+        let df = read_parquet(&inf)?;
+        let (names, reasons) = (strs(&df, "cell_name")?, strs(&df, "reason")?);
+        let _ = writeln!(md, "## Infeasible cells (the method cannot meet the budget)\n");
+        for (n, r) in names.iter().zip(&reasons) {
+            let _ = writeln!(md, "- `{n}`: {r}");
+        }
+        md.push('\n');
+    }
     let charts = results.join("charts");
     if let Ok(rd) = std::fs::read_dir(&charts) {
         let mut pngs: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".png")).collect();

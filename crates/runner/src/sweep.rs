@@ -21,6 +21,9 @@ use crate::config::{Cell, CellConfig, DatasetConfig, Experiment};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CellOutput {
     Train(Box<RunResult>),
+    /// The method cannot meet the budget on this data (e.g. QR below 2 sqrt(vocab) rows): a
+    /// result, recorded so the sweep neither fails nor retries it.
+    Infeasible { reason: String },
     LeastSquares(LeastSquaresTrace),
 }
 
@@ -109,8 +112,11 @@ pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord>
             let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
             let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale };
             let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
-            let r = train(&ds, &model, &spec, &tc).with_context(|| format!("cell {}", cell.name))?;
-            (ds.name.clone(), CellOutput::Train(Box::new(r)))
+            match train(&ds, &model, &spec, &tc) {
+                Ok(r) => (ds.name.clone(), CellOutput::Train(Box::new(r))),
+                Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => (ds.name.clone(), CellOutput::Infeasible { reason: e.to_string() }),
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("cell {}", cell.name))),
+            }
         }
     };
     Ok(CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64() })
@@ -208,5 +214,6 @@ fn brief(r: &CellRecord) -> String {
     match &r.output {
         CellOutput::Train(t) => format!(": test BCE {:.5} AUC {:.4}, {} params", t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params),
         CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
+        CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),
     }
 }

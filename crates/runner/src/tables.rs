@@ -154,6 +154,19 @@ pub fn write_tables(results: &Path, records: &[CellRecord]) -> Result<()> {
         write_both(&mut s, results, "summary")?;
         write_both(&mut epochs_frame(records)?, results, "epochs")?;
     }
+    let inf: Vec<(&CellRecord, &String)> = records.iter().filter_map(|r| match &r.output { CellOutput::Infeasible { reason } => Some((r, reason)), _ => None }).collect();
+    if !inf.is_empty() {
+        let n = inf.len();
+        let mut df = DataFrame::new(n, vec![
+            col_s("cell_id", inf.iter().map(|(r, _)| r.id.clone()).collect()),
+            col_s("cell_name", inf.iter().map(|(r, _)| r.name.clone()).collect()),
+            col_s("dataset", inf.iter().map(|(r, _)| r.dataset.clone()).collect()),
+            col_s("method", inf.iter().map(|(r, _)| r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default()).collect()),
+            col_u("budget", inf.iter().map(|(r, _)| r.config.budget.unwrap_or(0)).collect()),
+            col_s("reason", inf.iter().map(|(_, why)| (*why).clone()).collect()),
+        ])?;
+        write_both(&mut df, results, "infeasible")?;
+    }
     let mut ls = least_squares_frame(records)?;
     if ls.height() > 0 {
         write_both(&mut ls, results, "least_squares")?;

@@ -1,0 +1,110 @@
+//! Sweeps end to end on a tiny grid: resume, shards, tables, charts, report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cqr_runner::config::parse_experiment;
+use cqr_runner::sweep::{load_records, sweep, SweepOptions};
+use cqr_runner::tables::{f64s, read_parquet, strs, write_tables, SUMMARY_COLUMNS};
+
+const EXP: &str = r#"
+name: tiny
+dataset:
+  kind: synthetic_gmf
+  users: 60
+  items: 60
+  rows: 3000
+model:
+  kind: gmf
+  dim: 4
+training:
+  lr: 0.01
+  epochs: 2
+  batch_size: 128
+methods:
+  - name: dense
+  - name: hashing
+  - name: cqr
+    options: { n_chunks: 2 }
+  - name: pq
+    options: { n_chunks: 2 }
+  - name: qr
+budgets: [40, 80]
+seeds: [0, 1]
+"#;
+
+fn opts(dir: &Path, shard: (usize, usize), max_cells: Option<usize>) -> SweepOptions {
+    SweepOptions { results: dir.join("tiny"), cache: dir.join(".cache"), jobs: 1, shard, progress: false, max_cells }
+}
+
+/// Scores per cell id (timings and memory vary between runs; these must not).
+fn scores(results: &Path) -> BTreeMap<String, (f64, f64, f64)> {
+    let df = read_parquet(&results.join("summary.parquet")).unwrap();
+    let ids = strs(&df, "cell_id").unwrap();
+    let (b, a, p) = (f64s(&df, "test_bce").unwrap(), f64s(&df, "test_auc").unwrap(), f64s(&df, "params").unwrap());
+    assert_eq!(ids.len(), ids.iter().collect::<std::collections::BTreeSet<_>>().len(), "duplicate rows");
+    ids.into_iter().enumerate().map(|(i, id)| (id, (b[i], a[i], p[i]))).collect()
+}
+
+#[test]
+fn resume_shards_tables_charts_and_report() {
+    let exp = parse_experiment(EXP, Path::new("tiny.yaml")).unwrap();
+    // dense: 2 seeds; 4 methods x 2 budgets x 2 seeds.
+    assert_eq!(exp.cells.len(), 2 + 16);
+
+    // Uninterrupted.
+    let a = tempfile::tempdir().unwrap();
+    let rep = sweep(&exp, &opts(a.path(), (0, 1), None)).unwrap();
+    // QR needs 2 sqrt(60) ~ 16 rows: budget 40 (10 rows of 4) is infeasible, recorded as such.
+    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+    let ra = a.path().join("tiny");
+    let recs = load_records(&ra).unwrap();
+    assert_eq!(recs.len(), exp.cells.len());
+    write_tables(&ra, &recs).unwrap();
+    let full = scores(&ra);
+    assert_eq!(full.len(), exp.cells.len() - 2, "every feasible cell has one summary row");
+    assert!(ra.join("infeasible.csv").exists());
+
+    // Stopped half-way, then restarted: same summary, nothing recomputed twice.
+    let b = tempfile::tempdir().unwrap();
+    let first = sweep(&exp, &opts(b.path(), (0, 1), Some(7))).unwrap();
+    assert_eq!(first.ran.len(), 7);
+    let second = sweep(&exp, &opts(b.path(), (0, 1), None)).unwrap();
+    assert_eq!(second.already_done, 7);
+    assert_eq!(second.ran.len(), exp.cells.len() - 7);
+    let rb = b.path().join("tiny");
+    write_tables(&rb, &load_records(&rb).unwrap()).unwrap();
+    assert_eq!(scores(&rb), full);
+
+    // Three shards into one directory: every cell exactly once.
+    let c = tempfile::tempdir().unwrap();
+    let mut ran = vec![];
+    for i in 0..3 {
+        ran.extend(sweep(&exp, &opts(c.path(), (i, 3), None)).unwrap().ran);
+    }
+    ran.sort();
+    let mut all: Vec<String> = exp.cells.iter().map(|c| c.name.clone()).collect();
+    all.sort();
+    assert_eq!(ran, all);
+    let rc = c.path().join("tiny");
+    write_tables(&rc, &load_records(&rc).unwrap()).unwrap();
+    assert_eq!(scores(&rc), full);
+
+    // Schema.
+    let df = read_parquet(&ra.join("summary.parquet")).unwrap();
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, SUMMARY_COLUMNS);
+    let ep = read_parquet(&ra.join("epochs.parquet")).unwrap();
+    assert_eq!(ep.height(), (exp.cells.len() - 2) * 2, "one row per cell and epoch");
+    assert!(ra.join("summary.csv").exists() && ra.join("epochs.csv").exists());
+
+    // Charts from the tables alone, and the report.
+    let charts = cqr_runner::plot::plot_results(&ra).unwrap();
+    assert!(charts.iter().any(|p| p.to_string_lossy().ends_with("test_bce_vs_params.png")), "{charts:?}");
+    for p in &charts {
+        assert!(std::fs::metadata(p).unwrap().len() > 1000, "{} is empty", p.display());
+    }
+    let report = std::fs::read_to_string(cqr_runner::report::write_report(&ra).unwrap()).unwrap();
+    assert!(report.contains("| synthetic-gmf | cqr-b80 |") && report.contains("charts/"), "{report}");
+    assert!(report.contains("Infeasible cells"));
+}
