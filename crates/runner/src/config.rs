@@ -234,6 +234,21 @@ impl Ctx<'_> {
     }
 }
 
+/// Where a path of the resolved cell was written in the file: a method's own entry, its
+/// overrides, or the shared sections.
+fn file_path_for(cell_path: &str, method_index: Option<usize>, index: &HashMap<String, usize>) -> String {
+    let mut candidates = vec![];
+    if let Some(i) = method_index {
+        if let Some(rest) = cell_path.strip_prefix("method") {
+            candidates.push(format!("methods[{i}]{rest}"));
+        }
+        candidates.push(format!("methods[{i}].overrides.{cell_path}"));
+    }
+    candidates.push(cell_path.replace("budget", "budgets").replace("seed", "seeds"));
+    candidates.push(cell_path.to_string());
+    candidates.iter().find(|c| index.contains_key(*c)).cloned().unwrap_or_else(|| cell_path.to_string())
+}
+
 /// A grid axis: where it sits in the cell value, and its values.
 #[derive(Clone)]
 struct Axis {
@@ -242,14 +257,14 @@ struct Axis {
     values: Vec<Value>,
 }
 
-fn collect_axes(v: &Value, path: &mut Vec<String>, file_prefix: &str, ctx: &Ctx, axes: &mut Vec<Axis>) -> Result<()> {
+fn collect_axes(v: &Value, path: &mut Vec<String>, mi: Option<usize>, ctx: &Ctx, axes: &mut Vec<Axis>) -> Result<()> {
     let dotted = path.join(".");
     match v {
         Value::Mapping(m) => {
             for (k, child) in m {
-                let k = k.as_str().ok_or_else(|| ctx.err(&format!("{file_prefix}{dotted}"), "keys must be strings"))?;
+                let k = k.as_str().ok_or_else(|| ctx.err(&file_path_for(&dotted, mi, &ctx.index), "keys must be strings"))?;
                 path.push(k.to_string());
-                collect_axes(child, path, file_prefix, ctx, axes)?;
+                collect_axes(child, path, mi, ctx, axes)?;
                 path.pop();
             }
         }
@@ -258,7 +273,7 @@ fn collect_axes(v: &Value, path: &mut Vec<String>, file_prefix: &str, ctx: &Ctx,
             let is_grid = !literal || s.iter().all(|x| x.is_sequence());
             if is_grid {
                 if s.is_empty() {
-                    return Err(ctx.err(&format!("{file_prefix}{dotted}"), "empty list: a grid axis needs at least one value"));
+                    return Err(ctx.err(&file_path_for(&dotted, mi, &ctx.index), "empty list: a grid axis needs at least one value"));
                 }
                 axes.push(Axis { path: path.clone(), label: path.last().cloned().unwrap_or_default(), values: s.clone() });
             }
@@ -396,7 +411,6 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
     let mut cells = vec![];
     for (mi, entry) in &method_entries {
         let mut cell_base = Value::Mapping(base.clone());
-        let file_prefix_over = mi.map(|i| format!("methods[{i}].overrides.")).unwrap_or_default();
         if let Some(m) = entry {
             if let Some(o) = m.get("overrides") {
                 deep_merge(&mut cell_base, o);
@@ -412,7 +426,7 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
             }
         }
         let mut axes = vec![];
-        collect_axes(&cell_base, &mut vec![], &file_prefix_over, &ctx, &mut axes)?;
+        collect_axes(&cell_base, &mut vec![], *mi, &ctx, &mut axes)?;
         // Cartesian product over axes x budgets x seeds.
         let mut combos: Vec<Vec<usize>> = vec![vec![]];
         for a in &axes {
@@ -490,9 +504,43 @@ fn resolve_budget(v: &Value, key: &str, dim: &Option<u64>, ctx: &Ctx) -> Result<
     }
 }
 
+/// The path and message of an error inside a dataset section, found by deserialising it into
+/// the struct its `kind` names.
+fn dataset_error(v: &Value) -> Option<(String, String)> {
+    let mut m = v.as_mapping()?.clone();
+    let kind = m.remove("kind")?;
+    let body = Value::Mapping(m);
+    fn check<T: serde::de::DeserializeOwned>(v: Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
+            let mut path = e.path().to_string();
+            let msg = e.inner().to_string();
+            if let Some(key) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+                path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
+            }
+            (path, msg)
+        })
+    }
+    match kind.as_str()? {
+        "synthetic_criteo" => check::<CriteoSynthConfig>(body),
+        "synthetic_gmf" => check::<GmfSynthConfig>(body),
+        "criteo" | "avazu" => check::<TabularFileConfig>(body),
+        "movielens" => check::<MovieLensConfig>(body),
+        "least_squares" => check::<LeastSquaresConfig>(body),
+        _ => None,
+    }
+}
+
 fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Result<CellConfig> {
     let de = v.clone();
     let cfg: CellConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        // serde buffers internally tagged enums (the dataset), which hides the path inside them:
+        // deserialise the dataset section on its own to recover it.
+        if e.path().to_string() == "dataset" {
+            if let Some((inner, msg)) = v.get("dataset").and_then(dataset_error) {
+                let path = format!("dataset.{inner}");
+                return ctx.err(&path, msg);
+            }
+        }
         let mut path = e.path().to_string();
         // For an unknown key, point at the key itself rather than its parent.
         let msg = e.inner().to_string();
@@ -501,18 +549,7 @@ fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Result<CellCo
                 path = if path == "." || path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
             }
         }
-        // Map the cell's path back to where it was written in the file.
-        let mut candidates = vec![];
-        if let Some(i) = method_index {
-            if let Some(rest) = path.strip_prefix("method") {
-                candidates.push(format!("methods[{i}]{rest}"));
-            }
-            candidates.push(format!("methods[{i}].overrides.{path}"));
-        }
-        candidates.push(path.replace("budget", "budgets").replace("seed", "seeds"));
-        candidates.push(path.clone());
-        let file_path = candidates.iter().find(|c| ctx.index.contains_key(*c)).cloned().unwrap_or(path);
-        ctx.err(&file_path, e.into_inner())
+        ctx.err(&file_path_for(&path, method_index, &ctx.index), e.into_inner())
     })?;
     if !matches!(cfg.dataset, DatasetConfig::LeastSquares(_)) {
         let Some(spec) = cfg.model.as_ref() else { return Err(ctx.err("model", "missing section")) };
@@ -620,6 +657,10 @@ seeds: [0, 1]
         assert!(e.contains("exp.yaml:17") && e.contains("methods[1].options") && e.contains("unknown field `bogus`"), "{e}");
         let e = err(&GOOD.replace("n_chunks: [2, 4]", "n_chunks: 3"));
         assert!(e.contains("methods[1].options") && e.contains("not divisible"), "{e}");
+        let e = err(&GOOD.replace("  rows: 1000", "  rows: 1000\n  colums: 3"));
+        assert!(e.contains("exp.yaml:6") && e.contains("dataset.colums") && e.contains("unknown field"), "{e}");
+        let e = err(&GOOD.replace("synthetic_gmf", "synthetic_gfm"));
+        assert!(e.contains("exp.yaml:4") && e.contains("dataset.kind") && e.contains("unknown variant `synthetic_gfm`"), "{e}");
         let e = err(&GOOD.replace("  kind: gmf", "  kind: gmf\n  depth: 3"));
         assert!(e.contains("model") && e.contains("unknown field `depth`"), "{e}");
         let e = err(&GOOD.replace("        epochs: 3", "        epochs: -3"));

@@ -90,7 +90,7 @@ where
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(e)?;
     let (log_x, log_y) = (c.log_x, c.log_y);
-    let fmt = |v: f64, log: bool| if log { format!("{:.3}", 10f64.powf(v)).trim_end_matches('0').trim_end_matches('.').to_string() } else { format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string() };
+    let fmt = |v: f64, log: bool| if log { compact(10f64.powf(v)) } else { trim(format!("{v:.4}")) };
     chart
         .configure_mesh()
         .x_desc(&c.x_label)
@@ -133,6 +133,18 @@ where
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+fn trim(s: String) -> String {
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// Three significant digits with a k/M/G suffix (tick labels of log axes).
+pub fn compact(v: f64) -> String {
+    let a = v.abs();
+    let (x, suffix) = if a >= 1e9 { (v / 1e9, "G") } else if a >= 1e6 { (v / 1e6, "M") } else if a >= 1e3 { (v / 1e3, "k") } else { (v, "") };
+    let digits = if x.abs() >= 100.0 { 0 } else if x.abs() >= 10.0 { 1 } else if x.abs() >= 1.0 { 2 } else { 3 };
+    format!("{}{suffix}", trim(format!("{x:.digits$}")))
 }
 
 /// Writes `stem.png` and `stem.svg` under `dir`.
@@ -298,6 +310,14 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_labels() {
+        assert_eq!(compact(5011.723), "5.01k");
+        assert_eq!(compact(158489.3), "158k");
+        assert_eq!(compact(2_000_000.0), "2M");
+        assert_eq!(compact(0.5), "0.5");
+    }
 
     #[test]
     fn renders_png_and_svg_of_the_expected_size() {
