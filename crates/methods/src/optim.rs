@@ -106,7 +106,12 @@ impl Table {
             RowOptimizer::RowWiseAdagrad { .. } => (rows, 0),
             RowOptimizer::LazyAdam { .. } => (rows * dim, rows * dim),
         };
-        Table { rows, dim, weights: vec![0.0; rows * dim], opt, s1: vec![0.0; n1], s2: vec![0.0; n2], step: 0, order: vec![], agg: vec![] }
+        let mut t = Table { rows, dim, weights: vec![0.0; rows * dim], opt, s1: vec![0.0; n1], s2: vec![0.0; n2], step: 0, order: vec![], agg: vec![] };
+        // `vec![0.0; n]` maps lazily zeroed pages; writing them now moves the page faults of a
+        // large table's optimizer state out of the first training steps (measured: 26 x 1M-row
+        // tables ran 10x slower for the first steps otherwise).
+        t.reset_state();
+        t
     }
 
     /// Fills weights with U(-a, a).
@@ -131,8 +136,11 @@ impl Table {
 
     /// Clears the optimizer state (after CQR replaces the weights, old moments are meaningless).
     pub fn reset_state(&mut self) {
-        self.s1.iter_mut().for_each(|v| *v = 0.0);
-        self.s2.iter_mut().for_each(|v| *v = 0.0);
+        for v in self.s1.iter_mut().chain(self.s2.iter_mut()) {
+            // A volatile write: a plain store of 0.0 into memory the compiler may prove zero could
+            // be elided, leaving the pages unmapped.
+            unsafe { std::ptr::write_volatile(v, 0.0) };
+        }
         self.step = 0;
     }
 

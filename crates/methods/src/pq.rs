@@ -29,6 +29,7 @@ impl Default for PqOptions {
     }
 }
 
+/// A post-training method's table: dense while training, codebooks + codes after compression.
 pub(crate) enum Stage {
     Dense(Table),
     Compressed { codebooks: Vec<Table>, codes: PackedIndex },

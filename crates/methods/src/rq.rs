@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::index::PackedIndex;
 use crate::kmeans::{assign, KMeansConfig, KMeansInit};
-use crate::pq::{fit_sample, gather};
+use crate::pq::{fit_sample, gather, Stage};
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table, ID_BATCH};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,11 +28,6 @@ impl Default for RqOptions {
     fn default() -> Self {
         RqOptions { n_stages: 2, kmeans_iter: 25, kmeans_init: KMeansInit::KMeansPlusPlus, sample_factor: 256, beam: 1 }
     }
-}
-
-enum Stage {
-    Dense(Table),
-    Compressed { codebooks: Vec<Table>, codes: PackedIndex },
 }
 
 pub struct Rq {

@@ -504,6 +504,18 @@ fn resolve_budget(v: &Value, key: &str, dim: &Option<u64>, ctx: &Ctx) -> Result<
     }
 }
 
+/// The key path of a deserialisation error; for an unknown key, the key itself rather than its
+/// parent.
+fn error_path<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    match msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        Some(key) if path == "." || path.is_empty() => key.to_string(),
+        Some(key) => format!("{path}.{key}"),
+        None => path,
+    }
+}
+
 /// The path and message of an error inside a dataset section, found by deserialising it into
 /// the struct its `kind` names.
 fn dataset_error(v: &Value) -> Option<(String, String)> {
@@ -511,14 +523,7 @@ fn dataset_error(v: &Value) -> Option<(String, String)> {
     let kind = m.remove("kind")?;
     let body = Value::Mapping(m);
     fn check<T: serde::de::DeserializeOwned>(v: Value) -> Option<(String, String)> {
-        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
-            let mut path = e.path().to_string();
-            let msg = e.inner().to_string();
-            if let Some(key) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-                path = if path == "." { key.to_string() } else { format!("{path}.{key}") };
-            }
-            (path, msg)
-        })
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| (error_path(&e), e.inner().to_string()))
     }
     match kind.as_str()? {
         "synthetic_criteo" => check::<CriteoSynthConfig>(body),
@@ -541,14 +546,7 @@ fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Result<CellCo
                 return ctx.err(&path, msg);
             }
         }
-        let mut path = e.path().to_string();
-        // For an unknown key, point at the key itself rather than its parent.
-        let msg = e.inner().to_string();
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            if let Some(key) = rest.split('`').next() {
-                path = if path == "." || path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
-            }
-        }
+        let path = error_path(&e);
         ctx.err(&file_path_for(&path, method_index, &ctx.index), e.into_inner())
     })?;
     if !matches!(cfg.dataset, DatasetConfig::LeastSquares(_)) {

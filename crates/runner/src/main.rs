@@ -59,7 +59,7 @@ enum Cmd {
         #[arg(long, default_value_t = 2048)]
         batch: usize,
         /// Training steps per case.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 20)]
         steps: usize,
         /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m.
         #[arg(long, value_delimiter = ',')]

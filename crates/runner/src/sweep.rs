@@ -108,13 +108,22 @@ pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord>
         }
         other => {
             let ds = load_dataset(other, cache)?;
+            // Label: the file name, plus the test file's when there is one (two cells on the same
+            // train file but different test files must not be averaged together).
+            let label = match other {
+                DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => match &f.test_path {
+                    Some(t) => format!("{}+test:{}", ds.name, t.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+                    None => ds.name.clone(),
+                },
+                _ => ds.name.clone(),
+            };
             let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve()?;
             let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
             let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale };
             let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
             match train(&ds, &model, &spec, &tc) {
-                Ok(r) => (ds.name.clone(), CellOutput::Train(Box::new(r))),
-                Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => (ds.name.clone(), CellOutput::Infeasible { reason: e.to_string() }),
+                Ok(r) => (label, CellOutput::Train(Box::new(r))),
+                Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => (label, CellOutput::Infeasible { reason: e.to_string() }),
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("cell {}", cell.name))),
             }
         }
