@@ -28,6 +28,14 @@ pub(crate) fn chunk_dim(method: &str, dim: usize, n_chunks: usize) -> Result<usi
     Ok(dim / n_chunks)
 }
 
+/// Copies chunk `c` (width `dc`) of every `dim`-wide gradient row into `out`.
+pub(crate) fn gather_chunk(grad: &[f32], dim: usize, c: usize, dc: usize, out: &mut Vec<f32>) {
+    out.clear();
+    for g in grad.chunks_exact(dim) {
+        out.extend_from_slice(&g[c * dc..(c + 1) * dc]);
+    }
+}
+
 pub struct Ce {
     vocab: usize,
     dim: usize,
@@ -80,10 +88,7 @@ impl EmbeddingMethod for Ce {
         for c in 0..self.tables.len() {
             self.rows_buf.clear();
             self.rows_buf.extend(ids.iter().map(|&id| self.hashes[c].hash(id)));
-            self.grad_buf.clear();
-            for g in grad.chunks_exact(self.dim) {
-                self.grad_buf.extend_from_slice(&g[c * dc..(c + 1) * dc]);
-            }
+            gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
             self.tables[c].update(&self.rows_buf, &self.grad_buf);
         }
     }

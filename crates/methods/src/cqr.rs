@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use crate::ce::chunk_dim;
+use crate::ce::{chunk_dim, gather_chunk};
 use crate::hash::UniversalHash;
 use crate::index::PackedIndex;
 use crate::kmeans::{assign, KMeansConfig, KMeansInit};
@@ -213,10 +213,7 @@ impl EmbeddingMethod for Cqr {
             self.rows1_buf.clear();
             self.rows0_buf.extend(ids.iter().map(|&id| col.h0.get(id as usize)));
             self.rows1_buf.extend(ids.iter().map(|&id| col.h1.hash(id)));
-            self.grad_buf.clear();
-            for g in grad.chunks_exact(self.dim) {
-                self.grad_buf.extend_from_slice(&g[c * dc..(c + 1) * dc]);
-            }
+            gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
             col.t0.update(&self.rows0_buf, &self.grad_buf);
             col.t1.update(&self.rows1_buf, &self.grad_buf);
         }

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use crate::ce::chunk_dim;
+use crate::ce::{chunk_dim, gather_chunk};
 use crate::index::PackedIndex;
 use crate::kmeans::{assign, KMeansConfig, KMeansInit};
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table};
@@ -151,10 +151,7 @@ impl EmbeddingMethod for Pq {
                 for (c, cb) in codebooks.iter_mut().enumerate() {
                     self.rows_buf.clear();
                     self.rows_buf.extend(ids.iter().map(|&id| codes.get(id as usize * nc + c)));
-                    self.grad_buf.clear();
-                    for g in grad.chunks_exact(self.dim) {
-                        self.grad_buf.extend_from_slice(&g[c * dc..(c + 1) * dc]);
-                    }
+                    gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
                     cb.update(&self.rows_buf, &self.grad_buf);
                 }
             }

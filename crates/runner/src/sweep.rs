@@ -221,7 +221,10 @@ pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
 
 fn brief(r: &CellRecord) -> String {
     match &r.output {
-        CellOutput::Train(t) => format!(": test BCE {:.5} AUC {:.4}, {} params", t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params),
+        CellOutput::Train(t) => {
+            let skipped = if t.skipped.skipped > 0 { format!("; {}", t.skipped) } else { String::new() };
+            format!(": test BCE {:.5} AUC {:.4}, {} params{skipped}", t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params)
+        }
         CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
         CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),
     }
