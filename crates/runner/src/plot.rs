@@ -204,9 +204,8 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
         let datasets = strs(&df, "dataset")?;
         let methods = strs(&df, "method")?;
         let variants = strs(&df, "variant")?;
-        // x: the budget cap per table; where every table fits the cap and stays dense, the
-        // method is the dense table (drawn as the reference line instead).
-        let budget = f64s(&df, "budget")?;
+        // x: exact trainable embedding parameters of the cell; the dense tables are drawn as
+        // the reference line.
         let params = f64s(&df, "params")?;
         let mut ds_names: Vec<String> = datasets.clone();
         ds_names.sort();
@@ -226,7 +225,6 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
                         y.push(ys[i]);
                     }
                 }
-                let _ = &budget;
                 let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
                 let chart = Chart {
                     title: format!("{ds}: {metric} vs embedding parameters"),
