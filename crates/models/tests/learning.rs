@@ -86,3 +86,18 @@ fn impossible_budget_is_a_clear_error() {
     let err = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("cqr", 8, json!(null)), &gmf_cfg(1)).unwrap_err().to_string();
     assert!(err.contains("table user") && err.contains("budget of 8") && err.contains("at least 2 rows"), "{err}");
 }
+
+#[test]
+fn early_stopping_stops_after_patience_evaluations_without_improvement() {
+    let ds = gmf_data();
+    // A large learning rate overfits quickly; with patience 0 the run must stop at the first
+    // evaluation that does not improve validation BCE, long before 30 epochs.
+    let cfg = TrainConfig { early_stopping_patience: Some(0), lr: 0.05, ..gmf_cfg(30) };
+    let r = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("dense", u64::MAX, json!(null)), &cfg).unwrap();
+    let n = r.evals.len();
+    assert!(n >= 2 && n < 30, "{n} evaluations");
+    let last = r.evals[n - 1].scores.val_bce;
+    let best_before = r.evals[..n - 1].iter().map(|e| e.scores.val_bce).fold(f64::INFINITY, f64::min);
+    assert!(last >= best_before, "stopped although the last evaluation improved");
+    assert!(r.evals[..n - 1].windows(2).all(|w| w[1].scores.val_bce < w[0].scores.val_bce), "should have stopped earlier");
+}
