@@ -17,3 +17,13 @@ bench:
 plot DIR="results/quick":
     cargo run --release -- plot {{DIR}}
     cargo run --release -- report {{DIR}}
+
+# Same-run speed comparison with PyTorch, alternating, 3 repeats (needs torch in a venv outside the
+# repo: `python3 -m venv ../pyvenv && ../pyvenv/bin/pip install torch`); not part of CI
+bench-compare PY="../pyvenv/bin/python" REPEATS="3":
+    bash bench/compare.sh {{PY}} {{REPEATS}}
+
+# k-means: the criterion benchmark, then faiss on the same problem (needs faiss-cpu in the venv)
+bench-kmeans PY="../pyvenv/bin/python":
+    cargo bench -p cqr-methods --bench kmeans
+    {{PY}} bench/faiss_kmeans.py

@@ -20,12 +20,12 @@ pub const KAGGLE_CARDINALITIES: [usize; 26] = [
 ];
 
 /// Draws ranks 0..n with P(k) proportional to (k + 1)^-s by inverse-CDF lookup.
-struct Zipf {
+pub struct Zipf {
     cdf: Vec<f64>,
 }
 
 impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
+    pub fn new(n: usize, s: f64) -> Self {
         let mut cdf = Vec::with_capacity(n);
         let mut acc = 0.0;
         for k in 0..n {
@@ -37,7 +37,7 @@ impl Zipf {
         }
         Zipf { cdf }
     }
-    fn sample(&self, rng: &mut impl Rng) -> usize {
+    pub fn sample(&self, rng: &mut impl Rng) -> usize {
         let u: f64 = rng.random();
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
     }
@@ -153,6 +153,15 @@ pub struct CriteoSynthConfig {
     pub interaction_signal: f64,
     /// Logit offset (sets the click rate; -1.3 gives roughly Criteo's 25%).
     pub bias: f64,
+    /// Structured teacher: the ids of a column fall into this many latent groups (uniformly at
+    /// random), and an id's bias and interaction vector are its group's plus per-id noise. This is
+    /// the structure CQR's clustering is built to find. `None`: every id independent (the
+    /// structure-free control, the seed's teacher).
+    pub groups: Option<usize>,
+    /// Share of an id's teacher variance that is its own noise rather than its group's
+    /// (0 = ids of a group are identical, 1 = no structure). The total variance, and so the
+    /// signal strength, does not depend on it.
+    pub group_noise: f64,
     pub seed: u64,
 }
 
@@ -167,6 +176,8 @@ impl Default for CriteoSynthConfig {
             id_signal: 1.5,
             interaction_signal: 1.0,
             bias: -1.3,
+            groups: None,
+            group_noise: 0.1,
             seed: 0,
         }
     }
@@ -188,9 +199,30 @@ fn shuffle<T>(v: &mut [T], rng: &mut impl Rng) {
     }
 }
 
+/// Teacher parameters of one column of `n` ids in `g` latent groups: per id, a bias (std
+/// `bias_std`) and a `k`-vector (std `f_std` per coordinate), each `sqrt(1 - noise)` times its
+/// group's value plus `sqrt(noise)` times its own.
+fn grouped_params(n: usize, g: usize, k: usize, noise: f64, bias_std: f64, f_std: f64, rng: &mut impl Rng) -> (Vec<f64>, Vec<f64>) {
+    let g = g.min(n);
+    let (a, b) = ((1.0 - noise).sqrt(), noise.sqrt());
+    let gb: Vec<f64> = (0..g).map(|_| normal(rng) * bias_std).collect();
+    let gv: Vec<f64> = (0..g * k).map(|_| normal(rng) * f_std).collect();
+    let mut bias = Vec::with_capacity(n);
+    let mut vecs = Vec::with_capacity(n * k);
+    for _ in 0..n {
+        let grp = rng.random_range(0..g);
+        bias.push(a * gb[grp] + b * normal(rng) * bias_std);
+        vecs.extend((0..k).map(|t| a * gv[grp * k + t] + b * normal(rng) * f_std));
+    }
+    (bias, vecs)
+}
+
 pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     if cfg.rows < 10 || cfg.teacher_dim == 0 || !(cfg.cardinality_scale > 0.0) {
         return Err(DataError::Options("criteo synthetic data needs rows >= 10, teacher_dim >= 1, cardinality_scale > 0".into()));
+    }
+    if cfg.groups == Some(0) || !(0.0..=1.0).contains(&cfg.group_noise) {
+        return Err(DataError::Options(format!("criteo synthetic data: groups must be >= 1 and group_noise in [0, 1] (got {:?}, {})", cfg.groups, cfg.group_noise)));
     }
     const C: usize = 26;
     const D: usize = 13;
@@ -203,8 +235,13 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     // `interaction_signal`.
     let pairs = (C * (C - 1) / 2) as f64;
     let f_std = (cfg.interaction_signal / (pairs * k as f64).sqrt()).sqrt();
-    let id_bias: Vec<Vec<f64>> = cards.iter().map(|&n| (0..n).map(|_| normal(&mut rng) * bias_std).collect()).collect();
-    let id_vec: Vec<Vec<f64>> = cards.iter().map(|&n| (0..n * k).map(|_| normal(&mut rng) * f_std).collect()).collect();
+    let (id_bias, id_vec): (Vec<Vec<f64>>, Vec<Vec<f64>>) = match cfg.groups {
+        None => (
+            cards.iter().map(|&n| (0..n).map(|_| normal(&mut rng) * bias_std).collect()).collect(),
+            cards.iter().map(|&n| (0..n * k).map(|_| normal(&mut rng) * f_std).collect()).collect(),
+        ),
+        Some(g) => cards.iter().map(|&n| grouped_params(n, g, k, cfg.group_noise, bias_std, f_std, &mut rng)).unzip(),
+    };
     let dense_w: Vec<f64> = (0..D).map(|_| normal(&mut rng) * 0.5 / (D as f64).sqrt()).collect();
     // Dense features look like ln(1 + count): |N(0, 1)| * scale, with per-feature scales.
     let dense_scale: Vec<f64> = (0..D).map(|_| 0.5 + 2.5 * rng.random::<f64>()).collect();
@@ -250,7 +287,7 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     let s = splits(cfg.rows);
     let teacher = teacher_score(&probs, &labels, &s);
     Ok(Dataset {
-        name: "synthetic-criteo".into(),
+        name: if cfg.groups.is_some() { "synthetic-criteo-grouped".into() } else { "synthetic-criteo".into() },
         dense_names: (1..=D).map(|i| format!("I{i}")).collect(),
         cat_names: (1..=C).map(|i| format!("C{i}")).collect(),
         dense,
@@ -294,6 +331,27 @@ mod tests {
         // Same seed, same data; another seed, other data.
         assert_eq!(generate_criteo(&cfg).unwrap(), ds);
         assert_ne!(generate_criteo(&CriteoSynthConfig { seed: 1, ..cfg }).unwrap().labels, ds.labels);
+    }
+
+    #[test]
+    fn grouped_teacher_shares_parameters_within_groups() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // noise 0: ids of a group are identical, so at most 7 distinct biases.
+        let (b, v) = grouped_params(1000, 7, 3, 0.0, 1.0, 1.0, &mut rng);
+        let mut distinct: Vec<u64> = b.iter().map(|x| x.to_bits()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() <= 7 && distinct.len() >= 5, "{} distinct", distinct.len());
+        assert_eq!(v.len(), 3000);
+        // noise 0.5: total variance stays ~1 (the signal strength does not depend on the knob).
+        let (b, _) = grouped_params(200_000, 1000, 1, 0.5, 1.0, 1.0, &mut rng);
+        let var = b.iter().map(|x| x * x).sum::<f64>() / b.len() as f64;
+        assert!((var - 1.0).abs() < 0.1, "variance {var}");
+        let cfg = CriteoSynthConfig { rows: 5000, groups: Some(50), ..Default::default() };
+        let ds = generate_criteo(&cfg).unwrap();
+        assert!(ds.teacher.unwrap().test_auc > 0.7);
+        assert!(generate_criteo(&CriteoSynthConfig { groups: Some(0), ..cfg.clone() }).is_err());
+        assert!(generate_criteo(&CriteoSynthConfig { group_noise: 1.5, ..cfg }).is_err());
     }
 
     #[test]

@@ -2,15 +2,30 @@
 //!
 //! The vector is split into `n_chunks` columns. In column c the embedding of an id is
 //! `T0_c[h0_c(id)] + T1_c[h1_c(id)]`: T0 is a codebook reached through stored pointers h0, T1 a
-//! table reached through a hash function h1. Both start random. At the end of an epoch (while
-//! `epoch < last_cluster`, 0-based, default floor(0.75 * epochs)) each column is re-clustered:
+//! table reached through a hash function h1. Both start random. At each cluster point of the
+//! schedule ([`ClusterSchedule`]) each column is re-clustered:
 //!
-//! 1. sample up to `sample_factor * rows0` ids (all ids if fewer) and compute their current
-//!    sub-vectors;
-//! 2. k-means them into `rows0` centroids;
-//! 3. point every id at its nearest centroid (in batches, so memory stays bounded): new h0;
-//! 4. T0 := centroids; draw a fresh hash h1; T1 := mean residual (vector - centroid) of the ids in
-//!    each new h1 bucket, over every id; empty buckets get zeros.
+//! 1. sample up to `sample_factor * rows0` ids (all if fewer) among the ids seen in training so
+//!    far, and compute their current sub-vectors;
+//! 2. k-means them into `rows0` centroids (exact Lloyd's, [`crate::nearest`]);
+//! 3. point every seen id at its nearest centroid (in parallel batches): new h0;
+//! 4. T0 := centroids; draw a fresh hash h1; T1 := mean residual (vector - centroid) of the seen
+//!    ids in each new h1 bucket; empty buckets get zeros.
+//!
+//! Schedule: by default after epochs `0..last_cluster` (0-based, default floor(0.75 * epochs)),
+//! the MovieLens protocol. The paper's click-data schedule clusters inside epochs: set
+//! `cluster_every_steps: N` (or `cluster_at_evaluation: true` to cluster right after each of the
+//! training loop's `eval_every_steps` evaluations) and the last cluster point as an epoch
+//! (`last_cluster`: no cluster step after epoch `last_cluster` has begun) or as a fraction of all
+//! training steps (`last_cluster_fraction`, default 0.75).
+//!
+//! Unseen ids (`skip_unseen`, default true): an id no training batch has touched still holds its
+//! random initial vector; sampling it would put noise into the centroids and assigning it costs
+//! time at Criteo scale (33.6M ids, most never seen in a 2M-row run). Such ids keep their stored
+//! pointer (a valid row of the new codebook: for them it is as random as at the start) and get the
+//! fresh h1 like every id; their first update trains from there. The seen-id bitset costs
+//! `ceil(vocab / 64) * 8` bytes, counted in `other_bytes`. With `skip_unseen: false` every id is
+//! sampled and assigned, the seed's behaviour. When no id has been seen yet, the step is skipped.
 //!
 //! The optimizer state of both tables is reset after a cluster step (the old moments belong to
 //! rows that no longer exist). Budget: rows = budget / dim rows in all per column pair, split as
@@ -19,6 +34,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::ce::{chunk_dim, gather_chunk};
@@ -35,13 +51,120 @@ pub struct CqrOptions {
     pub sample_factor: usize,
     pub kmeans_iter: usize,
     pub kmeans_init: KMeansInit,
-    /// Cluster after epochs `0..last_cluster`; default floor(0.75 * epochs).
+    /// Last cluster point as an epoch: cluster after epochs `0..last_cluster` (epoch schedule) or
+    /// during them (step schedule). Default: floor(0.75 * epochs) / `last_cluster_fraction`.
     pub last_cluster: Option<usize>,
+    /// Last cluster point as a fraction of all training steps (step schedule; the paper's 0.75)
+    /// or of the epochs (epoch schedule).
+    pub last_cluster_fraction: Option<f64>,
+    /// Step schedule: cluster after every this many optimizer steps.
+    pub cluster_every_steps: Option<usize>,
+    /// Step schedule: cluster after each of the training loop's `eval_every_steps` evaluations.
+    pub cluster_at_evaluation: bool,
+    /// Sample and assign only ids seen in training (see the module docs).
+    pub skip_unseen: bool,
 }
 
 impl Default for CqrOptions {
     fn default() -> Self {
-        CqrOptions { n_chunks: 4, sample_factor: 256, kmeans_iter: 25, kmeans_init: KMeansInit::KMeansPlusPlus, last_cluster: None }
+        CqrOptions {
+            n_chunks: 4,
+            sample_factor: 256,
+            kmeans_iter: 25,
+            kmeans_init: KMeansInit::Auto,
+            last_cluster: None,
+            last_cluster_fraction: None,
+            cluster_every_steps: None,
+            cluster_at_evaluation: false,
+            skip_unseen: true,
+        }
+    }
+}
+
+/// When CQR clusters, resolved once from the options and the training schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterSchedule {
+    /// After each epoch `e < last` (0-based).
+    Epochs { last: usize },
+    /// After each step `s` (1-based count of steps done) with `s % every == 0` and `s <= until`.
+    Steps { every: usize, until: usize },
+}
+
+impl ClusterSchedule {
+    pub fn new(o: &CqrOptions, p: &MethodParams) -> Result<Self, MethodError> {
+        let bad = |r: String| Err(MethodError::BadOptions { method: Cqr::NAME.into(), reason: r });
+        if let Some(f) = o.last_cluster_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return bad(format!("last_cluster_fraction must be in (0, 1], got {f}"));
+            }
+            if o.last_cluster.is_some() {
+                return bad("give last_cluster (an epoch) or last_cluster_fraction, not both".into());
+            }
+        }
+        let every = match (o.cluster_every_steps, o.cluster_at_evaluation) {
+            (None, false) => {
+                let last = o.last_cluster.unwrap_or_else(|| (o.last_cluster_fraction.unwrap_or(0.75) * p.epochs as f64).floor() as usize);
+                return Ok(ClusterSchedule::Epochs { last });
+            }
+            (Some(_), true) => return bad("give cluster_every_steps or cluster_at_evaluation, not both".into()),
+            (Some(0), _) => return bad("cluster_every_steps must be >= 1".into()),
+            (Some(n), false) => n,
+            (None, true) => match p.eval_every_steps {
+                Some(n) if n > 0 => n,
+                _ => return bad("cluster_at_evaluation needs the training loop's eval_every_steps".into()),
+            },
+        };
+        if p.steps_per_epoch == 0 {
+            return bad("a step schedule needs the number of steps per epoch (set by the training loop)".into());
+        }
+        let total = p.epochs * p.steps_per_epoch;
+        let until = match o.last_cluster {
+            Some(e) => e * p.steps_per_epoch,
+            None => (o.last_cluster_fraction.unwrap_or(0.75) * total as f64).floor() as usize,
+        };
+        Ok(ClusterSchedule::Steps { every, until })
+    }
+
+    pub fn at_epoch_end(&self, epoch: usize) -> bool {
+        matches!(*self, ClusterSchedule::Epochs { last } if epoch < last)
+    }
+
+    pub fn at_step(&self, step: usize) -> bool {
+        matches!(*self, ClusterSchedule::Steps { every, until } if step % every == 0 && step <= until)
+    }
+}
+
+/// Ids touched by training, one bit each.
+struct SeenSet {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl SeenSet {
+    fn new(vocab: usize) -> Self {
+        SeenSet { bits: vec![0; vocab.div_ceil(64)], count: 0 }
+    }
+    fn insert(&mut self, id: u32) {
+        let (w, b) = (id as usize / 64, id % 64);
+        if self.bits[w] >> b & 1 == 0 {
+            self.bits[w] |= 1 << b;
+            self.count += 1;
+        }
+    }
+    /// Seen ids in increasing order.
+    fn ids(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.count);
+        for (w, &word) in self.bits.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                out.push((w * 64) as u32 + x.trailing_zeros());
+                x &= x - 1;
+            }
+        }
+        out
+    }
+    fn bytes(&self) -> u64 {
+        8 * self.bits.len() as u64
     }
 }
 
@@ -58,7 +181,9 @@ pub struct Cqr {
     dc: usize,
     columns: Vec<Column>,
     opts: CqrOptions,
-    last_cluster: usize,
+    schedule: ClusterSchedule,
+    /// Present with `skip_unseen`.
+    seen: Option<SeenSet>,
     rng: ChaCha8Rng,
     clusters_done: usize,
     rows0_buf: Vec<u32>,
@@ -96,8 +221,9 @@ impl Cqr {
                 Column { t0, t1, h0, h1 }
             })
             .collect();
-        let last_cluster = opts.last_cluster.unwrap_or(p.epochs * 3 / 4);
-        Ok(Cqr { vocab: p.vocab, dim: p.dim, dc, columns, opts, last_cluster, rng, clusters_done: 0, rows0_buf: vec![], rows1_buf: vec![], grad_buf: vec![] })
+        let schedule = ClusterSchedule::new(&opts, p)?;
+        let seen = opts.skip_unseen.then(|| SeenSet::new(p.vocab));
+        Ok(Cqr { vocab: p.vocab, dim: p.dim, dc, columns, opts, schedule, seen, rng, clusters_done: 0, rows0_buf: vec![], rows1_buf: vec![], grad_buf: vec![] })
     }
 
     pub fn clusters_done(&self) -> usize {
@@ -117,64 +243,79 @@ impl Cqr {
     /// One cluster step on every column (steps 1-4 of the module docs).
     pub fn cluster(&mut self) -> Result<HookReport, MethodError> {
         let dc = self.dc;
-        let vocab = self.vocab;
-        let mut inertias = vec![];
-        for c in 0..self.columns.len() {
-            let col = &self.columns[c];
-            let rows0 = col.t0.rows;
-            let rows1 = col.t1.rows;
-            // 1. Sample ids.
-            let n_sample = (self.opts.sample_factor.saturating_mul(rows0)).min(vocab);
-            let mut sample: Vec<u32> = if n_sample == vocab {
-                (0..vocab as u32).collect()
-            } else {
-                rand::seq::index::sample(&mut self.rng, vocab, n_sample).into_iter().map(|i| i as u32).collect()
-            };
-            sample.sort_unstable();
-            let mut vecs = Vec::with_capacity(sample.len() * dc);
-            Self::column_vectors(col, dc, &sample, &mut vecs);
-            // 2. k-means.
-            let km = KMeansConfig { k: rows0, max_iter: self.opts.kmeans_iter, tol: 1e-4, init: self.opts.kmeans_init, seed: rand::Rng::random(&mut self.rng) };
-            let fit = km.fit(&vecs, dc)?;
-            inertias.push(fit.inertia / sample.len().max(1) as f64);
-            // 3 + 4. New pointers for every id, and residual sums in the fresh h1's buckets.
-            let new_h1 = UniversalHash::new(rows1, &mut self.rng);
-            let mut new_h0 = PackedIndex::zeros(vocab, rows0);
-            let mut sums = vec![0.0f64; rows1 * dc];
-            let mut counts = vec![0u64; rows1];
-            let mut batch_vecs = Vec::with_capacity(ID_BATCH * dc);
-            let mut ids: Vec<u32> = Vec::with_capacity(ID_BATCH);
-            for start in (0..vocab).step_by(ID_BATCH) {
-                ids.clear();
-                ids.extend(start as u32..(start + ID_BATCH).min(vocab) as u32);
-                Self::column_vectors(col, dc, &ids, &mut batch_vecs);
-                let (nearest, _) = assign(&batch_vecs, dc, &fit.centroids);
-                for (i, &id) in ids.iter().enumerate() {
-                    let k = nearest[i] as usize;
-                    new_h0.set(id as usize, k as u32);
-                    let b = new_h1.hash(id) as usize;
-                    counts[b] += 1;
-                    let v = &batch_vecs[i * dc..(i + 1) * dc];
-                    let cen = &fit.centroids[k * dc..(k + 1) * dc];
-                    for t in 0..dc {
-                        sums[b * dc + t] += (v[t] - cen[t]) as f64;
-                    }
-                }
-            }
-            let col = &mut self.columns[c];
-            col.t0.weights.copy_from_slice(&fit.centroids);
-            for b in 0..rows1 {
-                for t in 0..dc {
-                    col.t1.weights[b * dc + t] = if counts[b] > 0 { (sums[b * dc + t] / counts[b] as f64) as f32 } else { 0.0 };
-                }
-            }
-            col.t0.reset_state();
-            col.t1.reset_state();
-            col.h0 = new_h0;
-            col.h1 = new_h1;
-        }
+        // The ids that take part: seen ones, or all.
+        let ids: Vec<u32> = match &self.seen {
+            Some(s) if s.count == 0 => return Ok(HookReport { changed: false, detail: "cqr: no id seen yet, cluster step skipped".into() }),
+            Some(s) => s.ids(),
+            None => (0..self.vocab as u32).collect(),
+        };
+        // Random draws first, column by column in a fixed order, so the parallel work below
+        // cannot change them.
+        let plans: Vec<(Vec<u32>, u64, UniversalHash)> = self
+            .columns
+            .iter()
+            .map(|col| {
+                let n_sample = self.opts.sample_factor.saturating_mul(col.t0.rows).min(ids.len());
+                let mut sample: Vec<u32> = if n_sample == ids.len() {
+                    ids.clone()
+                } else {
+                    rand::seq::index::sample(&mut self.rng, ids.len(), n_sample).into_iter().map(|i| ids[i]).collect()
+                };
+                sample.sort_unstable();
+                let seed = rand::Rng::random(&mut self.rng);
+                (sample, seed, UniversalHash::new(col.t1.rows, &mut self.rng))
+            })
+            .collect();
+        let (iter, init) = (self.opts.kmeans_iter, self.opts.kmeans_init);
+        let inertias: Vec<f64> = self
+            .columns
+            .par_iter_mut()
+            .zip(plans)
+            .map(|(col, (sample, seed, new_h1))| Self::cluster_column(col, dc, &ids, &sample, KMeansConfig { k: col.t0.rows, max_iter: iter, tol: 1e-4, init, seed }, new_h1))
+            .collect::<Result<_, _>>()?;
         self.clusters_done += 1;
-        Ok(HookReport { changed: true, detail: format!("cqr cluster #{}: k-means inertia per point by column {:?}", self.clusters_done, inertias.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>()) })
+        Ok(HookReport { changed: true, detail: format!("cqr cluster #{} over {} ids: k-means inertia per point by column {:?}", self.clusters_done, ids.len(), inertias.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>()) })
+    }
+
+    /// Steps 1-4 for one column; returns the k-means inertia per sampled point.
+    fn cluster_column(col: &mut Column, dc: usize, ids: &[u32], sample: &[u32], km: KMeansConfig, new_h1: UniversalHash) -> Result<f64, MethodError> {
+        let (rows0, rows1) = (col.t0.rows, col.t1.rows);
+        let mut vecs = Vec::with_capacity(sample.len() * dc);
+        Self::column_vectors(col, dc, sample, &mut vecs);
+        let fit = km.fit(&vecs, dc)?;
+        drop(vecs);
+        let mut new_h0 = col.h0.clone();
+        let mut sums = vec![0.0f64; rows1 * dc];
+        let mut counts = vec![0u64; rows1];
+        let mut batch_vecs = Vec::with_capacity(ID_BATCH * dc);
+        for batch in ids.chunks(ID_BATCH) {
+            Self::column_vectors(col, dc, batch, &mut batch_vecs);
+            let (nearest, _) = assign(&batch_vecs, dc, &fit.centroids);
+            // Residual sums in id order, in f64: the same bits for any thread count.
+            for (i, &id) in batch.iter().enumerate() {
+                let k = nearest[i] as usize;
+                new_h0.set(id as usize, k as u32);
+                let b = new_h1.hash(id) as usize;
+                counts[b] += 1;
+                let v = &batch_vecs[i * dc..(i + 1) * dc];
+                let cen = &fit.centroids[k * dc..(k + 1) * dc];
+                for t in 0..dc {
+                    sums[b * dc + t] += (v[t] - cen[t]) as f64;
+                }
+            }
+        }
+        debug_assert!(rows0 == fit.centroids.len() / dc);
+        col.t0.weights.copy_from_slice(&fit.centroids);
+        for b in 0..rows1 {
+            for t in 0..dc {
+                col.t1.weights[b * dc + t] = if counts[b] > 0 { (sums[b * dc + t] / counts[b] as f64) as f32 } else { 0.0 };
+            }
+        }
+        col.t0.reset_state();
+        col.t1.reset_state();
+        col.h0 = new_h0;
+        col.h1 = new_h1;
+        Ok(fit.inertia / sample.len().max(1) as f64)
     }
 
     #[cfg(test)]
@@ -207,6 +348,9 @@ impl EmbeddingMethod for Cqr {
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         let dc = self.dc;
+        if let Some(seen) = &mut self.seen {
+            ids.iter().for_each(|&id| seen.insert(id));
+        }
         for c in 0..self.columns.len() {
             let col = &mut self.columns[c];
             self.rows0_buf.clear();
@@ -226,13 +370,21 @@ impl EmbeddingMethod for Cqr {
             a.index_bytes += col.h0.bytes();
             a.other_bytes += UniversalHash::BYTES;
         }
+        a.other_bytes += self.seen.as_ref().map_or(0, SeenSet::bytes);
         a
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.columns.iter_mut().flat_map(|c| [c.t0.weights.as_mut_slice(), c.t1.weights.as_mut_slice()]).collect()
     }
     fn on_epoch_end(&mut self, epoch: usize) -> Result<HookReport, MethodError> {
-        if epoch < self.last_cluster {
+        if self.schedule.at_epoch_end(epoch) {
+            self.cluster()
+        } else {
+            Ok(HookReport::default())
+        }
+    }
+    fn on_step(&mut self, step: usize) -> Result<HookReport, MethodError> {
+        if self.schedule.at_step(step) {
             self.cluster()
         } else {
             Ok(HookReport::default())
@@ -267,7 +419,7 @@ mod tests {
     fn cluster_step_reproduces_a_table_with_few_distinct_vectors() {
         // With T1 = 0 every column holds at most rows0 distinct vectors (the T0 rows), so k-means
         // finds them exactly and the cluster step must reproduce every embedding.
-        let mut m = Cqr::new(&MethodParams::new(2000, 8, 8 * 40).with_options(json!({"n_chunks": 2, "kmeans_iter": 50}))).unwrap();
+        let mut m = Cqr::new(&MethodParams::new(2000, 8, 8 * 40).with_options(json!({"n_chunks": 2, "kmeans_iter": 50, "skip_unseen": false}))).unwrap();
         m.zero_t1();
         let ids: Vec<u32> = (0..2000).collect();
         let mut before = vec![0.0; 2000 * 8];
@@ -281,7 +433,7 @@ mod tests {
     #[test]
     fn empty_buckets_give_zeros_not_nan() {
         // 5 ids, 100 T1 rows: most buckets are empty.
-        let mut m = Cqr::new(&MethodParams::new(5, 4, 4 * 200).with_options(json!({"n_chunks": 1}))).unwrap();
+        let mut m = Cqr::new(&MethodParams::new(5, 4, 4 * 200).with_options(json!({"n_chunks": 1, "skip_unseen": false}))).unwrap();
         m.cluster().unwrap();
         let t1 = &m.columns[0].t1.weights;
         assert!(t1.iter().all(|v| v.is_finite()));
@@ -295,7 +447,7 @@ mod tests {
     fn cluster_step_approximates_the_embeddings() {
         // On a random table the step replaces vectors by centroid + mean residual: the error must
         // be well below the table's own variance.
-        let mut m = Cqr::new(&MethodParams::new(5000, 8, 8 * 400).with_options(json!({"n_chunks": 4}))).unwrap();
+        let mut m = Cqr::new(&MethodParams::new(5000, 8, 8 * 400).with_options(json!({"n_chunks": 4, "skip_unseen": false}))).unwrap();
         let ids: Vec<u32> = (0..5000).collect();
         let mut before = vec![0.0; 5000 * 8];
         m.forward(&ids, &mut before);
@@ -310,9 +462,65 @@ mod tests {
     #[test]
     fn schedule_defaults_to_three_quarters() {
         let mut m = Cqr::new(&MethodParams::new(100, 4, 80).with_epochs(4)).unwrap();
+        m.backward(&[1, 2, 3], &[0.1; 12]);
         for e in 0..4 {
             m.on_epoch_end(e).unwrap();
+            m.on_step(e + 1).unwrap();
         }
         assert_eq!(m.clusters_done(), 3);
+    }
+
+    fn schedule(o: serde_json::Value, epochs: usize, steps: usize, eval: Option<usize>) -> Result<ClusterSchedule, MethodError> {
+        let p = MethodParams::new(100, 4, 80).with_epochs(epochs).with_steps(steps, eval).with_options(o.clone());
+        ClusterSchedule::new(&p.options::<CqrOptions>("cqr").unwrap(), &p)
+    }
+
+    fn cluster_steps(s: ClusterSchedule, total: usize) -> Vec<usize> {
+        (1..=total).filter(|&t| s.at_step(t)).collect()
+    }
+
+    #[test]
+    fn step_schedules_cluster_where_the_options_say() {
+        // 2 epochs x 100 steps, every 30 steps, until 0.75 * 200 = 150.
+        let s = schedule(json!({"cluster_every_steps": 30}), 2, 100, None).unwrap();
+        assert_eq!(s, ClusterSchedule::Steps { every: 30, until: 150 });
+        assert_eq!(cluster_steps(s, 200), vec![30, 60, 90, 120, 150]);
+        assert!(!s.at_epoch_end(0), "a step schedule never clusters at epoch ends");
+        // At evaluations (every 40 steps), until epoch 1 begins.
+        let s = schedule(json!({"cluster_at_evaluation": true, "last_cluster": 1}), 2, 100, Some(40)).unwrap();
+        assert_eq!(cluster_steps(s, 200), vec![40, 80]);
+        // A fraction of the steps.
+        let s = schedule(json!({"cluster_every_steps": 10, "last_cluster_fraction": 0.1}), 3, 100, None).unwrap();
+        assert_eq!(cluster_steps(s, 300), vec![10, 20, 30]);
+        // Epoch schedule: default 0.75 of the epochs, or a fraction of them.
+        let s = schedule(json!({}), 4, 100, None).unwrap();
+        assert_eq!(((0..4).filter(|&e| s.at_epoch_end(e)).count(), cluster_steps(s, 400).len()), (3, 0));
+        let s = schedule(json!({"last_cluster_fraction": 0.5}), 4, 0, None).unwrap();
+        assert_eq!((0..4).filter(|&e| s.at_epoch_end(e)).collect::<Vec<_>>(), vec![0, 1]);
+        // Errors: no evaluation interval, no steps per epoch, both forms, bad fraction.
+        assert!(schedule(json!({"cluster_at_evaluation": true}), 2, 100, None).is_err());
+        assert!(schedule(json!({"cluster_every_steps": 5}), 2, 0, None).is_err());
+        assert!(schedule(json!({"cluster_every_steps": 5, "cluster_at_evaluation": true}), 2, 100, Some(5)).is_err());
+        assert!(schedule(json!({"last_cluster": 1, "last_cluster_fraction": 0.5}), 2, 100, None).is_err());
+        assert!(schedule(json!({"cluster_every_steps": 5, "last_cluster_fraction": 1.5}), 2, 100, None).is_err());
+        assert!(schedule(json!({"cluster_every_steps": 0}), 2, 100, None).is_err());
+    }
+
+    #[test]
+    fn unseen_ids_are_neither_sampled_nor_reassigned() {
+        let mut m = Cqr::new(&MethodParams::new(1000, 8, 8 * 40).with_options(json!({"n_chunks": 2}))).unwrap();
+        assert!(!m.cluster().unwrap().changed, "nothing seen yet: no cluster step");
+        let seen: Vec<u32> = (0..1000).step_by(3).collect();
+        m.backward(&seen, &vec![0.01; seen.len() * 8]);
+        let unseen: Vec<usize> = (0..1000).filter(|i| i % 3 != 0).collect();
+        let before: Vec<u32> = unseen.iter().map(|&i| m.columns[0].h0.get(i)).collect();
+        let r = m.cluster().unwrap();
+        assert!(r.changed && r.detail.contains("over 334 ids"), "{}", r.detail);
+        let after: Vec<u32> = unseen.iter().map(|&i| m.columns[0].h0.get(i)).collect();
+        assert_eq!(before, after, "unseen ids keep their pointers");
+        // The bitset is counted: 16 words of 8 bytes, plus the hash coefficients.
+        let other = m.accounting().other_bytes;
+        let all = Cqr::new(&MethodParams::new(1000, 8, 8 * 40).with_options(json!({"n_chunks": 2, "skip_unseen": false}))).unwrap();
+        assert_eq!(other - all.accounting().other_bytes, 16 * 8);
     }
 }

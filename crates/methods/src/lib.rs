@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod index;
 pub mod kmeans;
 pub mod least_squares;
+pub mod nearest;
 pub mod optim;
 pub mod pq;
 pub mod qr;
@@ -50,6 +51,12 @@ pub struct MethodParams {
     pub seed: u64,
     /// Total training epochs (CQR's default schedule depends on it).
     pub epochs: usize,
+    /// Optimizer steps per epoch (0 = unknown); step-based schedules need it.
+    #[serde(default)]
+    pub steps_per_epoch: usize,
+    /// The training loop's evaluation interval in steps, if any (CQR can cluster at evaluations).
+    #[serde(default)]
+    pub eval_every_steps: Option<usize>,
     /// Half-width of the uniform initialisation of a full embedding vector.
     pub init_scale: f32,
     pub options: serde_json::Value,
@@ -57,7 +64,7 @@ pub struct MethodParams {
 
 impl MethodParams {
     pub fn new(vocab: usize, dim: usize, budget: u64) -> Self {
-        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, init_scale: 0.05, options: serde_json::Value::Null, }
+        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null }
     }
     pub fn with_options(mut self, options: serde_json::Value) -> Self {
         self.options = options;
@@ -73,6 +80,11 @@ impl MethodParams {
     }
     pub fn with_epochs(mut self, e: usize) -> Self {
         self.epochs = e;
+        self
+    }
+    pub fn with_steps(mut self, steps_per_epoch: usize, eval_every_steps: Option<usize>) -> Self {
+        self.steps_per_epoch = steps_per_epoch;
+        self.eval_every_steps = eval_every_steps;
         self
     }
 
@@ -169,8 +181,14 @@ pub trait EmbeddingMethod: Send + Sync {
     /// Every trainable weight, in a fixed order (for tests, checkpoints and accounting checks).
     fn parameters_mut(&mut self) -> Vec<&mut [f32]>;
 
-    /// Called after each training epoch (0-based). CQR clusters here.
+    /// Called after each training epoch (0-based), except the last. CQR clusters here by default.
     fn on_epoch_end(&mut self, _epoch: usize) -> Result<HookReport, MethodError> {
+        Ok(HookReport::default())
+    }
+
+    /// Called after optimizer step `step` (1-based count of steps done since the start; after
+    /// that step's evaluation, if any), except the very last step. CQR's step schedule clusters here.
+    fn on_step(&mut self, _step: usize) -> Result<HookReport, MethodError> {
         Ok(HookReport::default())
     }
 

@@ -29,6 +29,11 @@ pub enum RowOptimizer {
         beta2: f32,
         #[serde(default = "default_eps_adam")]
         eps: f32,
+        /// AdamW's decoupled decay, `w -= lr * weight_decay * w` before the Adam step, applied
+        /// to the rows a step touches only (lazily, like the moments): a row seen every k steps
+        /// decays k times less than under dense AdamW, which shrinks every row every step.
+        #[serde(default)]
+        weight_decay: f32,
     },
 }
 
@@ -47,7 +52,7 @@ fn default_beta2() -> f32 {
 
 impl Default for RowOptimizer {
     fn default() -> Self {
-        RowOptimizer::LazyAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        RowOptimizer::LazyAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -62,9 +67,12 @@ impl RowOptimizer {
         if !(lr.is_finite() && lr > 0.0) {
             return Err(format!("learning rate must be positive and finite, got {lr}"));
         }
-        if let RowOptimizer::LazyAdam { beta1, beta2, .. } = *self {
+        if let RowOptimizer::LazyAdam { beta1, beta2, weight_decay, .. } = *self {
             if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
                 return Err(format!("adam betas must be in [0, 1), got {beta1}, {beta2}"));
+            }
+            if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+                return Err(format!("weight_decay must be >= 0, got {weight_decay}"));
             }
         }
         Ok(())
@@ -200,7 +208,11 @@ impl Table {
                 let scale = lr / (s.sqrt() + eps);
                 w.iter_mut().zip(g).for_each(|(w, &g)| *w -= scale * g);
             }
-            RowOptimizer::LazyAdam { lr, beta1, beta2, eps } => {
+            RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay } => {
+                if weight_decay > 0.0 {
+                    let keep = 1.0 - lr * weight_decay;
+                    w.iter_mut().for_each(|w| *w *= keep);
+                }
                 let t = self.step as i32;
                 let bc1 = 1.0 - beta1.powi(t);
                 let bc2 = 1.0 - beta2.powi(t);
@@ -247,9 +259,10 @@ mod tests {
                         let s: f32 = (0..d).map(|j| full[r * d + j].powi(2)).sum::<f32>() / d as f32;
                         w[r * d + k] -= lr * g / (s.sqrt() + eps)
                     }
-                    RowOptimizer::LazyAdam { lr, beta1, beta2, eps } => {
+                    RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay } => {
                         let m = (1.0 - beta1) * g / (1.0 - beta1);
                         let v = (1.0 - beta2) * g * g / (1.0 - beta2);
+                        w[r * d + k] *= 1.0 - lr * weight_decay;
                         w[r * d + k] -= lr * m / (v.sqrt() + eps);
                     }
                 }
@@ -266,7 +279,8 @@ mod tests {
             RowOptimizer::Sgd { lr: 0.1 },
             RowOptimizer::Adagrad { lr: 0.1, eps: 1e-8 },
             RowOptimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 },
-            RowOptimizer::LazyAdam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            RowOptimizer::LazyAdam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+            RowOptimizer::LazyAdam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.5 },
         ];
         for opt in opts {
             let mut t = Table::new(20, 3, opt);

@@ -25,7 +25,7 @@ pub struct PqOptions {
 
 impl Default for PqOptions {
     fn default() -> Self {
-        PqOptions { n_chunks: 4, kmeans_iter: 25, kmeans_init: KMeansInit::KMeansPlusPlus, sample_factor: 256 }
+        PqOptions { n_chunks: 4, kmeans_iter: 25, kmeans_init: KMeansInit::Auto, sample_factor: 256 }
     }
 }
 

@@ -26,7 +26,7 @@ pub struct RqOptions {
 
 impl Default for RqOptions {
     fn default() -> Self {
-        RqOptions { n_stages: 2, kmeans_iter: 25, kmeans_init: KMeansInit::KMeansPlusPlus, sample_factor: 256, beam: 1 }
+        RqOptions { n_stages: 2, kmeans_iter: 25, kmeans_init: KMeansInit::Auto, sample_factor: 256, beam: 1 }
     }
 }
 

@@ -47,6 +47,7 @@ impl EmbeddingTables {
         dim: usize,
         optimizer: RowOptimizer,
         epochs: usize,
+        steps: (usize, Option<usize>),
         seed: u64,
     ) -> Result<Self, MethodError> {
         let mut methods = Vec::with_capacity(cardinalities.len());
@@ -61,6 +62,8 @@ impl EmbeddingTables {
                 // Every table gets its own stream; the same seed gives the same tables.
                 seed: seed.wrapping_mul(1_000_003).wrapping_add(c as u64),
                 epochs,
+                steps_per_epoch: steps.0,
+                eval_every_steps: steps.1,
                 init_scale: spec.init_scale,
                 options,
             };

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, GradientsParams, SgdConfig};
+use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -65,6 +65,9 @@ pub struct TrainConfig {
     /// Stop after this many evaluations without a better validation BCE.
     pub early_stopping_patience: Option<usize>,
     pub eval_batch_size: usize,
+    /// AdamW's decoupled weight decay, applied to the MLP and to the embedding rows a step
+    /// touches (default 0.01, torch's). Only with `optimizer: adamw`.
+    pub weight_decay: Option<f64>,
     pub backend: Backend,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
@@ -82,6 +85,7 @@ impl Default for TrainConfig {
             eval_every_steps: None,
             early_stopping_patience: None,
             eval_batch_size: 8192,
+            weight_decay: None,
             backend: Backend::Flex,
             progress: false,
         }
@@ -108,15 +112,32 @@ impl TrainConfig {
         if self.eval_every_steps == Some(0) {
             return bad("eval_every_steps must be >= 1".into());
         }
+        if let Some(wd) = self.weight_decay {
+            if self.optimizer != OptimizerKind::Adamw {
+                return bad(format!("weight_decay is AdamW's decoupled decay: it needs optimizer: adamw (got {:?})", self.optimizer));
+            }
+            if !(wd.is_finite() && wd >= 0.0) {
+                return bad(format!("weight_decay must be >= 0, got {wd}"));
+            }
+        }
         Ok(())
     }
 
+    /// AdamW's decay (0.01 unless set); 0 for the other optimizers.
+    pub fn effective_weight_decay(&self) -> f64 {
+        match self.optimizer {
+            OptimizerKind::Adamw => self.weight_decay.unwrap_or(0.01),
+            _ => 0.0,
+        }
+    }
+
     /// The row optimizer matching the MLP optimizer: Adam/AdamW -> lazy Adam (as torch's
-    /// SparseAdam), Adagrad -> element-wise Adagrad, SGD -> SGD.
+    /// SparseAdam; AdamW adds the decoupled decay to the rows a step touches), Adagrad ->
+    /// element-wise Adagrad, SGD -> SGD.
     pub fn row_optimizer(&self) -> RowOptimizer {
         let lr = self.embedding_lr.unwrap_or(self.lr) as f32;
         match self.optimizer {
-            OptimizerKind::Adam | OptimizerKind::Adamw => RowOptimizer::LazyAdam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            OptimizerKind::Adam | OptimizerKind::Adamw => RowOptimizer::LazyAdam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.effective_weight_decay() as f32 },
             OptimizerKind::Adagrad => RowOptimizer::Adagrad { lr, eps: 1e-8 },
             OptimizerKind::Sgd => RowOptimizer::Sgd { lr },
         }
@@ -180,6 +201,10 @@ pub struct RunResult {
     pub evals: Vec<EvalPoint>,
     /// The evaluation with the lowest validation BCE.
     pub best: EvalPoint,
+    /// The highest validation AUC over all evaluations (what the CQR authors' MovieLens script
+    /// reports), whichever evaluation it came from.
+    #[serde(default)]
+    pub best_val_auc: f64,
     /// PQ/RQ: the scores of the compressed model (compressed from the best validation evaluation).
     pub compressed: Option<Scores>,
     /// What a summary reports: the compressed scores for PQ/RQ, else the best evaluation's.
@@ -270,6 +295,12 @@ impl Batch {
 }
 
 /// Trains `model` with embedding `spec` on `ds` and evaluates it.
+///
+/// Phases, each a method of [`Trainer`]: batching ([`Batch::fill`]), one optimizer step
+/// ([`Trainer::step`]), evaluation ([`Trainer::evaluate`]), bookkeeping after an evaluation
+/// (best-model snapshot, early stopping: [`Trainer::record`]) and the methods' lifecycle hooks
+/// ([`Trainer::hook`]): `on_step` after every step but the last, `on_epoch_end` after every epoch
+/// but the last, `on_train_end` once.
 pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &TrainConfig) -> Result<RunResult, TrainError> {
     cfg.validate()?;
     ds.validate().map_err(TrainError::Config)?;
@@ -277,174 +308,249 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
         return Err(TrainError::Config(format!("dataset {} needs non-empty train, val and test splits ({:?})", ds.name, ds.splits)));
     }
     reset_peak_rss();
-    let dim = model.dim();
-    let n_dense = ds.n_dense();
-    let dense_w = n_dense.max(1);
-    let base = cfg.backend.device()?;
-    let device = base.clone().autodiff();
-    let mut net = match model {
-        ModelConfig::Dlrm(c) => {
-            c.validate(n_dense).map_err(TrainError::Config)?;
-            Net::Dlrm(Dlrm::new(c, n_dense, ds.n_cat(), cfg.seed, &device))
-        }
-        ModelConfig::Gmf { dim } => {
-            if ds.n_cat() != 2 || *dim == 0 {
-                return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, ds.n_cat())));
-            }
-            Net::Gmf
-        }
-    };
-    let mut tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, cfg.seed)?;
-    let mut optim = match cfg.optimizer {
-        OptimizerKind::Adam => AdamConfig::new().init(),
-        OptimizerKind::Adamw => AdamWConfig::new().init(),
-        OptimizerKind::Adagrad => AdaGradConfig::new().init(),
-        OptimizerKind::Sgd => SgdConfig::new().init(),
-    };
-    let mlp_params = net.num_params();
-    let mut timings = Timings::default();
-    let mut evals: Vec<EvalPoint> = vec![];
-    let mut hook_log = vec![];
+    let mut t = Trainer::new(ds, model, spec, cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
     let mut order: Vec<usize> = ds.splits.train.clone().collect();
-    let mut batch = Batch::default();
-    let (mut step, mut samples) = (0usize, 0usize);
-    let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
-    let mut since_best = 0usize;
-    let mut stop = false;
     let n_batches = order.len().div_ceil(cfg.batch_size);
-    // Post-training methods (PQ, RQ) compress the model of the best validation evaluation, not
-    // the last one: CTR models often overfit after one epoch, and compressing an overfit model
-    // would charge the method for it. The snapshot costs one copy of the (dense) tables.
-    let post_training = tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
-    let mut snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)> = None;
-    let t_count = ds.n_cat();
-
-    let evaluate = |net: &Net, tables: &mut EmbeddingTables, timings: &mut Timings| -> Scores {
-        let t0 = Instant::now();
-        let eval_net = net.valid();
-        let mut part = |range: std::ops::Range<usize>| -> (f64, f64) {
-            let rows: Vec<usize> = range.collect();
-            let mut logits = Vec::with_capacity(rows.len());
-            let mut b = Batch::default();
-            for chunk in rows.chunks(cfg.eval_batch_size) {
-                b.fill(ds, chunk);
-                tables.forward(&b.cats, &mut b.emb);
-                let n = chunk.len();
-                let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, dense_w]), &base);
-                let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, dim]), &base);
-                let out = eval_net.forward(dense, emb);
-                logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
-            }
-            let labels: Vec<f32> = rows.iter().map(|&r| ds.labels[r]).collect();
-            (bce_host(&logits, &labels), auc(&logits, &labels))
-        };
-        let (val_bce, val_auc) = part(ds.splits.val.clone());
-        let (test_bce, test_auc) = part(ds.splits.test.clone());
-        timings.eval_s += t0.elapsed().as_secs_f64();
-        Scores { val_bce, val_auc, test_bce, test_auc }
-    };
-
+    let last_step = n_batches * cfg.epochs;
     'epochs: for epoch in 0..cfg.epochs {
         shuffle(&mut order, &mut rng);
         let bar = progress_bar(cfg.progress, n_batches as u64, epoch);
         for chunk in order.chunks(cfg.batch_size) {
-            let t0 = Instant::now();
-            let b = chunk.len();
-            batch.fill(ds, chunk);
-            tables.forward(&batch.cats, &mut batch.emb);
-            let dense = Tensor::<2>::from_data(TensorData::new(batch.dense.clone(), [b, dense_w]), &device);
-            let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut batch.emb), [t_count, b, dim]), &device).require_grad();
-            let labels = Tensor::<2>::from_data(TensorData::new(batch.labels.clone(), [b, 1]), &device);
-            let loss = bce_with_logits(net.forward(dense, emb.clone()), labels);
-            let loss_value: f32 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite { epoch, step, loss: loss_value as f64 });
-            }
-            let mut grads = loss.backward();
-            let emb_grad = emb.grad_remove(&mut grads).map(|g| g.into_data().try_into_vec::<f32>().expect("f32 gradient"));
-            if let Net::Dlrm(m) = net {
-                let gp = GradientsParams::from_grads(grads, &m);
-                net = Net::Dlrm(optim.step(cfg.lr, m, gp));
-            }
-            if let Some(g) = emb_grad {
-                tables.backward(&g);
-            }
-            step += 1;
-            samples += b;
-            loss_sum += loss_value as f64 * b as f64;
-            loss_n += b;
-            timings.train_s += t0.elapsed().as_secs_f64();
+            t.step(chunk, epoch)?;
             bar.inc(1);
-            if cfg.eval_every_steps.is_some_and(|k| step % k == 0) {
-                let scores = evaluate(&net, &mut tables, &mut timings);
-                push_eval(&mut evals, epoch, step, &mut loss_sum, &mut loss_n, scores, &mut since_best);
-                if post_training && since_best == 0 {
-                    snapshot = Some((net.clone(), tables.snapshot()));
-                }
-                if cfg.early_stopping_patience.is_some_and(|p| since_best > p) {
+            if cfg.eval_every_steps.is_some_and(|k| t.step % k == 0) && t.step < last_step {
+                let scores = t.evaluate();
+                if t.record(epoch, scores) {
                     bar.finish_and_clear();
                     break 'epochs;
                 }
             }
+            if t.step < last_step {
+                let step = t.step;
+                t.hook(&format!("step {step}"), |m| m.on_step(step))?;
+            }
         }
         bar.finish_and_clear();
-        let scores = evaluate(&net, &mut tables, &mut timings);
-        push_eval(&mut evals, epoch, step, &mut loss_sum, &mut loss_n, scores, &mut since_best);
-        if post_training && since_best == 0 {
-            snapshot = Some((net.clone(), tables.snapshot()));
-        }
-        if cfg.early_stopping_patience.is_some_and(|p| since_best > p) {
-            stop = true;
-        }
-        // Lifecycle: CQR clusters here (not after the last epoch).
+        let scores = t.evaluate();
+        let stop = t.record(epoch, scores);
+        // Lifecycle: CQR's epoch schedule clusters here (not after the last epoch).
         if epoch + 1 < cfg.epochs && !stop {
-            let t0 = Instant::now();
-            let log = tables.hook(|m: &mut dyn EmbeddingMethod| m.on_epoch_end(epoch))?;
-            timings.cluster_s += t0.elapsed().as_secs_f64();
-            hook_log.extend(log.into_iter().map(|l| format!("epoch {epoch}: {l}")));
+            t.hook(&format!("epoch {epoch}"), |m| m.on_epoch_end(epoch))?;
         }
         if stop {
             break;
         }
     }
-    if let Some((best_net, weights)) = snapshot.take() {
-        net = best_net;
-        tables.restore(&weights);
+    t.finish()
+}
+
+/// The state of one training run.
+struct Trainer<'a> {
+    ds: &'a Dataset,
+    cfg: &'a TrainConfig,
+    dim: usize,
+    dense_w: usize,
+    base: Device,
+    device: Device,
+    net: Net,
+    tables: EmbeddingTables,
+    optim: ModuleOptimizer,
+    mlp_params: u64,
+    timings: Timings,
+    evals: Vec<EvalPoint>,
+    hook_log: Vec<String>,
+    batch: Batch,
+    step: usize,
+    samples: usize,
+    loss_sum: f64,
+    loss_n: usize,
+    since_best: usize,
+    /// PQ/RQ compress the model of the best validation evaluation, not the last one: CTR models
+    /// often overfit after one epoch, and compressing an overfit model would charge the method
+    /// for it. The snapshot costs one copy of the (dense) tables.
+    post_training: bool,
+    snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)>,
+}
+
+fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    match cfg.optimizer {
+        OptimizerKind::Adam => AdamConfig::new().init(),
+        // burn's default decay (1e-4) is replaced by ours, the same value the tables get.
+        OptimizerKind::Adamw => AdamWConfig::new().with_weight_decay(cfg.effective_weight_decay() as f32).init(),
+        OptimizerKind::Adagrad => AdaGradConfig::new().init(),
+        OptimizerKind::Sgd => SgdConfig::new().init(),
     }
-    let tables_train = tables.records();
-    let total_train = tables.total();
-    // PQ/RQ compress here; other methods do nothing.
-    let t0 = Instant::now();
-    let log = tables.hook(|m: &mut dyn EmbeddingMethod| m.on_train_end())?;
-    timings.compress_s += t0.elapsed().as_secs_f64();
-    let compressed = if log.is_empty() {
-        None
-    } else {
-        hook_log.extend(log);
-        Some(evaluate(&net, &mut tables, &mut timings))
-    };
-    let best = *evals
-        .iter()
-        .min_by(|a, b| a.scores.val_bce.total_cmp(&b.scores.val_bce))
-        .expect("at least one evaluation");
-    Ok(RunResult {
-        reported: compressed.unwrap_or(best.scores),
-        best,
-        compressed,
-        evals,
-        tables_train,
-        tables_final: tables.records(),
-        total_train,
-        total_final: tables.total(),
-        mlp_params,
-        train_samples_per_s: samples as f64 / timings.train_s.max(1e-9),
-        timings,
-        peak_rss_bytes: peak_rss_bytes(),
-        hook_log,
-        teacher: ds.teacher,
-        skipped: ds.skipped.clone(),
-    })
+}
+
+impl<'a> Trainer<'a> {
+    fn new(ds: &'a Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &'a TrainConfig) -> Result<Self, TrainError> {
+        let dim = model.dim();
+        let n_dense = ds.n_dense();
+        let base = cfg.backend.device()?;
+        let device = base.clone().autodiff();
+        let net = match model {
+            ModelConfig::Dlrm(c) => {
+                c.validate(n_dense).map_err(TrainError::Config)?;
+                Net::Dlrm(Dlrm::new(c, n_dense, ds.n_cat(), cfg.seed, &device))
+            }
+            ModelConfig::Gmf { dim } => {
+                if ds.n_cat() != 2 || *dim == 0 {
+                    return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, ds.n_cat())));
+                }
+                Net::Gmf
+            }
+        };
+        let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
+        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_every_steps), cfg.seed)?;
+        let post_training = tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+        Ok(Trainer {
+            ds,
+            cfg,
+            dim,
+            dense_w: n_dense.max(1),
+            base,
+            device,
+            mlp_params: net.num_params(),
+            net,
+            tables,
+            optim: mlp_optimizer(cfg),
+            timings: Timings::default(),
+            evals: vec![],
+            hook_log: vec![],
+            batch: Batch::default(),
+            step: 0,
+            samples: 0,
+            loss_sum: 0.0,
+            loss_n: 0,
+            since_best: 0,
+            post_training,
+            snapshot: None,
+        })
+    }
+
+    /// One optimizer step on the training rows `rows`: gather, forward, backward, MLP step, sparse
+    /// table updates.
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<(), TrainError> {
+        let t0 = Instant::now();
+        let (b, dim, t_count) = (rows.len(), self.dim, self.ds.n_cat());
+        let device = &self.device;
+        self.batch.fill(self.ds, rows);
+        self.tables.forward(&self.batch.cats, &mut self.batch.emb);
+        let dense = Tensor::<2>::from_data(TensorData::new(self.batch.dense.clone(), [b, self.dense_w]), device);
+        let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut self.batch.emb), [t_count, b, dim]), device).require_grad();
+        let labels = Tensor::<2>::from_data(TensorData::new(self.batch.labels.clone(), [b, 1]), device);
+        let loss = bce_with_logits(self.net.forward(dense, emb.clone()), labels);
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite { epoch, step: self.step, loss: loss_value as f64 });
+        }
+        let mut grads = loss.backward();
+        let emb_grad = emb.grad_remove(&mut grads).map(|g| g.into_data().try_into_vec::<f32>().expect("f32 gradient"));
+        if let Net::Dlrm(m) = &self.net {
+            let gp = GradientsParams::from_grads(grads, m);
+            self.net = Net::Dlrm(self.optim.step(self.cfg.lr, m.clone(), gp));
+        }
+        if let Some(g) = emb_grad {
+            self.tables.backward(&g);
+            // The buffer goes back to the batch: no allocation of its size next step.
+            self.batch.emb = g;
+        }
+        self.step += 1;
+        self.samples += b;
+        self.loss_sum += loss_value as f64 * b as f64;
+        self.loss_n += b;
+        self.timings.train_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Validation and test scores of the current model.
+    fn evaluate(&mut self) -> Scores {
+        let t0 = Instant::now();
+        let (val_bce, val_auc) = self.score(self.ds.splits.val.clone());
+        let (test_bce, test_auc) = self.score(self.ds.splits.test.clone());
+        self.timings.eval_s += t0.elapsed().as_secs_f64();
+        Scores { val_bce, val_auc, test_bce, test_auc }
+    }
+
+    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`.
+    fn score(&mut self, range: std::ops::Range<usize>) -> (f64, f64) {
+        let (ds, dim, t_count) = (self.ds, self.dim, self.ds.n_cat());
+        let eval_net = self.net.valid();
+        let rows: Vec<usize> = range.collect();
+        let mut logits = Vec::with_capacity(rows.len());
+        let mut b = Batch::default();
+        for chunk in rows.chunks(self.cfg.eval_batch_size) {
+            b.fill(ds, chunk);
+            self.tables.forward(&b.cats, &mut b.emb);
+            let n = chunk.len();
+            let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, self.dense_w]), &self.base);
+            let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, dim]), &self.base);
+            let out = eval_net.forward(dense, emb);
+            logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
+        }
+        let labels: Vec<f32> = rows.iter().map(|&r| ds.labels[r]).collect();
+        (bce_host(&logits, &labels), auc(&logits, &labels))
+    }
+
+    /// Records an evaluation, snapshots the best model for post-training methods, and returns
+    /// whether early stopping says to stop.
+    fn record(&mut self, epoch: usize, scores: Scores) -> bool {
+        push_eval(&mut self.evals, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, &mut self.since_best);
+        if self.post_training && self.since_best == 0 {
+            self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
+        }
+        self.cfg.early_stopping_patience.is_some_and(|p| self.since_best > p)
+    }
+
+    /// Runs a lifecycle hook on every table, timed as cluster time, logged with `when`.
+    fn hook(&mut self, when: &str, f: impl Fn(&mut dyn EmbeddingMethod) -> Result<cqr_methods::HookReport, cqr_methods::MethodError> + Sync) -> Result<(), TrainError> {
+        let t0 = Instant::now();
+        let log = self.tables.hook(f)?;
+        self.timings.cluster_s += t0.elapsed().as_secs_f64();
+        self.hook_log.extend(log.into_iter().map(|l| format!("{when}: {l}")));
+        Ok(())
+    }
+
+    /// Restores the best snapshot (post-training methods), compresses, and assembles the result.
+    fn finish(mut self) -> Result<RunResult, TrainError> {
+        if let Some((best_net, weights)) = self.snapshot.take() {
+            self.net = best_net;
+            self.tables.restore(&weights);
+        }
+        let tables_train = self.tables.records();
+        let total_train = self.tables.total();
+        // PQ/RQ compress here; other methods do nothing.
+        let t0 = Instant::now();
+        let log = self.tables.hook(|m: &mut dyn EmbeddingMethod| m.on_train_end())?;
+        self.timings.compress_s += t0.elapsed().as_secs_f64();
+        let compressed = if log.is_empty() {
+            None
+        } else {
+            self.hook_log.extend(log);
+            Some(self.evaluate())
+        };
+        let best = *self.evals.iter().min_by(|a, b| a.scores.val_bce.total_cmp(&b.scores.val_bce)).expect("at least one evaluation");
+        let best_val_auc = self.evals.iter().map(|e| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max);
+        Ok(RunResult {
+            reported: compressed.unwrap_or(best.scores),
+            best,
+            best_val_auc,
+            compressed,
+            tables_train,
+            tables_final: self.tables.records(),
+            total_train,
+            total_final: self.tables.total(),
+            mlp_params: self.mlp_params,
+            train_samples_per_s: self.samples as f64 / self.timings.train_s.max(1e-9),
+            timings: self.timings,
+            peak_rss_bytes: peak_rss_bytes(),
+            hook_log: self.hook_log,
+            teacher: self.ds.teacher,
+            skipped: self.ds.skipped.clone(),
+            evals: self.evals,
+        })
+    }
 }
 
 fn push_eval(evals: &mut Vec<EvalPoint>, epoch: usize, step: usize, loss_sum: &mut f64, loss_n: &mut usize, scores: Scores, since_best: &mut usize) {

@@ -1,5 +1,6 @@
 //! The pieces behind the `cqr` binary: experiment files, sweeps, tables, charts, reports.
 
+pub mod bench;
 pub mod config;
 pub mod plot;
 pub mod report;

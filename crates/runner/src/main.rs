@@ -8,12 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cqr_data::inspect::inspect_tabular;
 use cqr_data::movielens::load_movielens;
 use cqr_data::{BadRowPolicy, TabularFormat};
-use cqr_models::bench::{random_dataset, throughput};
-use cqr_models::{DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
+use cqr_models::Backend;
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report};
 use cqr_runner::sweep::{load_records, parse_shard, sweep, SweepOptions};
-use cqr_runner::{plot, tables};
+use cqr_runner::{bench, plot, tables};
 
 #[derive(Parser)]
 #[command(name = "cqr", version, about = "Compressed embedding tables for recommendation: train, sweep, tabulate, plot")]
@@ -47,6 +46,12 @@ enum Cmd {
         /// Print the cells and exit.
         #[arg(long)]
         dry_run: bool,
+        /// Instead of running new cells: re-run N finished cells (chosen by --verify-seed) and
+        /// compare every stored metric with the new run, bit for bit. Exit status 1 on a difference.
+        #[arg(long, value_name = "N")]
+        verify: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        verify_seed: u64,
     },
     /// Regenerate every chart of a results directory from its tables.
     Plot { results: PathBuf },
@@ -61,9 +66,16 @@ enum Cmd {
         /// Training steps per case.
         #[arg(long, default_value_t = 20)]
         steps: usize,
-        /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m.
+        /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m,
+        /// hashing-1m, gmf-ml1m, cluster-kaggle.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
+        /// Backend of the MLPs (wgpu needs a build with `--features wgpu`).
+        #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
+        backend: BackendArg,
+        /// cluster-kaggle: rows of planted data whose ids count as seen.
+        #[arg(long, default_value_t = 2_000_000)]
+        cluster_rows: usize,
     },
 }
 
@@ -81,11 +93,59 @@ enum DataCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Flex,
+    Wgpu,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Flex => Backend::Flex,
+            BackendArg::Wgpu => Backend::Wgpu,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Criteo,
     Avazu,
     Movielens,
 }
+
+fn require_dir(p: &Path) -> Result<()> {
+    if !p.is_dir() {
+        bail!("{}: no such results directory (run `cqr sweep` first)", p.display());
+    }
+    Ok(())
+}
+
+fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Result<()> {
+    let checked = cqr_runner::sweep::verify(exp, opts, n, seed)?;
+    let mut bad = 0;
+    for v in &checked {
+        if v.differences.is_empty() {
+            println!("identical  {} ({:.1} s)", v.name, v.wall_s);
+        } else {
+            bad += 1;
+            println!("DIFFERENT  {} ({} metrics):", v.name, v.differences.len());
+            for d in v.differences.iter().take(10) {
+                println!("    {d}");
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} re-run cells differ from their stored records", checked.len());
+    }
+    println!("{} cells re-run: every metric identical to the stored records", checked.len());
+    Ok(())
+}
+
+// mimalloc: glibc malloc maps and unmaps the large per-step buffers of the MLPs every step
+// (page faults plus memset/memmove: ~10% of a step, measured with perf; see the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
@@ -113,7 +173,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Sweep { file, jobs, shard, results, max_cells, dry_run } => {
+        Cmd::Sweep { file, jobs, shard, results, max_cells, dry_run, verify, verify_seed } => {
             let file = file.unwrap_or_else(|| PathBuf::from("experiments/quick.yaml"));
             let exp = load_experiment(&file)?;
             let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
@@ -127,16 +187,22 @@ fn run(cli: Cli) -> Result<()> {
             let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
             let cache = results.parent().unwrap_or(Path::new(".")).join(".cache");
             let opts = SweepOptions { results: results.clone(), cache, jobs: jobs.max(1), shard, progress: true, max_cells };
+            if let Some(n) = verify {
+                return verify_cells(&exp, &opts, n, verify_seed);
+            }
             let rep = sweep(&exp, &opts)?;
             eprintln!("{} cells ran, {} were already done, {} failed", rep.ran.len(), rep.already_done, rep.failed.len());
-            let records = load_records(&results)?;
-            tables::write_tables(&results, &records)?;
-            for p in plot::plot_results(&results)? {
-                eprintln!("wrote {}", p.display());
-            }
-            if results.join("summary.parquet").exists() {
-                println!("{}", markdown_table(&group_summary(&results)?));
-            }
+            cqr_runner::sweep::with_results_lock(&results, || {
+                let records = load_records(&results)?;
+                tables::write_tables(&results, &records)?;
+                for p in plot::plot_results(&results)? {
+                    eprintln!("wrote {}", p.display());
+                }
+                if results.join("summary.parquet").exists() {
+                    println!("{}", markdown_table(&group_summary(&results)?));
+                }
+                Ok(())
+            })?;
             println!("results in {}", results.display());
             if !rep.failed.is_empty() {
                 for (n, e) in &rep.failed {
@@ -146,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Plot { results } => {
+            require_dir(&results)?;
             let written = plot::plot_results(&results)?;
             if written.is_empty() {
                 bail!("{}: no tables to plot (summary.parquet / least_squares.parquet)", results.display());
@@ -154,35 +221,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", p.display());
             }
         }
-        Cmd::Report { results } => println!("{}", write_report(&results)?.display()),
-        Cmd::Bench { preset, batch, steps, cases } => bench(&preset, batch, steps, &cases)?,
-    }
-    Ok(())
-}
-
-fn bench(preset: &str, batch: usize, steps: usize, cases: &[String]) -> Result<()> {
-    let Some(dlrm) = DlrmConfig::preset(preset) else { bail!("unknown preset `{preset}` (kaggle, small)") };
-    let model = ModelConfig::Dlrm(dlrm);
-    let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: batch, epochs: 1, ..Default::default() };
-    let all = [
-        ("dense-10k", "dense", 10_000usize, u64::MAX),
-        ("dense-1m", "dense", 1_000_000, u64::MAX),
-        ("hashing", "hashing", 10_000, 3200),
-        ("qr", "qr", 10_000, 3200),
-        ("cqr", "cqr", 10_000, 3200),
-        ("cqr-1m", "cqr", 1_000_000, 3200),
-    ];
-    println!("DLRM `{preset}`, 26 tables, batch {batch}, {steps} steps, Adam (lazy Adam for tables), {} threads", rayon::current_num_threads());
-    println!("| case | method | rows per table | cap | samples/s |\n|---|---|---:|---:|---:|");
-    for (name, method, vocab, cap) in all {
-        if !cases.is_empty() && !cases.iter().any(|c| c == name) {
-            continue;
+        Cmd::Report { results } => {
+            require_dir(&results)?;
+            println!("{}", write_report(&results)?.display())
         }
-        let ds = random_dataset(batch * steps, 26, vocab, 7);
-        let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05 };
-        let sps = throughput(&model, &spec, &ds, &cfg)?;
-        let cap_s = if cap == u64::MAX { "-".to_string() } else { cap.to_string() };
-        println!("| {name} | {method} | {vocab} | {cap_s} | {sps:.0} |");
+        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows } => bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows })?,
     }
     Ok(())
 }

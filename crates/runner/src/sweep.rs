@@ -229,3 +229,79 @@ fn brief(r: &CellRecord) -> String {
         CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),
     }
 }
+
+/// Runs `f` holding an exclusive lock on `results/.lock`, so that sweeps writing one results
+/// directory (shards started at the same time) write its tables one after the other: the last
+/// to take the lock has seen every other process's finished cells.
+pub fn with_results_lock<T>(results: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::fs::create_dir_all(results).with_context(|| format!("creating results directory {}", results.display()))?;
+    let p = results.join(".lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).with_context(|| format!("opening {}", p.display()))?;
+    file.lock().with_context(|| format!("locking {}", p.display()))?;
+    let out = f();
+    let _ = file.unlock();
+    out
+}
+
+/// Keys of a record that measure the machine, not the model: left out of `--verify`.
+const VOLATILE: [&str; 4] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s"];
+
+/// Paths (`a.b[3].c`) where two JSON values differ, ignoring [`VOLATILE`] keys.
+fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                if VOLATILE.contains(&k.as_str()) {
+                    continue;
+                }
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                json_diff(va, vb, &format!("{path}.{k}"), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                json_diff(va, vb, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: stored {a}, now {b}")),
+        _ => {}
+    }
+}
+
+/// One re-run cell of `--verify`.
+#[derive(Debug)]
+pub struct Verified {
+    pub name: String,
+    pub wall_s: f64,
+    /// Every metric that differs from the stored record (empty: identical, bit for bit).
+    pub differences: Vec<String>,
+}
+
+/// Re-runs `n` finished cells, chosen by `seed`, and compares every stored metric with the new
+/// run, bit for bit (floats round-trip exactly through the JSON records).
+pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Result<Vec<Verified>> {
+    use rand::{Rng, SeedableRng};
+    let mut done: Vec<&Cell> = exp.cells.iter().filter(|c| record_path(&opts.results, &c.id).exists()).collect();
+    if done.is_empty() {
+        return Err(anyhow!("--verify: no finished cell of {} under {} (run the sweep first)", exp.name, opts.results.display()));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in (1..done.len()).rev() {
+        done.swap(i, rng.random_range(0..=i));
+    }
+    done.truncate(n);
+    let mut out = vec![];
+    for c in done {
+        let p = record_path(&opts.results, &c.id);
+        let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("{}: not a cell record", p.display()))?;
+        eprintln!("[{}] verifying {} ({})", exp.name, c.name, c.id);
+        let rec = run_cell(c, &opts.cache, false)?;
+        let mut differences = vec![];
+        // Through text, as stored: f32 fields are written in their shortest f32 form.
+        let now: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&rec)?)?;
+        json_diff(&stored, &now, "", &mut differences);
+        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences });
+    }
+    Ok(out)
+}

@@ -21,8 +21,8 @@ fn col_u(name: &str, v: Vec<u64>) -> Column {
 
 /// Column names of `summary` (documented in the README).
 pub const SUMMARY_COLUMNS: &[&str] = &[
-    "cell_id", "cell_name", "variant", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "val_bce", "val_auc",
-    "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
+    "cell_id", "cell_name", "variant", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "best_step", "val_bce", "val_auc",
+    "best_val_auc", "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
     "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc",
 ];
@@ -57,8 +57,10 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_u("budget", u(&|r, _| r.config.budget.unwrap_or(0))),
         col_u("seed", u(&|r, _| r.config.seed)),
         col_u("best_epoch", u(&|_, t| t.best.epoch as u64)),
+        col_u("best_step", u(&|_, t| t.best.step as u64)),
         col_f("val_bce", f(&|_, t| t.reported.val_bce)),
         col_f("val_auc", f(&|_, t| t.reported.val_auc)),
+        col_f("best_val_auc", f(&|_, t| t.best_val_auc)),
         col_f("test_bce", f(&|_, t| t.reported.test_bce)),
         col_f("test_auc", f(&|_, t| t.reported.test_auc)),
         col_f("dense_test_bce", f(&|_, t| t.best.scores.test_bce)),

@@ -1,0 +1,100 @@
+//! `cqr bench`: training throughput per case, the MLP's achieved GFLOP/s against a GEMM peak
+//! measured in the same process, and the time of one CQR cluster step at Criteo Kaggle scale.
+//! Benchmarks, not tests: figures depend on the machine and its load.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use cqr_data::synthetic::KAGGLE_CARDINALITIES;
+use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gflops, random_dataset, random_gmf_dataset, throughput};
+use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
+
+/// Throughput cases: (name, model, method, rows per table, cap).
+const CASES: [(&str, &str, &str, usize, u64); 8] = [
+    ("dense-10k", "dlrm", "dense", 10_000, u64::MAX),
+    ("dense-1m", "dlrm", "dense", 1_000_000, u64::MAX),
+    ("hashing", "dlrm", "hashing", 10_000, 3200),
+    ("qr", "dlrm", "qr", 10_000, 3200),
+    ("cqr", "dlrm", "cqr", 10_000, 3200),
+    ("cqr-1m", "dlrm", "cqr", 1_000_000, 3200),
+    ("hashing-1m", "dlrm", "hashing", 1_000_000, 3200),
+    ("gmf-ml1m", "gmf", "dense", 0, u64::MAX),
+];
+
+/// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark).
+pub fn case_names() -> Vec<&'static str> {
+    CASES.iter().map(|c| c.0).chain(["cluster-kaggle"]).collect()
+}
+
+pub struct BenchOptions {
+    pub preset: String,
+    pub batch: usize,
+    pub steps: usize,
+    pub cases: Vec<String>,
+    pub backend: Backend,
+    /// Rows of planted data whose ids count as seen before the cluster step.
+    pub cluster_rows: usize,
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+pub fn run(o: &BenchOptions) -> Result<()> {
+    let Some(dlrm) = DlrmConfig::preset(&o.preset) else { bail!("unknown preset `{}` (kaggle, small)", o.preset) };
+    for c in &o.cases {
+        if !case_names().contains(&c.as_str()) {
+            bail!("unknown bench case `{c}` (known: {})", case_names().join(", "));
+        }
+    }
+    let wanted = |name: &str| o.cases.is_empty() || o.cases.iter().any(|c| c == name);
+    let threads = rayon::current_num_threads();
+    let device = o.backend.device()?;
+    let peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
+    println!("{}, {threads} threads, backend {:?}", cpu_model(), o.backend);
+    println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5): {peak:.1} GFLOP/s");
+    println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables)", o.preset, o.batch, o.steps);
+    let flops = dlrm_train_flops_per_sample(&dlrm, 26);
+    println!("MLP work: {:.3} MFLOP per training sample (forward + backward, 26 tables)\n", flops / 1e6);
+    println!("| case | model | method | rows per table | cap | samples/s | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|");
+    let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, ..Default::default() };
+    for (name, model, method, vocab, cap) in CASES {
+        if !wanted(name) {
+            continue;
+        }
+        let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05 };
+        let (sps, rows, gflops) = if model == "gmf" {
+            // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32.
+            let ds = random_gmf_dataset(o.batch * o.steps, 6040, 3706, 7);
+            let sps = throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg)?;
+            (sps, "6040/3706".to_string(), None)
+        } else {
+            let ds = random_dataset(o.batch * o.steps, 26, vocab, 7);
+            let sps = throughput(&ModelConfig::Dlrm(dlrm.clone()), &spec, &ds, &cfg)?;
+            (sps, vocab.to_string(), Some(sps * flops / 1e9))
+        };
+        let cap_s = if cap == u64::MAX { "-".to_string() } else { cap.to_string() };
+        let (g, f) = gflops.map_or(("-".into(), "-".into()), |g| (format!("{g:.1}"), format!("{:.0}%", 100.0 * g / peak)));
+        println!("| {name} | {model} | {method} | {rows} | {cap_s} | {sps:.0} | {g} | {f} |");
+    }
+    if wanted("cluster-kaggle") {
+        cluster_kaggle(o.cluster_rows)?;
+    }
+    Ok(())
+}
+
+/// One CQR cluster step over 26 tables with the full Criteo Kaggle cardinalities (capped at 10M,
+/// as `synthetic_criteo` with `max_cardinality: 10000000`): dim 16, 4 chunks, cap 131,072
+/// parameters per table (4,096 centroids per column), after `rows` rows of Zipf(1.05) ids.
+fn cluster_kaggle(rows: usize) -> Result<()> {
+    let cards: Vec<usize> = KAGGLE_CARDINALITIES.iter().map(|&c| c.min(10_000_000)).collect();
+    let r = cluster_step(&cards, 16, 131_072, rows, 1.05, json!({"n_chunks": 4}), 0)?;
+    println!(
+        "\ncluster-kaggle: one CQR cluster step, {} tables clustered ({} ids in all, {} seen in {rows} rows of Zipf(1.05) ids), cap 131072, 4 chunks: {:.1} s (marking seen ids: {:.1} s)",
+        r.cqr_tables, r.total_ids, r.seen_ids, r.cluster_s, r.touch_s
+    );
+    Ok(())
+}
