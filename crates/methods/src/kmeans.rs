@@ -19,7 +19,7 @@ pub enum KMeansInit {
     #[default]
     KMeansPlusPlus,
     Random,
-    /// k-means++ while `n * k < 2^32` (its k passes over the data stay cheap), else random
+    /// k-means++ while `n * k < 2^28` (its k passes over the data stay cheap), else random
     /// points as faiss does: k-means++ at 1M points x 4,096 centroids costs more than Lloyd's.
     Auto,
 }
@@ -28,7 +28,7 @@ impl KMeansInit {
     /// The concrete rule for `n` points and `k` centroids.
     pub fn resolve(self, n: usize, k: usize) -> KMeansInit {
         match self {
-            KMeansInit::Auto if (n as u128) * (k as u128) < 1u128 << 32 => KMeansInit::KMeansPlusPlus,
+            KMeansInit::Auto if (n as u128) * (k as u128) < 1u128 << 28 => KMeansInit::KMeansPlusPlus,
             KMeansInit::Auto => KMeansInit::Random,
             other => other,
         }

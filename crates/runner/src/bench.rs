@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub backend: Backend,
     /// Rows of planted data whose ids count as seen before the cluster step.
     pub cluster_rows: usize,
+    /// CQR options of the cluster step (JSON object; default `{"n_chunks": 4}`).
+    pub cluster_options: Option<String>,
 }
 
 fn cpu_model() -> String {
@@ -81,7 +83,11 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         println!("| {name} | {model} | {method} | {rows} | {cap_s} | {sps:.0} | {g} | {f} |");
     }
     if wanted("cluster-kaggle") {
-        cluster_kaggle(o.cluster_rows)?;
+        let options = match &o.cluster_options {
+            Some(s) => serde_json::from_str(s).map_err(|e| anyhow::anyhow!("--cluster-options: not a JSON object: {e}"))?,
+            None => json!({"n_chunks": 4}),
+        };
+        cluster_kaggle(o.cluster_rows, options)?;
     }
     Ok(())
 }
@@ -89,11 +95,11 @@ pub fn run(o: &BenchOptions) -> Result<()> {
 /// One CQR cluster step over 26 tables with the full Criteo Kaggle cardinalities (capped at 10M,
 /// as `synthetic_criteo` with `max_cardinality: 10000000`): dim 16, 4 chunks, cap 131,072
 /// parameters per table (4,096 centroids per column), after `rows` rows of Zipf(1.05) ids.
-fn cluster_kaggle(rows: usize) -> Result<()> {
+fn cluster_kaggle(rows: usize, options: serde_json::Value) -> Result<()> {
     let cards: Vec<usize> = KAGGLE_CARDINALITIES.iter().map(|&c| c.min(10_000_000)).collect();
-    let r = cluster_step(&cards, 16, 131_072, rows, 1.05, json!({"n_chunks": 4}), 0)?;
+    let r = cluster_step(&cards, 16, 131_072, rows, 1.05, options.clone(), 0)?;
     println!(
-        "\ncluster-kaggle: one CQR cluster step, {} tables clustered ({} ids in all, {} seen in {rows} rows of Zipf(1.05) ids), cap 131072, 4 chunks: {:.1} s (marking seen ids: {:.1} s)",
+        "\ncluster-kaggle: one CQR cluster step, {} tables clustered ({} ids in all, {} seen in {rows} rows of Zipf(1.05) ids), cap 131072, options {options}: {:.1} s (marking seen ids: {:.1} s)",
         r.cqr_tables, r.total_ids, r.seen_ids, r.cluster_s, r.touch_s
     );
     Ok(())

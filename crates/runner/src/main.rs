@@ -76,6 +76,9 @@ enum Cmd {
         /// cluster-kaggle: rows of planted data whose ids count as seen.
         #[arg(long, default_value_t = 2_000_000)]
         cluster_rows: usize,
+        /// cluster-kaggle: CQR options as JSON (default `{"n_chunks": 4}`).
+        #[arg(long)]
+        cluster_options: Option<String>,
     },
 }
 
@@ -225,7 +228,9 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&results)?;
             println!("{}", write_report(&results)?.display())
         }
-        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows } => bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows })?,
+        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows, cluster_options } => {
+            bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows, cluster_options })?
+        }
     }
     Ok(())
 }
