@@ -556,7 +556,11 @@ fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Result<CellCo
             // Build the method on a stand-in table to check its options now, not hours later.
             // Budget problems depend on the real vocabularies and surface when the cell runs.
             let dim = model.dim();
-            let p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64).with_options(m.options.clone());
+            // The training schedule is the cell's (steps per epoch: a stand-in, the data decides).
+            let p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64)
+                .with_epochs(cfg.training.epochs)
+                .with_steps(1000, cfg.training.eval_every_steps)
+                .with_options(m.options.clone());
             match cqr_methods::build_method(&m.name, &p) {
                 Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) => {
                     return Err(ctx.err(&format!("methods[{i}].options"), e));
