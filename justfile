@@ -27,3 +27,7 @@ bench-compare PY="../pyvenv/bin/python" REPEATS="3":
 bench-kmeans PY="../pyvenv/bin/python":
     cargo bench -p cqr-methods --bench kmeans
     {{PY}} bench/faiss_kmeans.py
+
+# Re-train 3 finished cells of the quick grid and compare every metric with the stored records
+verify N="3":
+    cargo run --release -- sweep --verify {{N}}

@@ -383,6 +383,9 @@ impl EmbeddingMethod for Cqr {
             Ok(HookReport::default())
         }
     }
+    fn uses_step_hook(&self) -> bool {
+        matches!(self.schedule, ClusterSchedule::Steps { .. })
+    }
     fn on_step(&mut self, step: usize) -> Result<HookReport, MethodError> {
         if self.schedule.at_step(step) {
             self.cluster()

@@ -192,6 +192,11 @@ pub trait EmbeddingMethod: Send + Sync {
         Ok(HookReport::default())
     }
 
+    /// Whether `on_step` can do anything (the training loop skips the per-step call otherwise).
+    fn uses_step_hook(&self) -> bool {
+        false
+    }
+
     /// Called once after training. PQ and RQ compress here.
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
         Ok(HookReport::default())

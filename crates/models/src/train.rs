@@ -326,7 +326,7 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
                     break 'epochs;
                 }
             }
-            if t.step < last_step {
+            if t.step_hooks && t.step < last_step {
                 let step = t.step;
                 t.hook(&format!("step {step}"), |m| m.on_step(step))?;
             }
@@ -370,6 +370,8 @@ struct Trainer<'a> {
     /// often overfit after one epoch, and compressing an overfit model would charge the method
     /// for it. The snapshot costs one copy of the (dense) tables.
     post_training: bool,
+    /// Whether any table has a step hook (else the per-step call is skipped).
+    step_hooks: bool,
     snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)>,
 }
 
@@ -404,6 +406,7 @@ impl<'a> Trainer<'a> {
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
         let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_every_steps), cfg.seed)?;
         let post_training = tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+        let step_hooks = tables.methods.iter().any(|m| m.uses_step_hook());
         Ok(Trainer {
             ds,
             cfg,
@@ -425,6 +428,7 @@ impl<'a> Trainer<'a> {
             loss_n: 0,
             since_best: 0,
             post_training,
+            step_hooks,
             snapshot: None,
         })
     }

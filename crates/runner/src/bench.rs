@@ -69,8 +69,9 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         }
         let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05 };
         let (sps, rows, gflops) = if model == "gmf" {
-            // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32.
-            let ds = random_gmf_dataset(o.batch * o.steps, 6040, 3706, 7);
+            // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32; 10x the steps (a GMF
+            // step is ~100x cheaper than a DLRM step, and 20 steps are too short to time).
+            let ds = random_gmf_dataset(o.batch * o.steps * 10, 6040, 3706, 7);
             let sps = throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg)?;
             (sps, "6040/3706".to_string(), None)
         } else {
