@@ -156,12 +156,15 @@ pub struct CriteoSynthConfig {
     /// Structured teacher: the ids of a column fall into this many latent groups (uniformly at
     /// random), and an id's bias and interaction vector are its group's plus per-id noise. This is
     /// the structure CQR's clustering is built to find. `None`: every id independent (the
-    /// structure-free control, the seed's teacher).
+    /// structure-free control, the seed's teacher). Not serialised when unset (nor the noise at
+    /// its default), so cache keys and cell ids of earlier configs stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<usize>,
     /// Share of an id's teacher variance that is its own noise rather than its group's
     /// (0 = ids of a group are identical, 1 = no structure). The total variance, and so the
-    /// signal strength, does not depend on it.
-    pub group_noise: f64,
+    /// signal strength, does not depend on it. Default 0.1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_noise: Option<f64>,
     pub seed: u64,
 }
 
@@ -177,7 +180,7 @@ impl Default for CriteoSynthConfig {
             interaction_signal: 1.0,
             bias: -1.3,
             groups: None,
-            group_noise: 0.1,
+            group_noise: None,
             seed: 0,
         }
     }
@@ -221,8 +224,9 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     if cfg.rows < 10 || cfg.teacher_dim == 0 || !(cfg.cardinality_scale > 0.0) {
         return Err(DataError::Options("criteo synthetic data needs rows >= 10, teacher_dim >= 1, cardinality_scale > 0".into()));
     }
-    if cfg.groups == Some(0) || !(0.0..=1.0).contains(&cfg.group_noise) {
-        return Err(DataError::Options(format!("criteo synthetic data: groups must be >= 1 and group_noise in [0, 1] (got {:?}, {})", cfg.groups, cfg.group_noise)));
+    let group_noise = cfg.group_noise.unwrap_or(0.1);
+    if cfg.groups == Some(0) || !(0.0..=1.0).contains(&group_noise) {
+        return Err(DataError::Options(format!("criteo synthetic data: groups must be >= 1 and group_noise in [0, 1] (got {:?}, {})", cfg.groups, group_noise)));
     }
     const C: usize = 26;
     const D: usize = 13;
@@ -240,7 +244,7 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
             cards.iter().map(|&n| (0..n).map(|_| normal(&mut rng) * bias_std).collect()).collect(),
             cards.iter().map(|&n| (0..n * k).map(|_| normal(&mut rng) * f_std).collect()).collect(),
         ),
-        Some(g) => cards.iter().map(|&n| grouped_params(n, g, k, cfg.group_noise, bias_std, f_std, &mut rng)).unzip(),
+        Some(g) => cards.iter().map(|&n| grouped_params(n, g, k, group_noise, bias_std, f_std, &mut rng)).unzip(),
     };
     let dense_w: Vec<f64> = (0..D).map(|_| normal(&mut rng) * 0.5 / (D as f64).sqrt()).collect();
     // Dense features look like ln(1 + count): |N(0, 1)| * scale, with per-feature scales.
@@ -351,7 +355,7 @@ mod tests {
         let ds = generate_criteo(&cfg).unwrap();
         assert!(ds.teacher.unwrap().test_auc > 0.7);
         assert!(generate_criteo(&CriteoSynthConfig { groups: Some(0), ..cfg.clone() }).is_err());
-        assert!(generate_criteo(&CriteoSynthConfig { group_noise: 1.5, ..cfg }).is_err());
+        assert!(generate_criteo(&CriteoSynthConfig { group_noise: Some(1.5), ..cfg }).is_err());
     }
 
     #[test]

@@ -66,7 +66,9 @@ pub struct TrainConfig {
     pub early_stopping_patience: Option<usize>,
     pub eval_batch_size: usize,
     /// AdamW's decoupled weight decay, applied to the MLP and to the embedding rows a step
-    /// touches (default 0.01, torch's). Only with `optimizer: adamw`.
+    /// touches (default 0.01, torch's). Only with `optimizer: adamw`. Not serialised when unset,
+    /// so cell ids of configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
     pub backend: Backend,
     /// Show a progress bar (only drawn on a terminal).

@@ -151,6 +151,13 @@ fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: us
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Die quietly on a closed pipe (`cqr ... | head`), like other command-line tools, instead of
+    // panicking inside println!.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
