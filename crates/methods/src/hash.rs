@@ -23,6 +23,14 @@ impl UniversalHash {
         (v as u64 % self.m) as u32
     }
 
+    /// The same family on 64-bit keys (x < 2^64; a x + b fits in u128), for (id, coordinate)
+    /// pairs of element-wise methods.
+    #[inline]
+    pub fn hash64(&self, x: u64) -> u64 {
+        let v = (self.a as u128 * x as u128 + self.b as u128) % P as u128;
+        v as u64 % self.m
+    }
+
     pub fn range(&self) -> usize {
         self.m as usize
     }

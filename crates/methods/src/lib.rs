@@ -4,20 +4,26 @@
 //! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
+pub mod bloom;
 pub mod ce;
 pub mod cqr;
 pub mod dense;
 pub mod hash;
+pub mod hash_embedding;
+pub mod hashednets;
 pub mod hashing;
 pub mod index;
 pub mod kmeans;
 pub mod least_squares;
+pub mod lowdim;
 pub mod nearest;
 pub mod optim;
 pub mod pq;
 pub mod qr;
 pub mod registry;
+pub mod robe;
 pub mod rq;
+pub mod shared_array;
 #[cfg(test)]
 pub(crate) mod testing;
 

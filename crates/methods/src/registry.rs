@@ -17,6 +17,11 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::pq::Pq::NAME, |p| boxed(crate::pq::Pq::new(p))),
     (crate::rq::Rq::NAME, |p| boxed(crate::rq::Rq::new(p))),
     (crate::cqr::Cqr::NAME, |p| boxed(crate::cqr::Cqr::new(p))),
+    (crate::bloom::Bloom::NAME, |p| boxed(crate::bloom::Bloom::new(p))),
+    (crate::hashednets::HashedNets::NAME, |p| boxed(crate::hashednets::HashedNets::new(p))),
+    (crate::robe::Robe::NAME, |p| boxed(crate::robe::Robe::new(p))),
+    (crate::hash_embedding::HashEmbedding::NAME, |p| boxed(crate::hash_embedding::HashEmbedding::new(p))),
+    (crate::lowdim::LowDim::NAME, |p| boxed(crate::lowdim::LowDim::new(p))),
 ];
 
 /// Names of every registered method.
