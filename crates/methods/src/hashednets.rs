@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::hash::UniversalHash;
-use crate::shared_array::SharedArray;
-use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams};
+use crate::shared_array::{ArrayMethod, EntryMap, SharedArray};
+use crate::{MethodError, MethodParams};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,32 +27,30 @@ impl Default for HashedNetsOptions {
 
 /// Where entry (id, j) lives and its sign.
 #[derive(Clone, Copy)]
-struct EntryHash {
+pub struct EntryHash {
     dim: u64,
     index: UniversalHash,
     sign: Option<UniversalHash>,
 }
 
-impl EntryHash {
+impl EntryMap for EntryHash {
     #[inline]
     fn at(&self, id: u32, j: usize) -> (u32, f32) {
         let key = id as u64 * self.dim + j as u64;
         let s = if self.sign.is_some_and(|h| h.hash64(key) == 1) { -1.0 } else { 1.0 };
         (self.index.hash64(key) as u32, s)
     }
+    fn n_hashes(&self) -> u64 {
+        1 + self.sign.is_some() as u64
+    }
 }
 
-pub struct HashedNets {
-    vocab: usize,
-    dim: usize,
-    array: SharedArray,
-    hash: EntryHash,
-}
+pub struct HashedNets;
 
 impl HashedNets {
     pub const NAME: &'static str = "hashednets";
 
-    pub fn new(p: &MethodParams) -> Result<Self, MethodError> {
+    pub fn new(p: &MethodParams) -> Result<ArrayMethod<EntryHash>, MethodError> {
         p.check_common(Self::NAME)?;
         let o: HashedNetsOptions = p.options(Self::NAME)?;
         let size = p.budget.min(u32::MAX as u64) as usize;
@@ -63,38 +61,7 @@ impl HashedNets {
         let index = UniversalHash::new(size, &mut rng);
         let sign = o.signed.then(|| UniversalHash::new(2, &mut rng));
         let array = SharedArray::new(size, p.optimizer, p.init_scale, &mut rng);
-        Ok(HashedNets { vocab: p.vocab, dim: p.dim, array, hash: EntryHash { dim: p.dim as u64, index, sign } })
-    }
-}
-
-impl EmbeddingMethod for HashedNets {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn vocab(&self) -> usize {
-        self.vocab
-    }
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        let h = self.hash;
-        self.array.forward(ids, self.dim, out, |id, j| h.at(id, j));
-    }
-    fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let h = self.hash;
-        self.array.backward(ids, self.dim, grad, |id, j| h.at(id, j));
-    }
-    fn accounting(&self) -> Accounting {
-        Accounting {
-            trainable_params: self.array.table.param_count(),
-            optimizer_state_bytes: self.array.table.state_bytes(),
-            index_bytes: 0,
-            other_bytes: UniversalHash::BYTES * (1 + self.hash.sign.is_some() as u64),
-        }
-    }
-    fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
-        vec![&mut self.array.table.weights]
+        Ok(ArrayMethod::new(Self::NAME, p.vocab, p.dim, array, EntryHash { dim: p.dim as u64, index, sign }))
     }
 }
 
@@ -102,6 +69,7 @@ impl EmbeddingMethod for HashedNets {
 mod tests {
     use super::*;
     use crate::testing::check_gradients;
+    use crate::EmbeddingMethod;
     use serde_json::json;
 
     fn build(p: &MethodParams) -> Box<dyn EmbeddingMethod> {

@@ -10,8 +10,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::hash::UniversalHash;
-use crate::shared_array::SharedArray;
-use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams};
+use crate::shared_array::{ArrayMethod, EntryMap, SharedArray};
+use crate::{MethodError, MethodParams};
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,7 +24,7 @@ pub struct RobeOptions {
 
 /// Where coordinate j of an id lives: block `j / z` starts at a hashed offset.
 #[derive(Clone, Copy)]
-struct BlockHash {
+pub struct BlockHash {
     z: usize,
     blocks: u64,
     size: u64,
@@ -32,7 +32,7 @@ struct BlockHash {
     sign: Option<UniversalHash>,
 }
 
-impl BlockHash {
+impl EntryMap for BlockHash {
     #[inline]
     fn at(&self, id: u32, j: usize) -> (u32, f32) {
         let key = id as u64 * self.blocks + (j / self.z) as u64;
@@ -40,19 +40,17 @@ impl BlockHash {
         let s = if self.sign.is_some_and(|h| h.hash64(key) == 1) { -1.0 } else { 1.0 };
         (((start + (j % self.z) as u64) % self.size) as u32, s)
     }
+    fn n_hashes(&self) -> u64 {
+        1 + self.sign.is_some() as u64
+    }
 }
 
-pub struct Robe {
-    vocab: usize,
-    dim: usize,
-    array: SharedArray,
-    hash: BlockHash,
-}
+pub struct Robe;
 
 impl Robe {
     pub const NAME: &'static str = "robe";
 
-    pub fn new(p: &MethodParams) -> Result<Self, MethodError> {
+    pub fn new(p: &MethodParams) -> Result<ArrayMethod<BlockHash>, MethodError> {
         p.check_common(Self::NAME)?;
         let o: RobeOptions = p.options(Self::NAME)?;
         let z = o.block.unwrap_or(p.dim);
@@ -68,38 +66,7 @@ impl Robe {
         let sign = o.signed.then(|| UniversalHash::new(2, &mut rng));
         let array = SharedArray::new(size, p.optimizer, p.init_scale, &mut rng);
         let hash = BlockHash { z, blocks: (p.dim / z) as u64, size: size as u64, offset, sign };
-        Ok(Robe { vocab: p.vocab, dim: p.dim, array, hash })
-    }
-}
-
-impl EmbeddingMethod for Robe {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn vocab(&self) -> usize {
-        self.vocab
-    }
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        let h = self.hash;
-        self.array.forward(ids, self.dim, out, |id, j| h.at(id, j));
-    }
-    fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let h = self.hash;
-        self.array.backward(ids, self.dim, grad, |id, j| h.at(id, j));
-    }
-    fn accounting(&self) -> Accounting {
-        Accounting {
-            trainable_params: self.array.table.param_count(),
-            optimizer_state_bytes: self.array.table.state_bytes(),
-            index_bytes: 0,
-            other_bytes: UniversalHash::BYTES * (1 + self.hash.sign.is_some() as u64),
-        }
-    }
-    fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
-        vec![&mut self.array.table.weights]
+        Ok(ArrayMethod::new(Self::NAME, p.vocab, p.dim, array, hash))
     }
 }
 
@@ -107,6 +74,7 @@ impl EmbeddingMethod for Robe {
 mod tests {
     use super::*;
     use crate::testing::check_gradients;
+    use crate::EmbeddingMethod;
     use serde_json::json;
 
     fn build(p: &MethodParams) -> Box<dyn EmbeddingMethod> {
@@ -121,7 +89,7 @@ mod tests {
         // Z = dim: each id reads dim consecutive weights (mod the array size).
         let m = Robe::new(&MethodParams::new(50, 4, 7)).unwrap();
         for id in 0..50 {
-            let starts: Vec<u32> = (0..4).map(|j| m.hash.at(id, j).0).collect();
+            let starts: Vec<u32> = (0..4).map(|j| m.map.at(id, j).0).collect();
             for j in 1..4 {
                 assert_eq!(starts[j], (starts[0] + j as u32) % 7, "id {id}: {starts:?}");
             }

@@ -5,7 +5,61 @@
 
 use rand::Rng;
 
-use crate::{RowOptimizer, Table};
+use crate::hash::UniversalHash;
+use crate::{Accounting, EmbeddingMethod, RowOptimizer, Table};
+
+/// Where coordinate j of an id lives in the array, and its sign.
+pub trait EntryMap: Copy + Send + Sync {
+    fn at(&self, id: u32, j: usize) -> (u32, f32);
+    /// Hash functions it stores (24 bytes each).
+    fn n_hashes(&self) -> u64;
+}
+
+/// An embedding method made of one shared array and an entry map (HashedNets, ROBE).
+pub struct ArrayMethod<M: EntryMap> {
+    name: &'static str,
+    vocab: usize,
+    dim: usize,
+    array: SharedArray,
+    pub(crate) map: M,
+}
+
+impl<M: EntryMap> ArrayMethod<M> {
+    pub fn new(name: &'static str, vocab: usize, dim: usize, array: SharedArray, map: M) -> Self {
+        ArrayMethod { name, vocab, dim, array, map }
+    }
+}
+
+impl<M: EntryMap> EmbeddingMethod for ArrayMethod<M> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn vocab(&self) -> usize {
+        self.vocab
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn forward(&self, ids: &[u32], out: &mut [f32]) {
+        let m = self.map;
+        self.array.forward(ids, self.dim, out, |id, j| m.at(id, j));
+    }
+    fn backward(&mut self, ids: &[u32], grad: &[f32]) {
+        let m = self.map;
+        self.array.backward(ids, self.dim, grad, |id, j| m.at(id, j));
+    }
+    fn accounting(&self) -> Accounting {
+        Accounting {
+            trainable_params: self.array.table.param_count(),
+            optimizer_state_bytes: self.array.table.state_bytes(),
+            index_bytes: 0,
+            other_bytes: UniversalHash::BYTES * self.map.n_hashes(),
+        }
+    }
+    fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
+        vec![&mut self.array.table.weights]
+    }
+}
 
 pub struct SharedArray {
     pub table: Table,
@@ -18,14 +72,6 @@ impl SharedArray {
         let mut table = Table::new(size, 1, opt);
         table.init_uniform(init_scale, rng);
         SharedArray { table, rows_buf: vec![], grad_buf: vec![] }
-    }
-
-    pub fn len(&self) -> usize {
-        self.table.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.rows == 0
     }
 
     /// `out[i * dim + j] = sign * w[index]` for `(index, sign) = at(ids[i], j)`.
