@@ -18,6 +18,7 @@ pub struct GroupRow {
     pub n: usize,
     pub test_bce: (f64, f64),
     pub test_auc: (f64, f64),
+    pub best_val_auc: (f64, f64),
     pub params: f64,
     pub total_bytes: f64,
     pub train_total_bytes: f64,
@@ -39,8 +40,15 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
     let va = strs(&df, "variant")?;
     let me = strs(&df, "method")?;
     let bu = f64s(&df, "budget")?;
-    let cols = ["test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows"];
-    let vals: Vec<Vec<f64>> = cols.iter().map(|c| f64s(&df, c)).collect::<Result<_>>()?;
+    let cols = ["test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows", "best_val_auc"];
+    // Tables written before `best_val_auc` existed lack it: NaN there.
+    let vals: Vec<Vec<f64>> = cols
+        .iter()
+        .map(|c| match f64s(&df, c) {
+            Err(_) if *c == "best_val_auc" => Ok(vec![f64::NAN; df.height()]),
+            other => other,
+        })
+        .collect::<Result<_>>()?;
     // Group by dataset, method, budget and the other grid values (the variant), over seeds.
     let mut groups: BTreeMap<(String, String, u64, String), Vec<usize>> = BTreeMap::new();
     for i in 0..df.height() {
@@ -58,6 +66,7 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
                 n: rows.len(),
                 test_bce: mean_std(&g(0)),
                 test_auc: mean_std(&g(1)),
+                best_val_auc: mean_std(&g(8)),
                 params: mean_std(&g(2)).0,
                 total_bytes: mean_std(&g(3)).0,
                 train_total_bytes: mean_std(&g(4)).0,
@@ -71,13 +80,13 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
 
 pub fn markdown_table(rows: &[GroupRow]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | emb. params | total bytes (final) | total bytes (training) | peak RSS MB | train samples/s | skipped rows |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | best val AUC (mean ± std) | emb. params | total bytes (final) | total bytes (training) | peak RSS MB | train samples/s | skipped rows |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.params, r.total_bytes, r.train_total_bytes, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
+            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.params, r.total_bytes, r.train_total_bytes, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
         );
     }
     s
