@@ -24,6 +24,7 @@ pub mod registry;
 pub mod robe;
 pub mod rq;
 pub mod shared_array;
+pub mod ttrec;
 #[cfg(test)]
 pub(crate) mod testing;
 

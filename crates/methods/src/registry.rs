@@ -22,6 +22,7 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::robe::Robe::NAME, |p| boxed(crate::robe::Robe::new(p))),
     (crate::hash_embedding::HashEmbedding::NAME, |p| boxed(crate::hash_embedding::HashEmbedding::new(p))),
     (crate::lowdim::LowDim::NAME, |p| boxed(crate::lowdim::LowDim::new(p))),
+    (crate::ttrec::TtRec::NAME, |p| boxed(crate::ttrec::TtRec::new(p))),
 ];
 
 /// Names of every registered method.
