@@ -43,7 +43,7 @@ impl LowDim {
             return Err(MethodError::Budget {
                 method: Self::NAME.into(),
                 budget: p.budget,
-                reason: format!("d' = {low} needs {} parameters (vocab·d' + d'·dim); the budget allows d' <= {fit}", low.max(1) as u64 * per_dim),
+                reason: format!("d' = {} needs {} parameters (vocab·d' + d'·dim); the budget allows d' <= {fit}", low.max(1), low.max(1) as u64 * per_dim),
             });
         }
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
