@@ -8,6 +8,7 @@ pub mod bloom;
 pub mod ce;
 pub mod cqr;
 pub mod dense;
+pub mod dhe;
 pub mod hash;
 pub mod hash_embedding;
 pub mod hashednets;

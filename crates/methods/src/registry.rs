@@ -23,6 +23,7 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::hash_embedding::HashEmbedding::NAME, |p| boxed(crate::hash_embedding::HashEmbedding::new(p))),
     (crate::lowdim::LowDim::NAME, |p| boxed(crate::lowdim::LowDim::new(p))),
     (crate::ttrec::TtRec::NAME, |p| boxed(crate::ttrec::TtRec::new(p))),
+    (crate::dhe::Dhe::NAME, |p| boxed(crate::dhe::Dhe::new(p))),
 ];
 
 /// Names of every registered method.

@@ -68,7 +68,7 @@ enum Cmd {
         steps: usize,
         /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m,
         /// hashing-1m, gmf-ml1m, bloom-1m, hashednets-1m, robe-1m, hash_embedding-1m,
-        /// lowdim-1m, ttrec-1m, cluster-kaggle.
+        /// lowdim-1m, ttrec-1m, dhe-1m, cluster-kaggle.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backend of the MLPs (wgpu needs a build with `--features wgpu`).
