@@ -6,11 +6,11 @@ tables with sparse gradients + SparseAdam (lazy Adam, as cqr-bench), mean BCE wi
 Prints one line: `samples/s <value> peak_rss_mb <value>`.
 """
 import argparse
-import resource
-import time
 
 import torch
 from torch import nn
+
+from timing import report_steps
 
 
 def main():
@@ -44,14 +44,7 @@ def main():
         loss.backward()
         opt.step()
 
-    for i in range(a.warmup):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(a.warmup, a.warmup + a.steps):
-        step(i)
-    dt = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"samples/s {a.batch * a.steps / dt:.0f} peak_rss_mb {rss:.0f} threads {torch.get_num_threads()}")
+    report_steps(step, a.warmup, a.steps, a.batch)
 
 
 if __name__ == "__main__":
