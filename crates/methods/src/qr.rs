@@ -22,6 +22,22 @@ pub enum Combiner {
     Concat,
 }
 
+/// How the modulus m is derived from the budget (all spend `m + ceil(vocab/m)` rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Modulus {
+    /// The smallest m that fits (DLRM's `qr-collisions` form at large budgets: a tiny remainder
+    /// table and a quotient table of ceil(vocab/m) rows).
+    #[default]
+    Smallest,
+    /// The largest m that fits: a remainder table of about the budget's rows (like hashing by
+    /// `id mod m`) and a small quotient table telling its colliding ids apart.
+    Largest,
+    /// m = ceil(sqrt(vocab)): two tables of about sqrt(vocab) rows; leaves the rest of the
+    /// budget unused.
+    Balanced,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QrOptions {
@@ -29,6 +45,9 @@ struct QrOptions {
     combiner: Combiner,
     /// Fix the remainder modulus instead of deriving it from the budget.
     m: Option<usize>,
+    /// Which m to derive when `m` is not given.
+    #[serde(default)]
+    modulus: Modulus,
 }
 
 pub struct Qr {
@@ -49,6 +68,20 @@ pub fn choose_m(vocab: usize, rows: usize) -> Option<usize> {
     // f(m) = m + ceil(v/m) is minimised near sqrt(v); scan up to there.
     let top = ((vocab as f64).sqrt().ceil() as usize + 1).min(vocab.max(1));
     (1..=top).find(|&m| m + vocab.div_ceil(m) <= rows)
+}
+
+/// The modulus of rule `rule`, if any m fits in `rows`.
+pub fn choose_modulus(vocab: usize, rows: usize, rule: Modulus) -> Option<usize> {
+    let fits = |m: usize| m >= 1 && m + vocab.div_ceil(m) <= rows;
+    match rule {
+        Modulus::Smallest => choose_m(vocab, rows),
+        // Above sqrt(v) f(m) grows with m: scan down from the largest candidate.
+        Modulus::Largest => {
+            let low = (vocab as f64).sqrt().floor() as usize;
+            (low.max(1)..=vocab.min(rows)).rev().find(|&m| fits(m))
+        }
+        Modulus::Balanced => Some((vocab as f64).sqrt().ceil() as usize).filter(|&m| fits(m)),
+    }
 }
 
 impl Qr {
@@ -74,7 +107,7 @@ impl Qr {
                 }
                 m
             }
-            None => choose_m(p.vocab, rows).ok_or_else(|| MethodError::Budget {
+            None => choose_modulus(p.vocab, rows, o.modulus).ok_or_else(|| MethodError::Budget {
                 method: Self::NAME.into(),
                 budget: p.budget,
                 reason: format!("quotient + remainder tables need at least {} rows of dim {table_dim}", (1..=p.vocab).map(|m| m + p.vocab.div_ceil(m)).min().unwrap_or(2)),
@@ -193,6 +226,21 @@ mod tests {
         let mut out = vec![0.0; 16];
         q.forward(&[3, 3 + m], &mut out);
         assert_ne!(&out[..8], &out[8..]);
+    }
+
+    #[test]
+    fn modulus_rules() {
+        // 10,000 ids, 300 rows: smallest m = 39 (39 + 257), largest 261 (261 + 39), balanced 100.
+        assert_eq!(choose_modulus(10_000, 300, Modulus::Smallest), Some(39));
+        assert_eq!(choose_modulus(10_000, 300, Modulus::Largest), Some(261));
+        assert_eq!(choose_modulus(10_000, 300, Modulus::Balanced), Some(100));
+        for rule in [Modulus::Smallest, Modulus::Largest, Modulus::Balanced] {
+            assert_eq!(choose_modulus(10_000, 199, rule), None, "{rule:?}");
+            let m = choose_modulus(10_000, 300, rule).unwrap();
+            assert!(m + 10_000usize.div_ceil(m) <= 300);
+        }
+        let q = Qr::new(&MethodParams::new(10_000, 16, 16 * 300).with_options(json!({"modulus": "largest"}))).unwrap();
+        assert_eq!(q.modulus(), 261);
     }
 
     #[test]
