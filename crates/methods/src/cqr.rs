@@ -40,7 +40,8 @@ use serde::Deserialize;
 use crate::ce::{chunk_dim, gather_chunk};
 use crate::hash::UniversalHash;
 use crate::index::PackedIndex;
-use crate::kmeans::{assign, KMeansConfig, KMeansInit};
+use crate::kmeans::{assign_indexed, KMeansConfig, KMeansInit};
+use crate::nearest::NearestIndex;
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table, ID_BATCH};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,9 +289,11 @@ impl Cqr {
         let mut sums = vec![0.0f64; rows1 * dc];
         let mut counts = vec![0u64; rows1];
         let mut batch_vecs = Vec::with_capacity(ID_BATCH * dc);
+        // One index for every batch (building it per batch would repeat the kd-split).
+        let index = NearestIndex::new(&fit.centroids, dc);
         for batch in ids.chunks(ID_BATCH) {
             Self::column_vectors(col, dc, batch, &mut batch_vecs);
-            let (nearest, _) = assign(&batch_vecs, dc, &fit.centroids);
+            let nearest = assign_indexed(&index, &batch_vecs, dc, &fit.centroids);
             // Residual sums in id order, in f64: the same bits for any thread count.
             for (i, &id) in batch.iter().enumerate() {
                 let k = nearest[i] as usize;

@@ -125,7 +125,18 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> (Vec<u32>, f64) {
 }
 
 fn assign_into(data: &[f32], dim: usize, centroids: &[f32], out: &mut [u32]) -> f64 {
-    let index = NearestIndex::new(centroids, dim);
+    assign_with(&NearestIndex::new(centroids, dim), data, dim, centroids, out)
+}
+
+/// [`assign`] with an index built once by the caller (for many batches against the same
+/// centroids); `index` must have been built from `centroids`.
+pub fn assign_indexed(index: &NearestIndex, data: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
+    let mut a = vec![0u32; data.len() / dim];
+    assign_with(index, data, dim, centroids, &mut a);
+    a
+}
+
+fn assign_with(index: &NearestIndex, data: &[f32], dim: usize, centroids: &[f32], out: &mut [u32]) -> f64 {
     let partial: Vec<f64> = data
         .par_chunks(CHUNK * dim)
         .zip(out.par_chunks_mut(CHUNK))
