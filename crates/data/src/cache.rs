@@ -1,21 +1,42 @@
-//! On-disk cache of preprocessed datasets, keyed by the input files' identity and the options.
+//! On-disk cache of preprocessed datasets: fixed-width binary columns, keyed by the input files'
+//! identity and the options, read into memory or memory-mapped for out-of-core training.
 //!
 //! A sweep of many runs preprocesses each dataset once. The key hashes (FNV-1a 64) the cache
 //! format version, each input file's canonical path, size and modification time, and the options
 //! serialised as JSON: touching the file or changing any option gives a new key.
-//! Layout: 8-byte magic, u64 header length, JSON header (the dataset without its arrays), then the
-//! dense f32, categorical u32 and label f32 arrays, little-endian. Writes are atomic (rename).
+//!
+//! Layout: one directory per key, `<key>.cqrds/`, holding
+//! - `dense.f32`: `[rows, n_dense]` numeric features, row-major, little-endian f32;
+//! - `cats.u32`: `[rows, n_cat]` categorical ids, little-endian u32;
+//! - `labels.u8`: one byte per row, 0 or 1;
+//! - `header.json`: everything else (names, cardinalities, the row count, split ranges, skipped
+//!   rows, teacher scores), written last.
+//!
+//! Rows are stored in split order (train, then validation and test as the source orders them),
+//! so each split is one contiguous row range of the same files, named in the header; a reader of
+//! one split touches only its pages. Preprocessing streams rows into the files as it encodes them
+//! ([`RowSink`]): its memory does not grow with the data. The directory is built under a temporary
+//! name and renamed into place, so a crash never leaves a cache that looks complete. On open, every
+//! file's length is checked against the header; a cache that fails any check is rebuilt, never
+//! trusted. A cache read into memory is also fully validated (ids below their cardinalities); a
+//! mapped one is not scanned (that would read the whole data at every open).
 
-use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::dataset::Dataset;
+use serde::{Deserialize, Serialize};
+
+use crate::column::Column;
+use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
 use crate::records::fnv1a64;
 
-const MAGIC: &[u8; 8] = b"CQRDS\x00\x01\x00";
-const FORMAT_VERSION: &str = "cqr-dataset-cache-v1";
+const FORMAT_VERSION: &str = "cqr-dataset-cache-v2";
+const HEADER: &str = "header.json";
+const DENSE: &str = "dense.f32";
+const CATS: &str = "cats.u32";
+const LABELS: &str = "labels.u8";
 
 /// Whether a load was served from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +44,17 @@ pub enum CacheOutcome {
     Hit,
     Miss,
     Disabled,
+}
+
+/// Where a cached dataset's arrays live while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// Read into memory (the default: fastest when the data fits).
+    #[default]
+    Memory,
+    /// Memory-mapped from the cache files: resident memory is what the training loop touches.
+    Mapped,
 }
 
 /// Hex key for a list of identity strings (file identities, options JSON).
@@ -40,71 +72,196 @@ pub fn cache_path(dir: &Path, key: &str) -> PathBuf {
 }
 
 /// Returns the cached dataset for `key_parts`, or builds, stores and returns it.
+///
+/// `build` receives the sink to stream its rows into (files under the cache directory, or memory
+/// when `dir` is `None`) and returns [`RowSink::finish`]'s dataset.
 pub fn load_cached(
     dir: Option<&Path>,
     key_parts: &[String],
-    build: impl FnOnce() -> Result<Dataset>,
+    storage: Storage,
+    build: impl FnOnce(RowSink) -> Result<Dataset>,
 ) -> Result<(Dataset, CacheOutcome)> {
     let Some(dir) = dir else {
-        return Ok((build()?, CacheOutcome::Disabled));
+        return Ok((build(RowSink::memory())?, CacheOutcome::Disabled));
     };
     let path = cache_path(dir, &cache_key(key_parts));
-    if path.exists() {
+    if path.is_dir() {
         // An unreadable cache (truncated by a crash, older format) is rebuilt, not fatal.
-        if let Ok(ds) = read(&path) {
+        if let Ok(ds) = open(&path, storage) {
             return Ok((ds, CacheOutcome::Hit));
         }
+        fs::remove_dir_all(&path).map_err(|e| DataError::io(&path, e))?;
+    } else if path.exists() {
+        fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
     }
-    let ds = build()?;
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    write(&path, &ds)?;
-    Ok((ds, CacheOutcome::Miss))
-}
-
-pub fn write(path: &Path, ds: &Dataset) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let header = Dataset { dense: vec![], cats: vec![], labels: vec![], ..ds.clone() };
-    let json = serde_json::to_vec(&(header, ds.dense.len(), ds.cats.len(), ds.labels.len()))
-        .map_err(|e| DataError::Cache { path: path.into(), reason: e.to_string() })?;
-    let io = |e| DataError::io(&tmp, e);
-    let mut w = BufWriter::new(fs::File::create(&tmp).map_err(io)?);
-    w.write_all(MAGIC).map_err(io)?;
-    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&json).map_err(io)?;
-    for v in &ds.dense {
-        w.write_all(&v.to_le_bytes()).map_err(io)?;
+    let _ = fs::remove_dir_all(&tmp);
+    let built = build(RowSink::files(&tmp)?);
+    let ds = match built {
+        Ok(ds) => ds,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    drop(ds);
+    if let Err(e) = fs::rename(&tmp, &path) {
+        // Another process built the same cache at the same time: use whichever landed.
+        let _ = fs::remove_dir_all(&tmp);
+        if !path.is_dir() {
+            return Err(DataError::io(&path, e));
+        }
     }
-    for v in &ds.cats {
-        w.write_all(&v.to_le_bytes()).map_err(io)?;
-    }
-    for v in &ds.labels {
-        w.write_all(&v.to_le_bytes()).map_err(io)?;
-    }
-    w.flush().map_err(io)?;
-    drop(w);
-    fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    Ok((open(&path, storage)?, CacheOutcome::Miss))
 }
 
-pub fn read(path: &Path) -> Result<Dataset> {
-    let bad = |reason: &str| DataError::Cache { path: path.into(), reason: reason.into() };
-    let mut bytes = Vec::new();
-    fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| DataError::io(path, e))?;
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        return Err(bad("not a cqr dataset cache (bad magic)"));
+/// The header: the dataset without its arrays, plus the row count.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    rows: usize,
+    dataset: Dataset,
+}
+
+/// Opens a cache directory written by [`RowSink::files`].
+pub fn open(dir: &Path, storage: Storage) -> Result<Dataset> {
+    let hp = dir.join(HEADER);
+    let bad = |reason: String| DataError::Cache { path: hp.clone(), reason };
+    let text = fs::read(&hp).map_err(|e| DataError::io(&hp, e))?;
+    let Header { rows, dataset: mut ds } = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let (nd, nc) = (ds.n_dense(), ds.n_cat());
+    match storage {
+        Storage::Memory => {
+            ds.dense = Column::read(&dir.join(DENSE), rows * nd)?;
+            ds.cats = Column::read(&dir.join(CATS), rows * nc)?;
+            ds.labels = Column::read(&dir.join(LABELS), rows)?;
+            ds.validate().map_err(bad)?;
+        }
+        Storage::Mapped => {
+            ds.dense = Column::map(&dir.join(DENSE), rows * nd)?;
+            ds.cats = Column::map(&dir.join(CATS), rows * nc)?;
+            ds.labels = Column::map(&dir.join(LABELS), rows)?;
+            ds.validate_shape().map_err(bad)?;
+        }
     }
-    let hlen = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    let body = bytes.get(16..16 + hlen).ok_or_else(|| bad("truncated header"))?;
-    let (mut ds, nd, nc, nl): (Dataset, usize, usize, usize) = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
-    let data = &bytes[16 + hlen..];
-    if data.len() != 4 * (nd + nc + nl) {
-        return Err(bad("truncated arrays"));
-    }
-    let word = |i: usize| <[u8; 4]>::try_from(&data[4 * i..4 * i + 4]).unwrap();
-    ds.dense = (0..nd).map(|i| f32::from_le_bytes(word(i))).collect();
-    ds.cats = (nd..nd + nc).map(|i| u32::from_le_bytes(word(i))).collect();
-    ds.labels = (nd + nc..nd + nc + nl).map(|i| f32::from_le_bytes(word(i))).collect();
-    ds.validate().map_err(|e| bad(&e))?;
     Ok(ds)
+}
+
+/// Writes any dataset as a cache directory (used for data generated in memory).
+pub fn write(dir: &Path, ds: &Dataset) -> Result<()> {
+    RowSink::files(dir)?.absorb(ds.clone()).map(drop)
+}
+
+/// Where preprocessing puts encoded rows: growing vectors, or the cache's column files.
+pub struct RowSink {
+    rows: usize,
+    widths: Option<(usize, usize)>,
+    out: SinkOut,
+}
+
+enum SinkOut {
+    Memory { dense: Vec<f32>, cats: Vec<u32>, labels: Vec<u8> },
+    Files { dir: PathBuf, dense: BufWriter<File>, cats: BufWriter<File>, labels: BufWriter<File> },
+}
+
+impl RowSink {
+    pub fn memory() -> Self {
+        RowSink { rows: 0, widths: None, out: SinkOut::Memory { dense: vec![], cats: vec![], labels: vec![] } }
+    }
+
+    /// Streams into a new directory `dir` (created; must not exist yet).
+    pub fn files(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let open = |name: &str| -> Result<BufWriter<File>> {
+            let p = dir.join(name);
+            Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(|e| DataError::io(&p, e))?))
+        };
+        Ok(RowSink { rows: 0, widths: None, out: SinkOut::Files { dir: dir.into(), dense: open(DENSE)?, cats: open(CATS)?, labels: open(LABELS)? } })
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one encoded row. Every row must have the widths of the first.
+    pub fn push(&mut self, label: u8, dense: &[f32], cats: &[u32]) -> Result<()> {
+        let w = *self.widths.get_or_insert((dense.len(), cats.len()));
+        assert_eq!(w, (dense.len(), cats.len()), "rows of one dataset have one width");
+        self.rows += 1;
+        match &mut self.out {
+            SinkOut::Memory { dense: d, cats: c, labels: l } => {
+                d.extend_from_slice(dense);
+                c.extend_from_slice(cats);
+                l.push(label);
+                Ok(())
+            }
+            SinkOut::Files { dir, dense: d, cats: c, labels: l } => {
+                let dir: &Path = dir;
+                let io = |name: &'static str| move |e| DataError::io(dir.join(name), e);
+                write_values(d, dense, f32::to_le_bytes).map_err(io(DENSE))?;
+                write_values(c, cats, u32::to_le_bytes).map_err(io(CATS))?;
+                l.write_all(&[label]).map_err(io(LABELS))
+            }
+        }
+    }
+
+    /// Pushes every row of an in-memory dataset and finishes with its header.
+    pub fn absorb(mut self, ds: Dataset) -> Result<Dataset> {
+        for r in 0..ds.n_rows() {
+            self.push(ds.labels[r], ds.dense_row(r), ds.cat_row(r))?;
+        }
+        let header = Dataset { dense: Column::default(), cats: Column::default(), labels: Column::default(), ..ds };
+        self.finish(header)
+    }
+
+    /// Completes the dataset: `header` carries everything but the arrays (which it must leave
+    /// empty). Files are flushed and the header written; the returned dataset maps them.
+    pub fn finish(self, mut header: Dataset) -> Result<Dataset> {
+        let rows = self.rows;
+        match self.out {
+            SinkOut::Memory { dense, cats, labels } => {
+                header.dense = dense.into();
+                header.cats = cats.into();
+                header.labels = labels.into();
+                header.validate().map_err(DataError::Options)?;
+                Ok(header)
+            }
+            SinkOut::Files { dir, dense, cats, labels } => {
+                for (name, w) in [(DENSE, dense), (CATS, cats), (LABELS, labels)] {
+                    let f = w.into_inner().map_err(|e| DataError::io(dir.join(name), e.into_error()))?;
+                    f.sync_all().map_err(|e| DataError::io(dir.join(name), e))?;
+                }
+                let json = serde_json::to_vec(&Header { rows, dataset: header }).map_err(|e| DataError::Cache { path: dir.join(HEADER), reason: e.to_string() })?;
+                let hp = dir.join(HEADER);
+                fs::write(&hp, json).map_err(|e| DataError::io(&hp, e))?;
+                open(&dir, Storage::Mapped)
+            }
+        }
+    }
+}
+
+fn write_values<T: Copy, const N: usize>(w: &mut BufWriter<File>, vals: &[T], le: fn(T) -> [u8; N]) -> std::io::Result<()> {
+    for &v in vals {
+        w.write_all(&le(v))?;
+    }
+    Ok(())
+}
+
+/// An empty dataset header (no rows yet) with the given schema; the loaders fill in the rest.
+pub fn header(name: String, dense_names: Vec<String>, cat_names: Vec<String>, cardinalities: Vec<usize>) -> Dataset {
+    Dataset {
+        name,
+        dense_names,
+        cat_names,
+        dense: Column::default(),
+        cats: Column::default(),
+        labels: Column::default(),
+        cardinalities,
+        splits: Splits { train: 0..0, val: 0..0, test: 0..0 },
+        skipped: Default::default(),
+        teacher: None,
+    }
 }
 
 #[cfg(test)]
@@ -118,17 +275,39 @@ mod tests {
         let cfg = GmfSynthConfig { rows: 200, users: 10, items: 10, ..Default::default() };
         let key = |c: &GmfSynthConfig| vec![serde_json::to_string(c).unwrap()];
         let mut builds = 0;
-        let (a, o1) = load_cached(Some(dir.path()), &key(&cfg), || { builds += 1; generate_gmf(&cfg) }).unwrap();
-        let (b, o2) = load_cached(Some(dir.path()), &key(&cfg), || { builds += 1; generate_gmf(&cfg) }).unwrap();
+        let (a, o1) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| { builds += 1; s.absorb(generate_gmf(&cfg)?) }).unwrap();
+        let (b, o2) = load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| { builds += 1; s.absorb(generate_gmf(&cfg)?) }).unwrap();
         assert_eq!((o1, o2, builds), (CacheOutcome::Miss, CacheOutcome::Hit, 1));
-        assert_eq!(a, b);
+        assert!(!a.cats.is_mapped() && b.cats.is_mapped());
+        assert_eq!(a, b, "mapped and in-memory loads hold the same dataset");
+        assert_eq!(a, generate_gmf(&cfg).unwrap());
         let cfg2 = GmfSynthConfig { seed: 9, ..cfg.clone() };
-        let (_, o3) = load_cached(Some(dir.path()), &key(&cfg2), || generate_gmf(&cfg2)).unwrap();
+        let (_, o3) = load_cached(Some(dir.path()), &key(&cfg2), Storage::Memory, |s| s.absorb(generate_gmf(&cfg2)?)).unwrap();
         assert_eq!(o3, CacheOutcome::Miss);
-        // A corrupted cache file is rebuilt.
+        // A truncated column or a corrupt header is rebuilt.
         let p = cache_path(dir.path(), &cache_key(&key(&cfg)));
-        fs::write(&p, b"garbage").unwrap();
-        let (c, o4) = load_cached(Some(dir.path()), &key(&cfg), || generate_gmf(&cfg)).unwrap();
-        assert_eq!((o4, c), (CacheOutcome::Miss, a));
+        let cats = p.join(CATS);
+        let len = fs::metadata(&cats).unwrap().len();
+        fs::OpenOptions::new().write(true).open(&cats).unwrap().set_len(len - 3).unwrap();
+        let err = open(&p, Storage::Mapped).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let (c, o4) = load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
+        assert_eq!((o4, &c), (CacheOutcome::Miss, &a));
+        fs::write(p.join(HEADER), b"{garbage").unwrap();
+        let (d, o5) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
+        assert_eq!((o5, &d), (CacheOutcome::Miss, &a));
+    }
+
+    #[test]
+    fn an_id_out_of_range_is_not_trusted_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GmfSynthConfig { rows: 50, users: 4, items: 4, ..Default::default() };
+        let p = dir.path().join("x.cqrds");
+        write(&p, &generate_gmf(&cfg).unwrap()).unwrap();
+        let mut bytes = fs::read(p.join(CATS)).unwrap();
+        bytes[0..4].copy_from_slice(&99u32.to_le_bytes());
+        fs::write(p.join(CATS), bytes).unwrap();
+        let err = open(&p, Storage::Memory).unwrap_err().to_string();
+        assert!(err.contains(">= cardinality"), "{err}");
     }
 }

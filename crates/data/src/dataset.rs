@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::column::Column;
 use crate::skip::SkipReport;
 
 /// Contiguous row ranges of the three splits. Rows are stored in file (time) order, so each split
@@ -31,10 +32,11 @@ pub struct Dataset {
     pub dense_names: Vec<String>,
     pub cat_names: Vec<String>,
     /// Row-major `[rows, n_dense]`.
-    pub dense: Vec<f32>,
+    pub dense: Column<f32>,
     /// Row-major `[rows, n_cat]`; column `c` holds ids in `0..cardinalities[c]`.
-    pub cats: Vec<u32>,
-    pub labels: Vec<f32>,
+    pub cats: Column<u32>,
+    /// 0 or 1 per row.
+    pub labels: Column<u8>,
     pub cardinalities: Vec<usize>,
     pub splits: Splits,
     pub skipped: SkipReport,
@@ -59,14 +61,49 @@ impl Dataset {
         let c = self.n_cat();
         &self.cats[r * c..(r + 1) * c]
     }
+    pub fn label(&self, r: usize) -> f32 {
+        self.labels[r] as f32
+    }
     /// Fraction of positive labels over the given rows.
     pub fn label_rate(&self, rows: Range<usize>) -> f64 {
         let n = rows.len().max(1) as f64;
         self.labels[rows].iter().map(|&y| y as f64).sum::<f64>() / n
     }
+    /// Whether the arrays are memory-mapped (out of core) rather than held in memory.
+    pub fn is_mapped(&self) -> bool {
+        self.cats.is_mapped() || self.labels.is_mapped()
+    }
+    /// Bytes of the three arrays.
+    pub fn array_bytes(&self) -> usize {
+        self.dense.bytes() + self.cats.bytes() + self.labels.bytes()
+    }
+
+    /// Gives the pages of rows `rows` back to the kernel when the arrays are mapped (a no-op in
+    /// memory); the rows stay readable.
+    pub fn release(&self, rows: Range<usize>) {
+        let (d, c) = (self.n_dense(), self.n_cat());
+        self.dense.release(rows.start * d..rows.end * d);
+        self.cats.release(rows.start * c..rows.end * c);
+        self.labels.release(rows);
+    }
 
     /// Checks the invariants the models rely on; a violated one is a bug in a loader.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_shape()?;
+        for (i, &id) in self.cats.iter().enumerate() {
+            let c = i % self.n_cat();
+            if id as usize >= self.cardinalities[c] {
+                return Err(format!("row {} column {} id {id} >= cardinality {}", i / self.n_cat(), self.cat_names[c], self.cardinalities[c]));
+            }
+        }
+        if let Some(r) = self.labels.iter().position(|&y| y > 1) {
+            return Err(format!("row {r}: label {} is not 0 or 1", self.labels[r]));
+        }
+        Ok(())
+    }
+
+    /// [`Dataset::validate`] without the scan over every value: array lengths and splits.
+    pub fn validate_shape(&self) -> Result<(), String> {
         let n = self.n_rows();
         if self.dense.len() != n * self.n_dense() {
             return Err(format!("dense has {} values, expected {}", self.dense.len(), n * self.n_dense()));
@@ -76,12 +113,6 @@ impl Dataset {
         }
         if self.cardinalities.len() != self.n_cat() {
             return Err("one cardinality per categorical column expected".into());
-        }
-        for (i, &id) in self.cats.iter().enumerate() {
-            let c = i % self.n_cat();
-            if id as usize >= self.cardinalities[c] {
-                return Err(format!("row {} column {} id {id} >= cardinality {}", i / self.n_cat(), self.cat_names[c], self.cardinalities[c]));
-            }
         }
         let s = &self.splits;
         // Either three disjoint splits, or (MovieLens) one held-out set serving as val and test.

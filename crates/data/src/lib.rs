@@ -1,8 +1,10 @@
-//! Data for cqr-bench: streaming readers for Criteo (Kaggle and Terabyte), Avazu and MovieLens,
+//! Data for cqr-bench: streaming readers for Criteo (Kaggle and Terabyte), Avazu, MovieLens and any
+//! table (CSV, TSV, Parquet, libsvm/libfm),
 //! DLRM-style preprocessing with vocabularies or modulo hashing, chronological splits, an on-disk
-//! cache, and planted synthetic generators whose best achievable score is known.
+//! cache of binary columns (memory-mapped for data beyond RAM), and planted synthetic generators whose best achievable score is known.
 
 pub mod cache;
+pub mod column;
 pub mod dataset;
 pub mod error;
 pub mod inspect;
@@ -12,13 +14,16 @@ pub mod preprocess;
 pub mod records;
 pub mod skip;
 pub mod synthetic;
+pub mod table;
 
-pub use cache::{load_cached, CacheOutcome};
+pub use cache::{load_cached, CacheOutcome, RowSink, Storage};
+pub use column::Column;
 pub use dataset::{Dataset, Splits, TeacherScore};
 pub use error::{DataError, Result};
 pub use preprocess::{load_tabular, CategoricalEncoding, PreprocessOptions, SplitSpec, TabularSource};
 pub use records::TabularFormat;
 pub use skip::{BadRowPolicy, SkipReport};
+pub use table::{load_table, TableConfig, TableFormat};
 
 /// Where the real samples shipped with (or staged beside) the repository live, for tests.
 pub mod samples {

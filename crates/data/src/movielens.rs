@@ -145,24 +145,26 @@ pub fn load_movielens(path: &Path, layout: Option<MovieLensLayout>, policy: BadR
     }
     let order: Vec<usize> = (0..ratings.len()).filter(|&i| !held[i]).chain((0..ratings.len()).filter(|&i| held[i])).collect();
     let n_train = ratings.len() - held.iter().filter(|&&h| h).count();
-    let mut ds = Dataset {
+    let mut cats = Vec::with_capacity(order.len() * 2);
+    let mut labels = Vec::with_capacity(order.len());
+    for &i in &order {
+        let r = &ratings[i];
+        cats.push(users[&r.user]);
+        cats.push(items[&r.item]);
+        labels.push(r.label as u8);
+    }
+    let ds = Dataset {
         name: path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         dense_names: vec![],
         cat_names: vec!["user".into(), "item".into()],
-        dense: vec![],
-        cats: Vec::with_capacity(order.len() * 2),
-        labels: Vec::with_capacity(order.len()),
+        dense: Default::default(),
+        cats: cats.into(),
+        labels: labels.into(),
         cardinalities: vec![users.len(), items.len()],
         splits: Splits { train: 0..n_train, val: n_train..ratings.len(), test: n_train..ratings.len() },
         skipped,
         teacher: None,
     };
-    for &i in &order {
-        let r = &ratings[i];
-        ds.cats.push(users[&r.user]);
-        ds.cats.push(items[&r.item]);
-        ds.labels.push(r.label);
-    }
     Ok((ds, neutral))
 }
 
@@ -189,7 +191,7 @@ mod tests {
         assert_eq!(ds.splits.train.len(), 3);
         assert_eq!(ds.splits.val.len(), 4);
         // User 10's last two by time: (400, ts 4, label 1) and (100, ts 5, label 0).
-        let held: Vec<(u32, u32, f32)> = ds.splits.val.clone().map(|r| (ds.cat_row(r)[0], ds.cat_row(r)[1], ds.labels[r])).collect();
+        let held: Vec<(u32, u32, f32)> = ds.splits.val.clone().map(|r| (ds.cat_row(r)[0], ds.cat_row(r)[1], ds.label(r))).collect();
         assert!(held.contains(&(0, 3, 1.0)) && held.contains(&(0, 0, 0.0)));
         // User 20's last two: (400, ts 3, 0) and (300, ts 9, 1).
         assert!(held.contains(&(1, 3, 0.0)) && held.contains(&(1, 2, 1.0)));

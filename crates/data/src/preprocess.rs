@@ -1,8 +1,10 @@
 //! DLRM-style preprocessing of streamed click logs, with splits and categorical encoding.
 //!
-//! Three streaming passes, so memory is the size of the output arrays (plus vocabulary counts),
-//! never the size of the file: (1) count lines to place split boundaries, (2) count categorical
-//! values over the training split to build vocabularies, (3) encode every row.
+//! Three streaming passes over one or more files (Terabyte: a list of day files), so memory is
+//! the vocabulary counts plus the output sink, never the size of the input: (1) count lines to
+//! place split boundaries, (2) count categorical values over the training split to build
+//! vocabularies, (3) encode every row into a [`RowSink`] (memory, or the cache's column files
+//! for out-of-core data).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
-use crate::records::{count_lines, RawRecord, RecordReader, TabularFormat};
+use crate::cache::RowSink;
+use crate::records::{count_lines, RawRecord, RecordReader, TabularFormat, MISSING_KEY};
 use crate::skip::{BadRowPolicy, SkipReport};
 
 /// How raw categorical values become table rows.
@@ -19,15 +22,21 @@ use crate::skip::{BadRowPolicy, SkipReport};
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CategoricalEncoding {
     /// Per-column vocabulary built on the training split. Values seen at least `min_freq` times get
-    /// ids `1..`; rare and unseen values share id 0 (the column's OOV row).
-    Vocabulary { min_freq: u32 },
+    /// ids `1..`; rare and unseen values share id 0 (the column's OOV row). With `hash_range`,
+    /// keys are first reduced modulo it (DLRM's `--max-ind-range` before its frequency threshold),
+    /// which bounds the counting pass's memory to `hash_range` keys per column on any data size.
+    Vocabulary {
+        min_freq: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash_range: Option<u64>,
+    },
     /// No vocabulary: id = raw value mod `range` (DLRM's `--max-ind-range`).
     Modulo { range: u64 },
 }
 
 impl Default for CategoricalEncoding {
     fn default() -> Self {
-        CategoricalEncoding::Vocabulary { min_freq: 1 }
+        CategoricalEncoding::Vocabulary { min_freq: 1, hash_range: None }
     }
 }
 
@@ -40,6 +49,9 @@ pub enum SplitSpec {
     /// DLRM's Kaggle split: 7 equal parts (days); the first 6 train, the 7th is halved into test
     /// (first half) and validation (second half).
     Kaggle,
+    /// DLRM's Terabyte split: every training file (days 0-22) trains; the test file (day 23) is
+    /// halved into test (first half) and validation (second half). Needs `test_path`.
+    Terabyte,
 }
 
 impl Default for SplitSpec {
@@ -50,7 +62,7 @@ impl Default for SplitSpec {
 
 impl SplitSpec {
     /// Line boundaries `[train_end, second_end]` for `n` lines, and whether val comes before test.
-    fn boundaries(&self, n: u64) -> Result<(u64, u64, bool)> {
+    pub fn boundaries(&self, n: u64) -> Result<(u64, u64, bool)> {
         match *self {
             SplitSpec::Fractions { train, val, test } => {
                 for (name, f) in [("train", train), ("val", val), ("test", test)] {
@@ -66,6 +78,7 @@ impl SplitSpec {
                 let b = ((train + val) * n as f64).round() as u64;
                 Ok((a, b.max(a), true))
             }
+            SplitSpec::Terabyte => Err(DataError::Options("split: terabyte needs a test_path".into())),
             SplitSpec::Kaggle => {
                 // DLRM: days of equal size; the last day is split in two halves.
                 let day = n / 7;
@@ -86,14 +99,22 @@ pub struct PreprocessOptions {
     pub bad_rows: BadRowPolicy,
     /// Read at most this many lines of each file (for quick runs on the full logs).
     pub max_rows: Option<u64>,
+    /// DLRM's negative sub-sampling of the training split (`--data-sub-sample-rate`): each negative
+    /// training row is dropped with this probability (0.875 for Terabyte). Validation and test
+    /// rows are kept. The draw is a fixed hash of (file index, line), so it is the same in every
+    /// pass and run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_sample_negatives: Option<f64>,
 }
 
-/// Files of one tabular dataset. With `test` set, the whole test file is the test split and the
-/// train file's lines are divided into train and validation in the ratio of the split fractions.
+/// Files of one tabular dataset: one or more training files read in order (Terabyte: day files),
+/// and an optional test file. With `test` set, the test file gives the test split (or, with
+/// [`SplitSpec::Terabyte`], test and validation halves) and the train files' lines are divided
+/// into train and validation in the ratio of the split fractions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TabularSource {
     pub format: TabularFormat,
-    pub train: PathBuf,
+    pub train: Vec<PathBuf>,
     pub test: Option<PathBuf>,
 }
 
@@ -133,129 +154,204 @@ impl Vocabulary {
     }
 }
 
-/// Loads and preprocesses a tabular source (no cache; see [`crate::cache::load_cached`]).
-pub fn load_tabular(src: &TabularSource, opts: &PreprocessOptions) -> Result<Dataset> {
-    let format = src.format;
-    if let CategoricalEncoding::Modulo { range } = opts.encoding {
-        if range == 0 || range > u32::MAX as u64 {
-            return Err(DataError::Options(format!("modulo range must be in 1..=2^32-1, got {range}")));
-        }
-    }
-    let mut lines = count_lines(&src.train)?;
-    if let Some(m) = opts.max_rows {
-        lines = lines.min(m);
-    }
-    if lines == 0 {
-        return Err(DataError::Empty { path: src.train.clone(), reason: "file is empty".into() });
-    }
-    // Line boundaries (1-based line numbers `<= a` are the first split, etc.).
-    let (a, b, val_first) = if src.test.is_some() {
-        let (train, val) = match opts.split {
-            SplitSpec::Fractions { train, val, .. } => (train, val),
-            SplitSpec::Kaggle => (6.0, 0.5),
-        };
-        let tv = train + val;
-        if tv <= 0.0 {
-            return Err(DataError::Options("train + val fractions must be positive".into()));
-        }
-        let a = ((train / tv) * lines as f64).round() as u64;
-        (a, lines, true)
-    } else {
-        opts.split.boundaries(lines)?
-    };
+/// Whether negative training row (`file`, `line`) survives sub-sampling at `rate`.
+fn keep_negative(rate: f64, file: usize, line: u64) -> bool {
+    let mut z = ((file as u64) << 40 ^ line).wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) >= rate
+}
 
-    // Pass 2: vocabularies over the training lines.
-    let vocab = match opts.encoding {
-        CategoricalEncoding::Vocabulary { min_freq } => {
-            let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); format.n_cat()];
-            let mut rd = RecordReader::open(&src.train, format, opts.bad_rows)?;
-            let mut rec = RawRecord::default();
-            while let Some(line) = rd.next_record(&mut rec)? {
-                if line > a {
-                    break;
-                }
-                for (c, &k) in rec.cats.iter().enumerate() {
-                    *counts[c].entry(k).or_insert(0) += 1;
-                }
-            }
-            Some(Vocabulary::from_counts(counts, min_freq))
-        }
-        CategoricalEncoding::Modulo { .. } => None,
-    };
-
-    // Pass 3: encode.
-    let n_dense = format.n_dense();
-    let n_cat = format.n_cat();
-    let mut ds = Dataset {
-        name: src.train.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        dense_names: format.dense_names(),
-        cat_names: format.cat_names(),
-        dense: Vec::with_capacity(lines as usize * n_dense),
-        cats: Vec::with_capacity(lines as usize * n_cat),
-        labels: Vec::with_capacity(lines as usize),
-        cardinalities: (0..n_cat)
-            .map(|c| match (&vocab, &opts.encoding) {
-                (Some(v), _) => v.cardinality(c),
-                (None, CategoricalEncoding::Modulo { range }) => *range as usize,
-                _ => unreachable!("vocabulary exists unless encoding is modulo"),
-            })
-            .collect(),
-        splits: Splits { train: 0..0, val: 0..0, test: 0..0 },
-        skipped: SkipReport::default(),
-        teacher: None,
-    };
-    let encode = |ds: &mut Dataset, rec: &RawRecord| {
-        ds.labels.push(rec.label as f32);
-        ds.dense.extend(rec.dense.iter().map(|&v| log_transform(v)));
-        for (c, &k) in rec.cats.iter().enumerate() {
-            let id = match (&vocab, &opts.encoding) {
-                (Some(v), _) => v.encode(c, k),
-                (None, CategoricalEncoding::Modulo { range }) => (k % range) as u32,
-                _ => unreachable!(),
-            };
-            ds.cats.push(id);
-        }
-    };
-    let mut rd = RecordReader::open(&src.train, format, opts.bad_rows)?;
+/// Streams the good records of `files` in order. `f` gets the global line number (1-based, over
+/// all files, each capped at `max_rows` lines), the file index and the record; it returns whether
+/// to go on. Skipped rows are merged into `skips`.
+fn stream(files: &[PathBuf], format: TabularFormat, opts: &PreprocessOptions, skips: Option<&mut SkipReport>, mut f: impl FnMut(u64, usize, &RawRecord) -> Result<bool>) -> Result<()> {
+    let limit = opts.max_rows.unwrap_or(u64::MAX);
+    let mut offset = 0u64;
+    let mut all = SkipReport::default();
     let mut rec = RawRecord::default();
-    let mut cut_a = None;
-    let mut cut_b = None;
-    while let Some(line) = rd.next_record(&mut rec)? {
-        if line > lines {
-            break;
-        }
-        if line > a && cut_a.is_none() {
-            cut_a = Some(ds.n_rows());
-        }
-        if line > b && cut_b.is_none() {
-            cut_b = Some(ds.n_rows());
-        }
-        encode(&mut ds, &rec);
-    }
-    ds.skipped.merge(rd.skips());
-    let end_train_file = ds.n_rows();
-    let ca = cut_a.unwrap_or(end_train_file);
-    let cb = cut_b.unwrap_or(end_train_file).max(ca);
-    if let Some(test) = &src.test {
-        let mut rd = RecordReader::open(test, format, opts.bad_rows)?;
-        let limit = opts.max_rows.unwrap_or(u64::MAX);
+    'files: for (i, path) in files.iter().enumerate() {
+        let mut rd = RecordReader::open(path, format, opts.bad_rows)?;
         while let Some(line) = rd.next_record(&mut rec)? {
             if line > limit {
                 break;
             }
-            encode(&mut ds, &rec);
+            if !f(offset + line, i, &rec)? {
+                all.merge(rd.skips());
+                break 'files;
+            }
         }
-        ds.skipped.merge(rd.skips());
-        ds.splits = Splits { train: 0..ca, val: ca..end_train_file, test: end_train_file..ds.n_rows() };
+        all.merge(rd.skips());
+        offset += rd.line_no().min(limit);
+    }
+    if let Some(s) = skips {
+        s.merge(&all);
+    }
+    Ok(())
+}
+
+impl PreprocessOptions {
+    fn check(&self) -> Result<()> {
+        if let CategoricalEncoding::Modulo { range } = self.encoding {
+            if range == 0 || range > u32::MAX as u64 {
+                return Err(DataError::Options(format!("modulo range must be in 1..=2^32-1, got {range}")));
+            }
+        }
+        if let Some(r) = self.sub_sample_negatives {
+            if !(0.0..1.0).contains(&r) {
+                return Err(DataError::Options(format!("sub_sample_negatives must be in [0, 1), got {r}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads and preprocesses a tabular source into memory (no cache; see [`crate::cache::load_cached`]).
+pub fn load_tabular(src: &TabularSource, opts: &PreprocessOptions) -> Result<Dataset> {
+    load_tabular_into(src, opts, RowSink::memory())
+}
+
+/// Preprocesses a tabular source, streaming the encoded rows into `sink`.
+///
+/// Passes: (1) count lines to place split boundaries, (2) count categorical values over the
+/// training split (skipped with modulo encoding), (3) encode every row into the sink. Memory is
+/// the vocabulary (one count per distinct value and column, bounded by `hash_range` when set)
+/// plus the sink's (nothing for a file sink).
+pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink: RowSink) -> Result<Dataset> {
+    let format = src.format;
+    opts.check()?;
+    let first = src.train.first().ok_or_else(|| DataError::Options("no training file given".into()))?;
+    let mut lines = 0u64;
+    for f in &src.train {
+        lines += count_lines(f)?.min(opts.max_rows.unwrap_or(u64::MAX));
+    }
+    if lines == 0 {
+        return Err(DataError::Empty { path: first.clone(), reason: "file is empty".into() });
+    }
+    let (a, b, val_first) = boundaries(src, opts, lines)?;
+    let sub = opts.sub_sample_negatives.unwrap_or(0.0);
+    let kept = |g: u64, file: usize, rec: &RawRecord| sub == 0.0 || rec.label == 1 || g > a || keep_negative(sub, file, g);
+
+    // Pass 2: vocabularies over the training lines.
+    let vocab = match &opts.encoding {
+        CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
+            let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); format.n_cat()];
+            stream(&src.train, format, opts, None, |g, file, rec| {
+                if g > a {
+                    return Ok(false);
+                }
+                if kept(g, file, rec) {
+                    for (c, &k) in rec.cats.iter().enumerate() {
+                        *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;
+                    }
+                }
+                Ok(true)
+            })?;
+            Some(Vocabulary::from_counts(counts, *min_freq))
+        }
+        CategoricalEncoding::Modulo { .. } => None,
+    };
+    let n_cat = format.n_cat();
+    let cardinalities: Vec<usize> = (0..n_cat)
+        .map(|c| match (&vocab, &opts.encoding) {
+            (Some(v), _) => v.cardinality(c),
+            (None, CategoricalEncoding::Modulo { range }) => *range as usize,
+            _ => unreachable!("vocabulary exists unless encoding is modulo"),
+        })
+        .collect();
+    let name = first.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut ds = crate::cache::header(name, format.dense_names(), format.cat_names(), cardinalities);
+
+    // Pass 3: encode.
+    let mut dense = Vec::with_capacity(format.n_dense());
+    let mut ids = Vec::with_capacity(n_cat);
+    let mut encode = |sink: &mut RowSink, rec: &RawRecord| {
+        dense.clear();
+        dense.extend(rec.dense.iter().map(|&v| log_transform(v)));
+        ids.clear();
+        ids.extend(rec.cats.iter().enumerate().map(|(c, &k)| match (&vocab, &opts.encoding) {
+            (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => v.encode(c, reduce(k, *hash_range)),
+            (None, CategoricalEncoding::Modulo { range }) => (k % range) as u32,
+            _ => unreachable!(),
+        }));
+        sink.push(rec.label, &dense, &ids)
+    };
+    let (mut cut_a, mut cut_b) = (None, None);
+    stream(&src.train, format, opts, Some(&mut ds.skipped), |g, file, rec| {
+        if g > a && cut_a.is_none() {
+            cut_a = Some(sink.rows());
+        }
+        if g > b && cut_b.is_none() {
+            cut_b = Some(sink.rows());
+        }
+        if kept(g, file, rec) {
+            encode(&mut sink, rec)?;
+        }
+        Ok(true)
+    })?;
+    let end_train_file = sink.rows();
+    let ca = cut_a.unwrap_or(end_train_file);
+    let cb = cut_b.unwrap_or(end_train_file).max(ca);
+    if let Some(test) = &src.test {
+        let half = if opts.split == SplitSpec::Terabyte { count_lines(test)?.min(opts.max_rows.unwrap_or(u64::MAX)) / 2 } else { u64::MAX };
+        let mut mid = None;
+        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), |g, _, rec| {
+            if g > half && mid.is_none() {
+                mid = Some(sink.rows());
+            }
+            encode(&mut sink, rec)?;
+            Ok(true)
+        })?;
+        let end = sink.rows();
+        ds.splits = match mid {
+            // Terabyte (DLRM): the first half of the test day is the test split, the second half
+            // validation.
+            Some(m) if opts.split == SplitSpec::Terabyte => Splits { train: 0..ca, test: end_train_file..m, val: m..end },
+            _ if opts.split == SplitSpec::Terabyte => Splits { train: 0..ca, test: end_train_file..end, val: end..end },
+            _ => Splits { train: 0..ca, val: ca..end_train_file, test: end_train_file..end },
+        };
     } else if val_first {
-        ds.splits = Splits { train: 0..ca, val: ca..cb, test: cb..ds.n_rows() };
+        ds.splits = Splits { train: 0..ca, val: ca..cb, test: cb..sink.rows() };
     } else {
-        ds.splits = Splits { train: 0..ca, test: ca..cb, val: cb..ds.n_rows() };
+        ds.splits = Splits { train: 0..ca, test: ca..cb, val: cb..sink.rows() };
     }
     if ds.splits.train.is_empty() {
-        return Err(DataError::Empty { path: src.train.clone(), reason: "no training rows after parsing and splitting".into() });
+        return Err(DataError::Empty { path: first.clone(), reason: "no training rows after parsing and splitting".into() });
     }
-    Ok(ds)
+    sink.finish(ds)
+}
+
+/// DLRM's `max-ind-range` applied before counting: bounds a column's count table to `range` keys.
+fn reduce(key: u64, range: Option<u64>) -> u64 {
+    match range {
+        Some(r) if key != MISSING_KEY => key % r,
+        _ => key,
+    }
+}
+
+/// Line boundaries `(a, b, val_first)` of the training files: lines `<= a` train, `<= b` the
+/// second split.
+fn boundaries(src: &TabularSource, opts: &PreprocessOptions, lines: u64) -> Result<(u64, u64, bool)> {
+    if opts.split == SplitSpec::Terabyte {
+        if src.test.is_none() {
+            return Err(DataError::Options("split: terabyte needs a test_path (the day split into test and validation halves)".into()));
+        }
+        return Ok((lines, lines, true));
+    }
+    if src.test.is_none() {
+        return opts.split.boundaries(lines);
+    }
+    let (train, val) = match opts.split {
+        SplitSpec::Fractions { train, val, .. } => (train, val),
+        _ => (6.0, 0.5),
+    };
+    let tv = train + val;
+    if tv <= 0.0 {
+        return Err(DataError::Options("train + val fractions must be positive".into()));
+    }
+    let a = ((train / tv) * lines as f64).round() as u64;
+    Ok((a, lines, true))
 }
 
 /// A stable description of a file for cache keys: canonical path, size and modification time.
@@ -313,7 +409,7 @@ mod tests {
     #[test]
     fn split_sizes_for_both_kinds() {
         let f = criteo_file(700);
-        let src = TabularSource { format: TabularFormat::Criteo, train: f.path().into(), test: None };
+        let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
         let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.1, test: 0.1 }, ..Default::default() };
         let ds = load_tabular(&src, &opts).unwrap();
         assert_eq!((ds.splits.train.len(), ds.splits.val.len(), ds.splits.test.len()), (560, 70, 70));
@@ -328,7 +424,7 @@ mod tests {
     #[test]
     fn vocabulary_built_on_train_only() {
         let f = criteo_file(100);
-        let src = TabularSource { format: TabularFormat::Criteo, train: f.path().into(), test: None };
+        let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
         let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.5, val: 0.25, test: 0.25 }, ..Default::default() };
         let ds = load_tabular(&src, &opts).unwrap();
         // Column C26 holds i % 27: only 0..=26 appear in the 50 train rows, so all are known.
@@ -343,7 +439,7 @@ mod tests {
     fn separate_test_file() {
         let tr = criteo_file(100);
         let te = criteo_file(30);
-        let src = TabularSource { format: TabularFormat::Criteo, train: tr.path().into(), test: Some(te.path().into()) };
+        let src = TabularSource { format: TabularFormat::Criteo, train: vec![tr.path().into()], test: Some(te.path().into()) };
         let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.9, val: 0.1, test: 0.0 }, ..Default::default() };
         let ds = load_tabular(&src, &opts).unwrap();
         assert_eq!(ds.splits.train, 0..90);
@@ -354,7 +450,7 @@ mod tests {
     #[test]
     fn bad_fractions_are_rejected() {
         let f = criteo_file(10);
-        let src = TabularSource { format: TabularFormat::Criteo, train: f.path().into(), test: None };
+        let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
         let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.3, test: 0.1 }, ..Default::default() };
         let err = load_tabular(&src, &opts).unwrap_err().to_string();
         assert!(err.contains("sum to"), "{err}");

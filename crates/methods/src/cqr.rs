@@ -27,6 +27,13 @@
 //! `ceil(vocab / 64) * 8` bytes, counted in `other_bytes`. With `skip_unseen: false` every id is
 //! sampled and assigned, the seed's behaviour. When no id has been seen yet, the step is skipped.
 //!
+//! Residual table (`residual`): `hashed` (the default, as above: T1 is `rows1` rows of width dc,
+//! one row per id) or `robe` (the authors' CCE-ROBE variant: T1 is one circular array of
+//! `rows1 * dc` floats and an id's sub-vector is the dc consecutive entries starting at offset
+//! `h1(id)`, wrapping around: ROBE-Z with Z = dc, Desai et al. 2022). Same parameters; with `robe`,
+//! ids share entries at any offset rather than whole rows. A cluster step sets each array entry to
+//! the mean residual of the (id, coordinate) pairs that read it.
+//!
 //! The optimizer state of both tables is reset after a cluster step (the old moments belong to
 //! rows that no longer exist). Budget: rows = budget / dim rows in all per column pair, split as
 //! rows0 = rows / 2 for T0 and rows1 = rows - rows0 for T1, so trainable parameters are
@@ -64,6 +71,17 @@ pub struct CqrOptions {
     pub cluster_at_evaluation: bool,
     /// Sample and assign only ids seen in training (see the module docs).
     pub skip_unseen: bool,
+    /// The second table: a hashed table (default) or a ROBE array (see the module docs).
+    pub residual: ResidualKind,
+}
+
+/// Layout of CQR's second (hashed) table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidualKind {
+    #[default]
+    Hashed,
+    Robe,
 }
 
 impl Default for CqrOptions {
@@ -78,6 +96,7 @@ impl Default for CqrOptions {
             cluster_every_steps: None,
             cluster_at_evaluation: false,
             skip_unseen: true,
+            residual: ResidualKind::Hashed,
         }
     }
 }
@@ -171,9 +190,32 @@ impl SeenSet {
 
 struct Column {
     t0: Table,
+    /// Hashed: `rows1` rows of width dc. ROBE: `rows1 * dc` rows of width 1 (a circular array).
     t1: Table,
     h0: PackedIndex,
+    /// Hashed: the row. ROBE: the offset of the first of dc consecutive entries.
     h1: UniversalHash,
+}
+
+impl Column {
+    /// Rows of T1 an id reads, one per `t1.dim`-wide piece of its sub-vector, in order.
+    #[inline]
+    fn t1_rows(&self, id: u32, dc: usize) -> impl Iterator<Item = usize> + '_ {
+        let (start, n, len) = (self.h1.hash(id) as usize, dc / self.t1.dim, self.t1.rows);
+        // start < len and k < dc <= len: one conditional subtraction wraps around.
+        (0..n).map(move |k| if start + k >= len { start + k - len } else { start + k })
+    }
+
+    /// The id's sub-vector: T0 row plus the T1 piece(s).
+    #[inline]
+    fn sub_vector(&self, id: u32, dc: usize, out: &mut [f32]) {
+        let a = self.t0.row(self.h0.get(id as usize) as usize);
+        let w = self.t1.dim;
+        for (k, r) in self.t1_rows(id, dc).enumerate() {
+            let b = self.t1.row(r);
+            out[k * w..(k + 1) * w].iter_mut().zip(&a[k * w..(k + 1) * w]).zip(b).for_each(|((o, x), y)| *o = x + y);
+        }
+    }
 }
 
 pub struct Cqr {
@@ -207,10 +249,14 @@ impl Cqr {
         let rows1 = rows - rows0;
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
         let a = p.init_scale / std::f32::consts::SQRT_2;
+        let (t1_rows, t1_dim) = match opts.residual {
+            ResidualKind::Hashed => (rows1, dc),
+            ResidualKind::Robe => (rows1 * dc, 1),
+        };
         let columns = (0..opts.n_chunks)
             .map(|_| {
                 let mut t0 = Table::new(rows0, dc, p.optimizer);
-                let mut t1 = Table::new(rows1, dc, p.optimizer);
+                let mut t1 = Table::new(t1_rows, t1_dim, p.optimizer);
                 t0.init_uniform(a, &mut rng);
                 t1.init_uniform(a, &mut rng);
                 // Initial pointers are random, exactly like a hash, but stored: clustering replaces
@@ -218,7 +264,7 @@ impl Cqr {
                 let start = UniversalHash::new(rows0, &mut rng);
                 let ptrs: Vec<u32> = (0..p.vocab as u32).map(|id| start.hash(id)).collect();
                 let h0 = PackedIndex::from_values(&ptrs, rows0);
-                let h1 = UniversalHash::new(rows1, &mut rng);
+                let h1 = UniversalHash::new(t1_rows, &mut rng);
                 Column { t0, t1, h0, h1 }
             })
             .collect();
@@ -232,12 +278,11 @@ impl Cqr {
     }
 
     /// Sub-vectors of column `c` for `ids`, written to `out` (`ids.len() * dc`).
-    fn column_vectors(col: &Column, _dc: usize, ids: &[u32], out: &mut Vec<f32>) {
+    fn column_vectors(col: &Column, dc: usize, ids: &[u32], out: &mut Vec<f32>) {
         out.clear();
-        for &id in ids {
-            let a = col.t0.row(col.h0.get(id as usize) as usize);
-            let b = col.t1.row(col.h1.hash(id) as usize);
-            out.extend(a.iter().zip(b).map(|(x, y)| x + y));
+        out.resize(ids.len() * dc, 0.0);
+        for (&id, o) in ids.iter().zip(out.chunks_exact_mut(dc)) {
+            col.sub_vector(id, dc, o);
         }
     }
 
@@ -280,13 +325,13 @@ impl Cqr {
 
     /// Steps 1-4 for one column; returns the k-means inertia per sampled point.
     fn cluster_column(col: &mut Column, dc: usize, ids: &[u32], sample: &[u32], km: KMeansConfig, new_h1: UniversalHash) -> Result<f64, MethodError> {
-        let (rows0, rows1) = (col.t0.rows, col.t1.rows);
+        let (rows0, rows1, w) = (col.t0.rows, col.t1.rows, col.t1.dim);
         let mut vecs = Vec::with_capacity(sample.len() * dc);
         Self::column_vectors(col, dc, sample, &mut vecs);
         let fit = km.fit(&vecs, dc)?;
         drop(vecs);
         let mut new_h0 = col.h0.clone();
-        let mut sums = vec![0.0f64; rows1 * dc];
+        let mut sums = vec![0.0f64; rows1 * w];
         let mut counts = vec![0u64; rows1];
         let mut batch_vecs = Vec::with_capacity(ID_BATCH * dc);
         // One index for every batch (building it per batch would repeat the kd-split).
@@ -298,20 +343,24 @@ impl Cqr {
             for (i, &id) in batch.iter().enumerate() {
                 let k = nearest[i] as usize;
                 new_h0.set(id as usize, k as u32);
-                let b = new_h1.hash(id) as usize;
-                counts[b] += 1;
                 let v = &batch_vecs[i * dc..(i + 1) * dc];
                 let cen = &fit.centroids[k * dc..(k + 1) * dc];
-                for t in 0..dc {
-                    sums[b * dc + t] += (v[t] - cen[t]) as f64;
+                let start = new_h1.hash(id) as usize;
+                // Hashed: one row of width dc. ROBE: dc entries of width 1 from the offset on.
+                for piece in 0..dc / w {
+                    let b = if start + piece >= rows1 { start + piece - rows1 } else { start + piece };
+                    counts[b] += 1;
+                    for t in 0..w {
+                        sums[b * w + t] += (v[piece * w + t] - cen[piece * w + t]) as f64;
+                    }
                 }
             }
         }
         debug_assert!(rows0 == fit.centroids.len() / dc);
         col.t0.weights.copy_from_slice(&fit.centroids);
         for b in 0..rows1 {
-            for t in 0..dc {
-                col.t1.weights[b * dc + t] = if counts[b] > 0 { (sums[b * dc + t] / counts[b] as f64) as f32 } else { 0.0 };
+            for t in 0..w {
+                col.t1.weights[b * w + t] = if counts[b] > 0 { (sums[b * w + t] / counts[b] as f64) as f32 } else { 0.0 };
             }
         }
         col.t0.reset_state();
@@ -343,9 +392,7 @@ impl EmbeddingMethod for Cqr {
         let dc = self.dc;
         for (o, &id) in out.chunks_exact_mut(self.dim).zip(ids) {
             for (col, oc) in self.columns.iter().zip(o.chunks_exact_mut(dc)) {
-                let a = col.t0.row(col.h0.get(id as usize) as usize);
-                let b = col.t1.row(col.h1.hash(id) as usize);
-                oc.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = x + y);
+                col.sub_vector(id, dc, oc);
             }
         }
     }
@@ -359,7 +406,8 @@ impl EmbeddingMethod for Cqr {
             self.rows0_buf.clear();
             self.rows1_buf.clear();
             self.rows0_buf.extend(ids.iter().map(|&id| col.h0.get(id as usize)));
-            self.rows1_buf.extend(ids.iter().map(|&id| col.h1.hash(id)));
+            // ROBE: dc rows of width 1 per id, in the order of the id's dc gradient values.
+            self.rows1_buf.extend(ids.iter().flat_map(|&id| col.t1_rows(id, dc).map(|r| r as u32)));
             gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
             col.t0.update(&self.rows0_buf, &self.grad_buf);
             col.t1.update(&self.rows1_buf, &self.grad_buf);
@@ -419,6 +467,41 @@ mod tests {
         let m = Cqr::new(&MethodParams::new(10_000, 16, 16 * 1000)).unwrap();
         assert_eq!(m.accounting().index_bytes, 80_000, "500 rows need u16 pointers");
         assert!(Cqr::new(&MethodParams::new(100, 16, 16)).is_err(), "one row cannot hold T0 and T1");
+    }
+
+    #[test]
+    fn robe_residual_gradients_budget_and_cluster_step() {
+        let o = json!({"n_chunks": 2, "residual": "robe"});
+        let p = MethodParams::new(300, 4, 4 * 12).with_options(o.clone());
+        check_gradients(&build, &p, &[1, 2, 3, 1, 299, 150]);
+        for budget in [32u64, 100, 3200, 99_999] {
+            let h = Cqr::new(&MethodParams::new(10_000, 16, budget).with_options(json!({"residual": "hashed"})));
+            let r = Cqr::new(&MethodParams::new(10_000, 16, budget).with_options(json!({"residual": "robe"})));
+            match (h, r) {
+                (Ok(h), Ok(r)) => assert_eq!(h.accounting(), r.accounting(), "same parameters and bytes at budget {budget}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("robe and hashed disagree on feasibility at {budget}"),
+            }
+        }
+        // An id's sub-vector reads dc consecutive entries of the array, wrapping at the end.
+        let mut m = Cqr::new(&MethodParams::new(50, 4, 4 * 6).with_options(o)).unwrap();
+        let col = &m.columns[0];
+        assert_eq!((col.t1.rows, col.t1.dim), (3 * 2, 1));
+        let rows: Vec<usize> = col.t1_rows(7, 2).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1], (rows[0] + 1) % 6);
+        // The cluster step keeps the embeddings close (centroid + mean residual) and stays finite.
+        let ids: Vec<u32> = (0..50).collect();
+        let mut before = vec![0.0; 50 * 4];
+        m.forward(&ids, &mut before);
+        m.backward(&ids, &vec![0.0; 50 * 4]);
+        m.cluster().unwrap();
+        let mut after = vec![0.0; 50 * 4];
+        m.forward(&ids, &mut after);
+        assert!(after.iter().all(|v| v.is_finite()));
+        let err: f32 = before.iter().zip(&after).map(|(a, b)| (a - b).powi(2)).sum();
+        let norm: f32 = before.iter().map(|a| a * a).sum();
+        assert!(err < norm, "cluster step error {err} vs norm {norm}");
     }
 
     #[test]

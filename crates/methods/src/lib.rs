@@ -68,11 +68,15 @@ pub struct MethodParams {
     /// Half-width of the uniform initialisation of a full embedding vector.
     pub init_scale: f32,
     pub options: serde_json::Value,
+    /// Cardinalities of every table of the model, this one included (empty when unknown): for
+    /// rules that size tables jointly (low-dim's α rule).
+    #[serde(default)]
+    pub table_vocabs: Vec<usize>,
 }
 
 impl MethodParams {
     pub fn new(vocab: usize, dim: usize, budget: u64) -> Self {
-        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null }
+        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null, table_vocabs: vec![] }
     }
     pub fn with_options(mut self, options: serde_json::Value) -> Self {
         self.options = options;

@@ -4,8 +4,16 @@
 //!
 //! d' is the option `low_dim`, or by default the largest d' with `vocab·d' + d'·dim <= budget`.
 //! Under a per-table cap this is the mixed-dimension rule by cardinality: a table with more ids
-//! gets a smaller d' (DLRM's power-law rule with temperature α sets the dims of all tables
-//! jointly; with per-table caps, the cap sets them). Trainable parameters: vocab·d' + d'·dim, no
+//! gets a smaller d'.
+//!
+//! With `alpha: α`, the dims of all compressed tables (those with `vocab·dim > budget`) are set
+//! jointly by DLRM's power-law rule (`md_solver` with a total budget B): `d_t = λ n_t^(-α)`,
+//! rounded and clamped to `1..=dim`, where λ is the largest value (found by bisection) with
+//! `Σ_t (n_t + dim)·d_t <= B` and B = (number of compressed tables)·budget. α = 0 gives every
+//! table the same d'; α = 1 gives every table about the same parameter count. The budget then
+//! holds for the compressed tables together, not per table: a large table may take more than
+//! its cap, a small one less. Mixed dimension by frequency (Ginart et al.'s other variant) needs
+//! id counts before training and is not implemented. Trainable parameters: vocab·d' + d'·dim, no
 //! index arrays. The table's gradient is sparse (rows of the batch); the projection's is dense,
 //! summed over the batch and applied once per step to its d' rows.
 
@@ -19,6 +27,30 @@ use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
 pub struct LowDimOptions {
     /// The table's dimension d' (default: the largest the budget allows).
     pub low_dim: Option<usize>,
+    /// DLRM's mixed-dimension temperature α: set every compressed table's d' jointly.
+    pub alpha: Option<f64>,
+}
+
+/// DLRM's α rule: d' of each table in `vocabs` that `vocab·dim > budget` compresses (`None` for
+/// the rest), under the joint budget described in the module docs.
+pub fn alpha_dims(vocabs: &[usize], dim: usize, budget: u64, alpha: f64) -> Vec<Option<usize>> {
+    let compressed: Vec<bool> = vocabs.iter().map(|&n| n as u64 * dim as u64 > budget).collect();
+    let total = budget as f64 * compressed.iter().filter(|&&c| c).count() as f64;
+    let dims_at = |lambda: f64| -> Vec<Option<usize>> {
+        vocabs.iter().zip(&compressed).map(|(&n, &c)| c.then(|| ((lambda * (n as f64).powf(-alpha)).round() as usize).clamp(1, dim))).collect()
+    };
+    let cost = |d: &[Option<usize>]| -> f64 { d.iter().zip(vocabs).map(|(d, &n)| d.map_or(0.0, |d| ((n + dim) * d) as f64)).sum() };
+    // Bisection on log λ: cost is non-decreasing in λ.
+    let (mut lo, mut hi) = (-60.0f64, 60.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if cost(&dims_at(mid.exp())) <= total {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    dims_at(lo.exp())
 }
 
 pub struct LowDim {
@@ -37,8 +69,22 @@ impl LowDim {
         p.check_common(Self::NAME)?;
         let o: LowDimOptions = p.options(Self::NAME)?;
         let per_dim = (p.vocab + p.dim) as u64;
-        let fit = (p.budget / per_dim) as usize;
-        let low = o.low_dim.unwrap_or(fit.min(p.dim));
+        let mut fit = (p.budget / per_dim) as usize;
+        let low = match (o.alpha, o.low_dim) {
+            (Some(_), Some(_)) => return Err(MethodError::BadOptions { method: Self::NAME.into(), reason: "give low_dim or alpha, not both".into() }),
+            (Some(a), None) => {
+                if !(a.is_finite() && a >= 0.0) {
+                    return Err(MethodError::BadOptions { method: Self::NAME.into(), reason: format!("alpha must be >= 0, got {a}") });
+                }
+                let vocabs = if p.table_vocabs.is_empty() { vec![p.vocab] } else { p.table_vocabs.clone() };
+                let me = vocabs.iter().position(|&v| v == p.vocab).unwrap_or(0);
+                // The joint rule may give this table more than its own cap (see the module docs).
+                let d = alpha_dims(&vocabs, p.dim, p.budget, a)[me].unwrap_or(p.dim);
+                fit = fit.max(d);
+                d
+            }
+            (None, l) => l.unwrap_or(fit.min(p.dim)),
+        };
         if low == 0 || low > fit {
             return Err(MethodError::Budget {
                 method: Self::NAME.into(),
@@ -128,5 +174,30 @@ mod tests {
         assert_eq!((m.table.dim, m.accounting().trainable_params), (4, 40_064));
         assert!(LowDim::new(&MethodParams::new(10_000, 16, 10_000)).is_err(), "not even d' = 1 fits");
         assert!(LowDim::new(&MethodParams::new(10_000, 16, 50_000).with_options(json!({"low_dim": 5}))).is_err());
+    }
+
+    #[test]
+    fn alpha_rule_shares_one_budget_across_tables() {
+        let vocabs = [100, 10_000, 1_000_000, 40];
+        let (dim, budget) = (16, 100_000u64);
+        for alpha in [0.0, 0.3, 1.0] {
+            let d = alpha_dims(&vocabs, dim, budget, alpha);
+            assert_eq!(d[3], None, "40 x 16 fits the cap: dense");
+            assert_eq!(d[0], None);
+            let cost: usize = d.iter().zip(&vocabs).map(|(d, &n)| d.map_or(0, |d| (n + dim) * d)).sum();
+            assert!(cost as u64 <= 2 * budget, "alpha {alpha}: {cost} over the joint budget");
+            assert!(d[1].unwrap() >= d[2].unwrap(), "more ids, no larger dim");
+        }
+        // α = 0: one d' for all; α = 1: the larger table gets a much smaller d'.
+        let d0 = alpha_dims(&vocabs, dim, budget, 0.0);
+        assert_eq!(d0[1], d0[2].map(|_| d0[1].unwrap()));
+        let d1 = alpha_dims(&vocabs, 64, 4_000_000, 1.0);
+        assert!(d1[1].unwrap() > 10 * d1[2].unwrap(), "{d1:?}");
+        // Built through the method: the table's d' is the rule's; gradients check out.
+        let p = MethodParams { table_vocabs: vec![30, 300, 3000], ..MethodParams::new(300, 8, 800) }.with_options(json!({"alpha": 0.5}));
+        let want = alpha_dims(&[30, 300, 3000], 8, 800, 0.5)[1].unwrap();
+        assert_eq!(LowDim::new(&p).unwrap().table.dim, want);
+        check_gradients(&build, &p, &[3, 5, 3, 299]);
+        assert!(LowDim::new(&p.clone().with_options(json!({"alpha": 0.5, "low_dim": 2}))).is_err());
     }
 }

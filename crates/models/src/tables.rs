@@ -66,6 +66,7 @@ impl EmbeddingTables {
                 eval_every_steps: steps.1,
                 init_scale: spec.init_scale,
                 options,
+                table_vocabs: cardinalities.to_vec(),
             };
             let m = build_method(name, &p).map_err(|e| match e {
                 // Keep the kind: an impossible budget is a property of the cell, not a bug.

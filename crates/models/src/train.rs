@@ -73,6 +73,34 @@ pub struct TrainConfig {
     pub backend: Backend,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
+    /// How training rows are ordered each epoch (default: a full shuffle). Not serialised when
+    /// full, so cell ids of configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Shuffle::is_full")]
+    pub shuffle: Shuffle,
+}
+
+/// The order of training rows within an epoch. Both are deterministic per seed and independent
+/// of where the data lives (memory or memory-mapped), so storage never changes results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Shuffle {
+    /// A uniform permutation of all training rows each epoch (each epoch permutes the previous
+    /// epoch's order). Random access over all the data: for data that fits in memory.
+    #[default]
+    Full,
+    /// Out of core: the training rows are cut into consecutive blocks of `block_rows`; each epoch
+    /// permutes the blocks, takes them `window` at a time, and permutes the rows of each window
+    /// (the rows left over from the previous window, fewer than a batch, go first). Reads touch
+    /// `window` blocks at a time, so a memory-mapped dataset keeps about two windows resident;
+    /// pages of finished windows are given back. Rows sharing a batch come from at most `window`
+    /// (+1) blocks: make `window * block_rows` large against the batch size.
+    Blocks { block_rows: usize, window: usize },
+}
+
+impl Shuffle {
+    pub fn is_full(&self) -> bool {
+        *self == Shuffle::Full
+    }
 }
 
 impl Default for TrainConfig {
@@ -90,6 +118,7 @@ impl Default for TrainConfig {
             weight_decay: None,
             backend: Backend::Flex,
             progress: false,
+            shuffle: Shuffle::Full,
         }
     }
 }
@@ -113,6 +142,11 @@ impl TrainConfig {
         }
         if self.eval_every_steps == Some(0) {
             return bad("eval_every_steps must be >= 1".into());
+        }
+        if let Shuffle::Blocks { block_rows, window } = self.shuffle {
+            if block_rows == 0 || window == 0 {
+                return bad(format!("shuffle: blocks needs block_rows >= 1 and window >= 1 (got {block_rows}, {window})"));
+            }
         }
         if let Some(wd) = self.weight_decay {
             if self.optimizer != OptimizerKind::Adamw {
@@ -287,7 +321,7 @@ impl Batch {
         for &r in rows {
             self.dense.extend_from_slice(ds.dense_row(r));
             self.cats.extend_from_slice(ds.cat_row(r));
-            self.labels.push(ds.labels[r]);
+            self.labels.push(ds.label(r));
         }
         if ds.n_dense() == 0 {
             // A placeholder column: models without dense features ignore it.
@@ -312,13 +346,13 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
     reset_peak_rss();
     let mut t = Trainer::new(ds, model, spec, cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut order: Vec<usize> = ds.splits.train.clone().collect();
-    let n_batches = order.len().div_ceil(cfg.batch_size);
+    let mut order = EpochOrder::new(ds, cfg.shuffle);
+    let n_batches = ds.splits.train.len().div_ceil(cfg.batch_size);
     let last_step = n_batches * cfg.epochs;
     'epochs: for epoch in 0..cfg.epochs {
-        shuffle(&mut order, &mut rng);
+        order.start_epoch(&mut rng);
         let bar = progress_bar(cfg.progress, n_batches as u64, epoch);
-        for chunk in order.chunks(cfg.batch_size) {
+        while let Some(chunk) = order.next_batch(cfg.batch_size, &mut rng) {
             t.step(chunk, epoch)?;
             bar.inc(1);
             if cfg.eval_every_steps.is_some_and(|k| t.step % k == 0) && t.step < last_step {
@@ -345,6 +379,79 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
         }
     }
     t.finish()
+}
+
+/// Yields the training batches of each epoch in the order of a [`Shuffle`].
+struct EpochOrder<'a> {
+    ds: &'a Dataset,
+    shuffle: Shuffle,
+    /// Full: the permutation, kept across epochs. Blocks: the rows of the windows loaded so far,
+    /// from `pos` on not yet used.
+    rows: Vec<usize>,
+    pos: usize,
+    /// Blocks: this epoch's block order, the next block to load, and the blocks of the current
+    /// and the previous window (released two windows later).
+    blocks: Vec<std::ops::Range<usize>>,
+    next_block: usize,
+    live: [Vec<std::ops::Range<usize>>; 2],
+}
+
+impl<'a> EpochOrder<'a> {
+    fn new(ds: &'a Dataset, shuffle: Shuffle) -> Self {
+        let rows = if shuffle.is_full() { ds.splits.train.clone().collect() } else { Vec::new() };
+        EpochOrder { ds, shuffle, rows, pos: 0, blocks: vec![], next_block: 0, live: [vec![], vec![]] }
+    }
+
+    fn start_epoch(&mut self, rng: &mut ChaCha8Rng) {
+        self.pos = 0;
+        match self.shuffle {
+            Shuffle::Full => shuffle(&mut self.rows, rng),
+            Shuffle::Blocks { block_rows, .. } => {
+                let t = self.ds.splits.train.clone();
+                let mut starts: Vec<usize> = t.clone().step_by(block_rows).collect();
+                shuffle(&mut starts, rng);
+                self.blocks = starts.into_iter().map(|s| s..(s + block_rows).min(t.end)).collect();
+                self.next_block = 0;
+                self.rows.clear();
+            }
+        }
+    }
+
+    /// The next batch of at most `bs` rows; `None` at the end of the epoch.
+    fn next_batch(&mut self, bs: usize, rng: &mut ChaCha8Rng) -> Option<&[usize]> {
+        if let Shuffle::Blocks { window, .. } = self.shuffle {
+            while self.rows.len() - self.pos < bs && self.next_block < self.blocks.len() {
+                self.load_window(window, rng);
+            }
+            if self.pos == self.rows.len() {
+                for w in std::mem::take(&mut self.live) {
+                    w.into_iter().for_each(|b| self.ds.release(b));
+                }
+            }
+        }
+        let start = self.pos;
+        self.pos = (start + bs).min(self.rows.len());
+        (self.pos > start).then(|| &self.rows[start..self.pos])
+    }
+
+    /// Appends the next `window` blocks' rows, permuted, after the unused rows; gives back the
+    /// pages of the window before the previous one.
+    fn load_window(&mut self, window: usize, rng: &mut ChaCha8Rng) {
+        self.rows.drain(..self.pos);
+        self.pos = 0;
+        let carry = self.rows.len();
+        let end = (self.next_block + window).min(self.blocks.len());
+        let new: Vec<_> = self.blocks[self.next_block..end].to_vec();
+        self.next_block = end;
+        for b in &new {
+            self.rows.extend(b.clone());
+        }
+        shuffle(&mut self.rows[carry..], rng);
+        let old = std::mem::replace(&mut self.live, [Vec::new(), Vec::new()]);
+        let [older, prev] = old;
+        older.into_iter().for_each(|b| self.ds.release(b));
+        self.live = [prev, new];
+    }
 }
 
 /// The state of one training run.
@@ -483,11 +590,16 @@ impl<'a> Trainer<'a> {
     fn score(&mut self, range: std::ops::Range<usize>) -> (f64, f64) {
         let (ds, dim, t_count) = (self.ds, self.dim, self.ds.n_cat());
         let eval_net = self.net.valid();
-        let rows: Vec<usize> = range.collect();
-        let mut logits = Vec::with_capacity(rows.len());
+        let mut logits = Vec::with_capacity(range.len());
         let mut b = Batch::default();
-        for chunk in rows.chunks(self.cfg.eval_batch_size) {
-            b.fill(ds, chunk);
+        let mut chunk = Vec::with_capacity(self.cfg.eval_batch_size);
+        for start in range.clone().step_by(self.cfg.eval_batch_size) {
+            let rows = start..(start + self.cfg.eval_batch_size).min(range.end);
+            chunk.clear();
+            chunk.extend(rows.clone());
+            b.fill(ds, &chunk);
+            // Out of core: scored rows are not needed again until the next evaluation.
+            ds.release(rows);
             self.tables.forward(&b.cats, &mut b.emb);
             let n = chunk.len();
             let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, self.dense_w]), &self.base);
@@ -495,7 +607,7 @@ impl<'a> Trainer<'a> {
             let out = eval_net.forward(dense, emb);
             logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
         }
-        let labels: Vec<f32> = rows.iter().map(|&r| ds.labels[r]).collect();
+        let labels: Vec<f32> = range.map(|r| ds.label(r)).collect();
         (bce_host(&logits, &labels), auc(&logits, &labels))
     }
 

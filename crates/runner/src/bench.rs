@@ -31,7 +31,7 @@ const CASES: [(&str, &str, &str, usize, u64); 15] = [
 
 /// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark).
 pub fn case_names() -> Vec<&'static str> {
-    CASES.iter().map(|c| c.0).chain(["cluster-kaggle"]).collect()
+    CASES.iter().map(|c| c.0).chain(["cluster-kaggle", "ingest"]).collect()
 }
 
 pub struct BenchOptions {
@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub cluster_rows: usize,
     /// CQR options of the cluster step (JSON object; default `{"n_chunks": 4}`).
     pub cluster_options: Option<String>,
+    /// ingest: rows of the generated Criteo TSV file.
+    pub ingest_rows: u64,
 }
 
 fn cpu_model() -> String {
@@ -98,7 +100,55 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         };
         cluster_kaggle(o.cluster_rows, options)?;
     }
+    if wanted("ingest") {
+        ingest(o, &dlrm, &cfg)?;
+    }
     Ok(())
+}
+
+/// Raw-TSV ingest: writes `ingest_rows` lines of planted Criteo TSV to a temporary directory,
+/// preprocesses them (vocabulary pass, encode pass) into the binary column cache twice, and trains
+/// `steps` steps of hashing (cap 3,200) from the memory-mapped cache and from RAM, alternating.
+fn ingest(o: &BenchOptions, dlrm: &DlrmConfig, cfg: &TrainConfig) -> Result<()> {
+    use cqr_data::preprocess::load_tabular_into;
+    use cqr_data::{cache, PreprocessOptions, RowSink, Storage, TabularFormat, TabularSource};
+    let dir = tempfile_dir()?;
+    let tsv = dir.join("day.tsv");
+    let t0 = std::time::Instant::now();
+    let bytes = cqr_data::synthetic::write_criteo_tsv(&tsv, o.ingest_rows, 1_000_000, 1)?;
+    let mb = bytes as f64 / 1e6;
+    println!("\ningest: {} rows of Criteo TSV, {mb:.0} MB (written in {:.1} s; the file is in the page cache, so this times parsing and encoding, not the disk)", o.ingest_rows, t0.elapsed().as_secs_f64());
+    let src = TabularSource { format: TabularFormat::Criteo, train: vec![tsv.clone()], test: None };
+    let opts = PreprocessOptions::default();
+    let out = dir.join("cache.cqrds");
+    for rep in 0..2 {
+        let _ = std::fs::remove_dir_all(&out);
+        let t = std::time::Instant::now();
+        let ds = load_tabular_into(&src, &opts, RowSink::files(&out)?)?;
+        let s = t.elapsed().as_secs_f64();
+        println!("ingest run {}: {:.1} s, {:.0} MB/s of raw TSV, {:.0} rows/s ({} rows, 26 vocabularies of {} ids in all)", rep + 1, s, mb / s, ds.n_rows() as f64 / s, ds.n_rows(), ds.cardinalities.iter().sum::<usize>());
+    }
+    let spec = EmbeddingSpec { method: "hashing".into(), budget: 3200, options: serde_json::Value::Null, init_scale: 0.05 };
+    let model = ModelConfig::Dlrm(dlrm.clone());
+    let tc = TrainConfig { shuffle: cqr_models::Shuffle::Blocks { block_rows: 65_536, window: 8 }, ..cfg.clone() };
+    for rep in 0..2 {
+        for storage in [Storage::Mapped, Storage::Memory] {
+            let mut ds = cache::open(&out, storage)?;
+            // Train on the first `steps` batches' worth of rows (the rest stays unread).
+            let n = (o.batch * o.steps).min(ds.splits.train.len());
+            ds.splits.train = 0..n;
+            let sps = throughput(&model, &spec, &ds, &tc)?;
+            println!("train from {:<6} (repeat {}): {sps:.0} samples/s", format!("{storage:?}").to_lowercase(), rep + 1);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("cqr-bench-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 /// One CQR cluster step over 26 tables with the full Criteo Kaggle cardinalities (capped at 10M,

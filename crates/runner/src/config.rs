@@ -11,7 +11,7 @@ use serde_yaml::{Mapping, Value};
 use cqr_data::movielens::MovieLensLayout;
 use cqr_data::records::fnv1a64;
 use cqr_data::synthetic::{CriteoSynthConfig, GmfSynthConfig};
-use cqr_data::{BadRowPolicy, PreprocessOptions};
+use cqr_data::{BadRowPolicy, PreprocessOptions, TableConfig};
 use cqr_methods::least_squares::LeastSquaresConfig;
 use cqr_models::{DlrmConfig, ModelConfig, TrainConfig};
 
@@ -25,12 +25,38 @@ pub enum DatasetConfig {
     Avazu(TabularFileConfig),
     Movielens(MovieLensConfig),
     LeastSquares(LeastSquaresConfig),
+    /// Any CSV/TSV/Parquet/libsvm/libfm table (see `cqr_data::table`).
+    Table(TableConfig),
+}
+
+/// One path, or a list read in order (Criteo Terabyte: the training day files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PathList {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl PathList {
+    pub fn to_vec(&self) -> Vec<PathBuf> {
+        match self {
+            PathList::One(p) => vec![p.clone()],
+            PathList::Many(v) => v.clone(),
+        }
+    }
+    /// The first file (it names the dataset).
+    pub fn first(&self) -> Option<&PathBuf> {
+        match self {
+            PathList::One(p) => Some(p),
+            PathList::Many(v) => v.first(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TabularFileConfig {
-    pub path: PathBuf,
+    pub path: PathList,
     /// A separate test file (e.g. a later day); the train file then gives train + validation.
     #[serde(default)]
     pub test_path: Option<PathBuf>,
@@ -145,7 +171,7 @@ pub struct Experiment {
 
 const TOP_KEYS: &[&str] = &["name", "description", "dataset", "model", "training", "methods", "budgets", "budgets_per_dim", "seeds"];
 /// Paths whose value is a list by nature (a list of lists there is a grid axis).
-const LIST_VALUED: &[&str] = &["model.bottom", "model.top"];
+const LIST_VALUED: &[&str] = &["model.bottom", "model.top", "dataset.path", "dataset.categorical", "dataset.numeric"];
 
 /// Line of each key path in block-style YAML (`a.b`, `methods[1].options.k`), 1-based.
 pub fn line_index(text: &str) -> HashMap<String, usize> {

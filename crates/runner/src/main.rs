@@ -68,7 +68,7 @@ enum Cmd {
         steps: usize,
         /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m,
         /// hashing-1m, gmf-ml1m, bloom-1m, hashednets-1m, robe-1m, hash_embedding-1m,
-        /// lowdim-1m, ttrec-1m, dhe-1m, cluster-kaggle.
+        /// lowdim-1m, ttrec-1m, dhe-1m, cluster-kaggle, ingest.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backend of the MLPs (wgpu needs a build with `--features wgpu`).
@@ -80,6 +80,9 @@ enum Cmd {
         /// cluster-kaggle: CQR options as JSON (default `{"n_chunks": 4}`).
         #[arg(long)]
         cluster_options: Option<String>,
+        /// ingest: rows of the generated Criteo TSV (about 290 bytes a row).
+        #[arg(long, default_value_t = 1_000_000)]
+        ingest_rows: u64,
     },
 }
 
@@ -93,6 +96,18 @@ enum DataCmd {
         /// Skip (and count) malformed rows instead of stopping at the first.
         #[arg(long)]
         skip_bad_rows: bool,
+    },
+    /// Write planted Criteo-format TSV (label, 13 integers, 26 hex values): for out-of-core tests
+    /// and ingest benchmarks at any size.
+    SynthTsv {
+        out: PathBuf,
+        #[arg(long)]
+        rows: u64,
+        /// Distinct values per categorical column (Zipf-distributed).
+        #[arg(long, default_value_t = 1_000_000)]
+        vocab: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -184,6 +199,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Data { cmd: DataCmd::SynthTsv { out, rows, vocab, seed } } => {
+            let bytes = cqr_data::synthetic::write_criteo_tsv(&out, rows, vocab, seed)?;
+            println!("{}: {rows} rows, {bytes} bytes", out.display());
+        }
         Cmd::Sweep { file, jobs, shard, results, max_cells, dry_run, verify, verify_seed } => {
             let file = file.unwrap_or_else(|| PathBuf::from("experiments/quick.yaml"));
             let exp = load_experiment(&file)?;
@@ -236,8 +255,8 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&results)?;
             println!("{}", write_report(&results)?.display())
         }
-        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows, cluster_options } => {
-            bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows, cluster_options })?
+        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows, cluster_options, ingest_rows } => {
+            bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows, cluster_options, ingest_rows })?
         }
     }
     Ok(())

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use cqr_data::movielens::load_movielens;
 use cqr_data::preprocess::file_identity;
 use cqr_data::synthetic::{generate_criteo, generate_gmf};
-use cqr_data::{load_cached, load_tabular, Dataset, TabularFormat, TabularSource};
+use cqr_data::preprocess::load_tabular_into;
+use cqr_data::{load_cached, load_table, Dataset, Storage, TabularFormat, TabularSource};
 use cqr_methods::least_squares::LeastSquaresTrace;
 use cqr_models::{train, EmbeddingSpec, RunResult, TrainConfig};
 
@@ -69,32 +70,44 @@ pub fn load_records(results: &Path) -> Result<Vec<CellRecord>> {
     Ok(out)
 }
 
-/// Loads (or generates) the dataset of a cell through the on-disk cache.
-pub fn load_dataset(cfg: &DatasetConfig, cache: &Path) -> Result<Dataset> {
+/// Loads (or generates) the dataset of a cell through the on-disk cache, held as `storage` says.
+pub fn load_dataset(cfg: &DatasetConfig, cache: &Path, storage: Storage) -> Result<Dataset> {
     let key = |extra: Vec<String>| -> Vec<String> {
         let mut k = vec![serde_json::to_string(cfg).expect("config serialises")];
         k.extend(extra);
         k
     };
+    let ids = |paths: &[&PathBuf]| paths.iter().map(|p| file_identity(p)).collect::<Result<Vec<_>, _>>();
     let (ds, _) = match cfg {
-        DatasetConfig::SyntheticCriteo(c) => load_cached(Some(cache), &key(vec![]), || generate_criteo(c))?,
-        DatasetConfig::SyntheticGmf(c) => load_cached(Some(cache), &key(vec![]), || generate_gmf(c))?,
+        DatasetConfig::SyntheticCriteo(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_criteo(c)?))?,
+        DatasetConfig::SyntheticGmf(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_gmf(c)?))?,
         DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => {
             let format = if matches!(cfg, DatasetConfig::Criteo(_)) { TabularFormat::Criteo } else { TabularFormat::Avazu };
-            let mut ids = vec![file_identity(&f.path)?];
-            if let Some(t) = &f.test_path {
-                ids.push(file_identity(t)?);
-            }
-            let src = TabularSource { format, train: f.path.clone(), test: f.test_path.clone() };
-            load_cached(Some(cache), &key(ids), || load_tabular(&src, &f.preprocess))?
+            let train = f.path.to_vec();
+            let all: Vec<&PathBuf> = train.iter().chain(f.test_path.as_ref()).collect();
+            let src = TabularSource { format, train: train.clone(), test: f.test_path.clone() };
+            load_cached(Some(cache), &key(ids(&all)?), storage, |s| load_tabular_into(&src, &f.preprocess, s))?
         }
         DatasetConfig::Movielens(m) => {
-            let ids = vec![file_identity(&m.path)?];
-            load_cached(Some(cache), &key(ids), || load_movielens(&m.path, m.layout, m.bad_rows).map(|(d, _)| d))?
+            load_cached(Some(cache), &key(ids(&[&m.path])?), storage, |s| s.absorb(load_movielens(&m.path, m.layout, m.bad_rows)?.0))?
+        }
+        DatasetConfig::Table(t) => {
+            let all: Vec<&PathBuf> = [Some(&t.path), t.val_path.as_ref(), t.test_path.as_ref()].into_iter().flatten().collect();
+            load_cached(Some(cache), &key(ids(&all)?), storage, |s| load_table(t, s))?
         }
         DatasetConfig::LeastSquares(_) => return Err(anyhow!("least squares cells have no dataset")),
     };
     Ok(ds)
+}
+
+/// Out-of-core training (`shuffle: blocks`) memory-maps the cached arrays; otherwise they are read
+/// into memory. Results do not depend on it: the row order is the shuffle's, not the storage's.
+pub fn storage_for(training: &TrainConfig) -> Storage {
+    if training.shuffle.is_full() {
+        Storage::Memory
+    } else {
+        Storage::Mapped
+    }
 }
 
 /// Runs one cell (no I/O of results).
@@ -107,7 +120,7 @@ pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord>
             ("least-squares".to_string(), CellOutput::LeastSquares(cfg.run()?))
         }
         other => {
-            let ds = load_dataset(other, cache)?;
+            let ds = load_dataset(other, cache, storage_for(&c.training))?;
             // Label: the file name, plus the test file's when there is one (two cells on the same
             // train file but different test files must not be averaged together).
             let label = match other {

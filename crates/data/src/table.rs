@@ -1,0 +1,596 @@
+//! Any tabular dataset: CSV, TSV and Parquet files read with polars, and libsvm/libfm text files,
+//! preprocessed the way Criteo is (vocabulary with `min_freq` and OOV, or modulo; `log1p` or raw
+//! numerics; the same bad-row policy).
+//!
+//! Columns are named (files with a header, Parquet) or given by 0-based index (headerless files).
+//! Categorical values of any type are keyed by the FNV-1a hash of their text; an empty or null
+//! value is a value of its own ("missing"), as in Criteo. Numeric values parse as f64; missing is 0.
+//! The label must be 0/1 (also `-1`/`+1`, `true`/`false`; -1 is the negative class).
+//!
+//! libsvm/libfm lines are `label index:value ...` (plain: the k-th pair of a line belongs to field
+//! k, as in the NFM/AFM benchmark files such as Frappe and MovieLens-tag, so every line has the same
+//! number of pairs) or `label field:index:value ...` (field-aware, libffm style: the field is
+//! given; a field absent from a line is missing). Every field is one-hot categorical keyed by its
+//! feature index; a value other than 1 is an error rather than silently dropped.
+//!
+//! Splits: `val_path` and `test_path` given: three files; only `test_path`: the train file gives
+//! train and validation in the ratio of the split fractions; neither: the split fractions of one
+//! file, in order. Tables are read into memory before encoding (one pass of polars), then encoded
+//! into a [`RowSink`] like the streamed formats.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{CsvParseOptions, CsvReadOptions, DataType, ParquetReader, SerReader};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::RowSink;
+use crate::dataset::{Dataset, Splits};
+use crate::error::{DataError, Result};
+use crate::preprocess::{CategoricalEncoding, PreprocessOptions, SplitSpec, Vocabulary};
+use crate::records::{fnv1a64, MISSING_KEY};
+use crate::skip::{BadRowPolicy, SkipReport};
+
+/// File formats of [`TableConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    Csv,
+    Tsv,
+    Parquet,
+    Libsvm,
+    Libfm,
+}
+
+/// A column by header name or by 0-based position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnRef {
+    Index(usize),
+    Name(String),
+}
+
+/// Numeric feature transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumericTransform {
+    /// DLRM's: negative -> 0, then ln(1 + x).
+    #[default]
+    Log1p,
+    /// The value as written.
+    None,
+}
+
+/// `dataset: { kind: table, ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub path: PathBuf,
+    pub format: TableFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_path: Option<PathBuf>,
+    /// CSV/TSV: whether the first line names the columns (default true).
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// The label column (CSV/TSV/Parquet; libsvm/libfm lines start with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<ColumnRef>,
+    #[serde(default)]
+    pub categorical: Vec<ColumnRef>,
+    #[serde(default)]
+    pub numeric: Vec<ColumnRef>,
+    #[serde(default)]
+    pub numeric_transform: NumericTransform,
+    #[serde(default)]
+    pub preprocess: PreprocessOptions,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The raw rows of one file: labels, numeric values and categorical keys, with line numbers.
+#[derive(Default)]
+struct Raw {
+    labels: Vec<u8>,
+    num: Vec<f64>,
+    keys: Vec<u64>,
+}
+
+impl Raw {
+    fn rows(&self) -> usize {
+        self.labels.len()
+    }
+}
+
+impl TableConfig {
+    fn files(&self) -> Vec<&Path> {
+        [Some(&self.path), self.val_path.as_ref(), self.test_path.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        let svm = matches!(self.format, TableFormat::Libsvm | TableFormat::Libfm);
+        if svm && (self.label.is_some() || !self.categorical.is_empty() || !self.numeric.is_empty()) {
+            return Err(DataError::Options("libsvm/libfm files name no columns: drop label, categorical and numeric".into()));
+        }
+        if !svm && self.label.is_none() {
+            return Err(DataError::Options("a table needs `label:` (a column name or 0-based index)".into()));
+        }
+        if !svm && self.categorical.is_empty() && self.numeric.is_empty() {
+            return Err(DataError::Options("a table needs at least one `categorical` or `numeric` column".into()));
+        }
+        if self.val_path.is_some() && self.test_path.is_none() {
+            return Err(DataError::Options("val_path needs test_path too".into()));
+        }
+        if self.format == TableFormat::Parquet && self.preprocess.max_rows.is_some() {
+            return Err(DataError::Options("max_rows applies to text formats only".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Loads and preprocesses a table dataset into `sink`.
+pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
+    cfg.check()?;
+    let mut skipped = SkipReport::default();
+    let mut parts = Vec::new();
+    let mut names: Option<Names> = None;
+    for path in cfg.files() {
+        let (raw, n) = match cfg.format {
+            TableFormat::Libsvm | TableFormat::Libfm => read_svm(path, &cfg.preprocess, &mut skipped)?,
+            _ => read_frame(cfg, path, &mut skipped)?,
+        };
+        // Every file of one dataset has the same columns (libsvm: the same number of fields;
+        // field-aware files are padded to the widest, as a file may lack the last fields).
+        let (raw, n) = match (&names, cfg.format) {
+            (Some((_, prev)), TableFormat::Libsvm | TableFormat::Libfm) if prev.len() != n.1.len() => widen(raw, n.1.len(), prev.len(), &mut parts, &mut names),
+            _ => (raw, n),
+        };
+        match &names {
+            None => names = Some(n),
+            Some(prev) if *prev != n => {
+                return Err(DataError::Empty { path: path.into(), reason: format!("its columns {:?} differ from the train file's {:?}", n.1, prev.1) });
+            }
+            _ => {}
+        }
+        parts.push(raw);
+    }
+    let (dense_names, cat_names) = names.expect("at least the train file");
+    let n_cat = cat_names.len();
+    let (train_rows, splits) = table_splits(cfg, &parts)?;
+    // Vocabulary over the training rows only.
+    let encoding = &cfg.preprocess.encoding;
+    let vocab = match encoding {
+        CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
+            let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); n_cat];
+            for r in 0..train_rows {
+                for (c, &k) in parts[0].keys[r * n_cat..(r + 1) * n_cat].iter().enumerate() {
+                    *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;
+                }
+            }
+            Some(Vocabulary::from_counts(counts, *min_freq))
+        }
+        CategoricalEncoding::Modulo { range } => {
+            if *range == 0 || *range > u32::MAX as u64 {
+                return Err(DataError::Options(format!("modulo range must be in 1..=2^32-1, got {range}")));
+            }
+            None
+        }
+    };
+    let cardinalities = (0..n_cat).map(|c| vocab.as_ref().map_or_else(|| modulo(encoding) as usize, |v| v.cardinality(c))).collect();
+    let name = cfg.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut ds = crate::cache::header(name, dense_names.clone(), cat_names, cardinalities);
+    let (mut dense, mut ids) = (Vec::new(), Vec::new());
+    let mut sink = sink;
+    for part in &parts {
+        let nd = dense_names.len();
+        for r in 0..part.rows() {
+            dense.clear();
+            dense.extend(part.num[r * nd..(r + 1) * nd].iter().map(|&x| transform(x, cfg.numeric_transform)));
+            ids.clear();
+            ids.extend(part.keys[r * n_cat..(r + 1) * n_cat].iter().enumerate().map(|(c, &k)| match (&vocab, encoding) {
+                (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => v.encode(c, reduce(k, *hash_range)),
+                _ => (k % modulo(encoding)) as u32,
+            }));
+            sink.push(part.labels[r], &dense, &ids)?;
+        }
+    }
+    debug_assert_eq!(sink.rows(), parts.iter().map(Raw::rows).sum::<usize>());
+    ds.splits = splits;
+    ds.skipped = skipped;
+    if ds.splits.train.is_empty() {
+        return Err(DataError::Empty { path: cfg.path.clone(), reason: "no training rows after parsing and splitting".into() });
+    }
+    sink.finish(ds)
+}
+
+/// Pads libsvm rows of width `w` and the earlier parts (width `prev`) to the larger width.
+fn widen(mut raw: Raw, w: usize, prev: usize, parts: &mut [Raw], names: &mut Option<Names>) -> (Raw, Names) {
+    let to = w.max(prev);
+    let pad = |r: &mut Raw, from: usize| {
+        if from < to {
+            let rows = r.rows();
+            let mut keys = Vec::with_capacity(rows * to);
+            for i in 0..rows {
+                keys.extend_from_slice(&r.keys[i * from..(i + 1) * from]);
+                keys.resize((i + 1) * to, MISSING_KEY);
+            }
+            r.keys = keys;
+        }
+    };
+    pad(&mut raw, w);
+    for p in parts.iter_mut() {
+        pad(p, prev);
+    }
+    let n: Names = (vec![], (0..to).map(|f| format!("field{f}")).collect());
+    *names = Some(n.clone());
+    (raw, n)
+}
+
+fn modulo(e: &CategoricalEncoding) -> u64 {
+    match e {
+        CategoricalEncoding::Modulo { range } => *range,
+        _ => u64::MAX,
+    }
+}
+
+fn reduce(key: u64, range: Option<u64>) -> u64 {
+    match range {
+        Some(r) if key != MISSING_KEY => key % r,
+        _ => key,
+    }
+}
+
+fn transform(x: f64, t: NumericTransform) -> f32 {
+    match t {
+        NumericTransform::None => x as f32,
+        NumericTransform::Log1p => x.max(0.0).ln_1p() as f32,
+    }
+}
+
+/// Row ranges of the splits (rows are stored file after file) and the train row count.
+fn table_splits(cfg: &TableConfig, parts: &[Raw]) -> Result<(usize, Splits)> {
+    let n0 = parts[0].rows();
+    let (train, val) = match cfg.preprocess.split {
+        SplitSpec::Fractions { train, val, .. } => (train, val),
+        SplitSpec::Kaggle => (6.0, 0.5),
+        SplitSpec::Terabyte => return Err(DataError::Options("split: terabyte is for Criteo day files".into())),
+    };
+    Ok(match parts.len() {
+        3 => (n0, Splits { train: 0..n0, val: n0..n0 + parts[1].rows(), test: n0 + parts[1].rows()..n0 + parts[1].rows() + parts[2].rows() }),
+        2 => {
+            let a = ((train / (train + val).max(f64::MIN_POSITIVE)) * n0 as f64).round() as usize;
+            (a, Splits { train: 0..a, val: a..n0, test: n0..n0 + parts[1].rows() })
+        }
+        _ => {
+            let (a, b, val_first) = cfg.preprocess.split.boundaries(n0 as u64)?;
+            let (a, b) = (a as usize, b as usize);
+            let s = if val_first { Splits { train: 0..a, val: a..b, test: b..n0 } } else { Splits { train: 0..a, test: a..b, val: b..n0 } };
+            (a, s)
+        }
+    })
+}
+
+type Names = (Vec<String>, Vec<String>);
+
+/// Reads one CSV/TSV/Parquet file with polars; returns its rows and the (numeric, categorical)
+/// column names.
+fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
+    let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let text = cfg.format != TableFormat::Parquet;
+    let df = if text {
+        let sep = if cfg.format == TableFormat::Tsv { b'\t' } else { b',' };
+        // Every column as text: values are parsed below, where a bad one can be named.
+        let opts = CsvReadOptions::default()
+            .with_has_header(cfg.header)
+            .with_infer_schema_length(Some(0))
+            .with_n_rows(cfg.preprocess.max_rows.map(|m| m as usize))
+            .with_parse_options(CsvParseOptions::default().with_separator(sep));
+        drop(file);
+        match opts.try_into_reader_with_file_path(Some(path.into())).and_then(|r| r.finish()) {
+            Ok(df) => df,
+            // polars names no line: find it with a plain field count.
+            Err(e) => return Err(ragged_line(path, sep, cfg.header).unwrap_or_else(|| polars_err(e))),
+        }
+    } else {
+        ParquetReader::new(file).finish().map_err(polars_err)?
+    };
+    let cols: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let resolve = |c: &ColumnRef, role: &str| -> Result<String> {
+        match c {
+            ColumnRef::Name(n) if cols.contains(n) => Ok(n.clone()),
+            ColumnRef::Index(i) if *i < cols.len() => Ok(cols[*i].clone()),
+            _ => Err(DataError::Options(format!("{}: {role} column {c:?} not found (columns: {})", path.display(), cols.join(", ")))),
+        }
+    };
+    let label = resolve(cfg.label.as_ref().expect("checked"), "label")?;
+    let numeric = cfg.numeric.iter().map(|c| resolve(c, "numeric")).collect::<Result<Vec<_>>>()?;
+    let categorical = cfg.categorical.iter().map(|c| resolve(c, "categorical")).collect::<Result<Vec<_>>>()?;
+    let strings = |name: &str| -> Result<Vec<Option<String>>> {
+        let s = df.column(name).and_then(|c| c.cast(&DataType::String)).map_err(polars_err)?;
+        let ca = s.str().map_err(polars_err)?;
+        Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let label_v = strings(&label)?;
+    let num_v = numeric.iter().map(|n| strings(n)).collect::<Result<Vec<_>>>()?;
+    let cat_v = categorical.iter().map(|n| strings(n)).collect::<Result<Vec<_>>>()?;
+    // The line of row r: after the header; Parquet has no lines, so row numbers (1-based) instead.
+    let line = |r: usize| (r + 1 + (text && cfg.header) as usize) as u64;
+    let mut raw = Raw::default();
+    let (mut num, mut keys) = (Vec::new(), Vec::new());
+    for r in 0..df.height() {
+        num.clear();
+        keys.clear();
+        let parsed = (|| -> std::result::Result<u8, (String, String)> {
+            let y = parse_label(label_v[r].as_deref()).map_err(|e| (label.clone(), e))?;
+            for (j, col) in num_v.iter().enumerate() {
+                num.push(match col[r].as_deref().map(str::trim) {
+                    None | Some("") => 0.0,
+                    Some(s) => s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| (numeric[j].clone(), format!("not a finite number: {s:?}")))?,
+                });
+            }
+            keys.extend(cat_v.iter().map(|col| match col[r].as_deref() {
+                None | Some("") => MISSING_KEY,
+                Some(s) => fnv1a64(s.as_bytes()),
+            }));
+            Ok(y)
+        })();
+        match parsed {
+            Ok(y) => {
+                raw.labels.push(y);
+                raw.num.extend_from_slice(&num);
+                raw.keys.extend_from_slice(&keys);
+            }
+            Err((field, reason)) => bad_row(cfg.preprocess.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line(r), field, reason })?,
+        }
+    }
+    Ok((raw, (numeric, categorical)))
+}
+
+fn parse_label(v: Option<&str>) -> std::result::Result<u8, String> {
+    match v.map(str::trim) {
+        Some("1" | "+1" | "1.0" | "true" | "True") => Ok(1),
+        Some("0" | "-1" | "0.0" | "-1.0" | "false" | "False") => Ok(0),
+        Some(s) => Err(format!("label must be 0/1 (or -1/+1, true/false), found {s:?}")),
+        None => Err("label is missing".into()),
+    }
+}
+
+fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Result<()> {
+    match (policy, &err) {
+        (BadRowPolicy::Skip, DataError::BadRow { line, .. }) => {
+            skipped.record(*line, &err.to_string());
+            Ok(())
+        }
+        _ => Err(err),
+    }
+}
+
+/// The first line whose field count differs from the first line's, as an error.
+fn ragged_line(path: &Path, sep: u8, _header: bool) -> Option<DataError> {
+    let rd = BufReader::new(File::open(path).ok()?);
+    let mut want = None;
+    for (i, line) in rd.split(b'\n').enumerate() {
+        let line = line.ok()?;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let n = line.iter().filter(|&&b| b == sep).count() + 1;
+        match want {
+            None => want = Some(n),
+            Some(w) if w != n => {
+                return Some(DataError::BadRow { path: path.into(), line: i as u64 + 1, field: "(row)".into(), reason: format!("expected {w} fields (as on line 1), found {n}") })
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads a libsvm/libfm file (plain or field-aware); returns its rows and the field names.
+fn read_svm(path: &Path, opts: &PreprocessOptions, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut rows: Vec<(u64, u8, Vec<(usize, u64)>)> = Vec::new();
+    let mut n_fields = 0usize;
+    let mut plain_width: Option<(usize, u64)> = None;
+    let limit = opts.max_rows.unwrap_or(u64::MAX);
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line_no = i as u64 + 1;
+        if line_no > limit {
+            break;
+        }
+        let bytes = line.map_err(|e| DataError::io(path, e))?;
+        let parsed = std::str::from_utf8(&bytes).map_err(|_| ("(row)".to_string(), "line is not valid UTF-8".to_string())).and_then(|l| parse_svm_line(l.trim_end_matches('\r')));
+        let parsed = parsed.and_then(|(y, feats, aware)| {
+            if !aware {
+                match plain_width {
+                    None => plain_width = Some((feats.len(), line_no)),
+                    Some((w, at)) if w != feats.len() => return Err(("(row)".into(), format!("{} index:value pairs, but line {at} has {w} (plain libsvm/libfm: the k-th pair is field k)", feats.len()))),
+                    _ => {}
+                }
+            }
+            Ok((y, feats))
+        });
+        match parsed {
+            Ok((y, feats)) => {
+                n_fields = n_fields.max(feats.iter().map(|f| f.0 + 1).max().unwrap_or(0));
+                rows.push((line_no, y, feats));
+            }
+            Err((field, reason)) => bad_row(opts.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line_no, field, reason })?,
+        }
+    }
+    let mut raw = Raw::default();
+    for (_, y, feats) in rows {
+        let start = raw.keys.len();
+        raw.keys.resize(start + n_fields, MISSING_KEY);
+        for (f, idx) in feats {
+            raw.keys[start + f] = idx;
+        }
+        raw.labels.push(y);
+    }
+    Ok((raw, (vec![], (0..n_fields).map(|f| format!("field{f}")).collect())))
+}
+
+/// `label idx:val ...` (plain: field = position) or `label field:idx:val ...` (field-aware).
+/// Returns the label, the (field, feature index) pairs and whether the line is field-aware.
+fn parse_svm_line(line: &str) -> std::result::Result<(u8, Vec<(usize, u64)>, bool), (String, String)> {
+    let mut toks = line.split_ascii_whitespace();
+    let y = parse_label(toks.next()).map_err(|e| ("label".to_string(), e))?;
+    let mut feats = Vec::new();
+    let mut aware = false;
+    for (k, t) in toks.enumerate() {
+        let field_name = format!("pair {}", k + 1);
+        let parts: Vec<&str> = t.split(':').collect();
+        let (field, idx, val) = match parts[..] {
+            [i, v] => (k, i, v),
+            [f, i, v] => {
+                aware = true;
+                (f.parse::<usize>().map_err(|_| (field_name.clone(), format!("field is not a non-negative integer: {f:?}")))?, i, v)
+            }
+            _ => return Err((field_name, format!("expected index:value or field:index:value, found {t:?}"))),
+        };
+        if field >= 10_000 {
+            return Err((field_name, format!("field {field} is implausibly large (at most 9999 fields)")));
+        }
+        let idx: u64 = idx.parse().map_err(|_| (field_name.clone(), format!("index is not a non-negative integer: {idx:?}")))?;
+        match val.parse::<f64>() {
+            Ok(v) if v == 1.0 => {}
+            _ => return Err((field_name, format!("value {val:?}: only one-hot (value 1) features are supported; other values would be dropped"))),
+        }
+        feats.push((field, idx));
+    }
+    if aware && feats.len() != feats.iter().map(|f| f.0).collect::<std::collections::BTreeSet<_>>().len() {
+        return Err(("(row)".into(), "a field appears twice on the line".into()));
+    }
+    Ok((y, feats, aware))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::{Column as PlColumn, DataFrame, ParquetWriter};
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn csv_text(sep: &str, rows: usize) -> String {
+        let mut s = format!("y{sep}age{sep}city{sep}device\n");
+        for i in 0..rows {
+            s.push_str(&format!("{}{sep}{}{sep}c{}{sep}{}\n", (i % 3 == 0) as u8, i % 50, i % 7, if i % 5 == 0 { "" } else { "phone" }));
+        }
+        s
+    }
+
+    fn table(path: PathBuf, format: TableFormat) -> TableConfig {
+        TableConfig {
+            path,
+            format,
+            val_path: None,
+            test_path: None,
+            header: true,
+            label: Some(ColumnRef::Name("y".into())),
+            categorical: vec![ColumnRef::Name("city".into()), ColumnRef::Index(3)],
+            numeric: vec![ColumnRef::Name("age".into())],
+            numeric_transform: NumericTransform::Log1p,
+            preprocess: PreprocessOptions::default(),
+        }
+    }
+
+    #[test]
+    fn csv_tsv_and_parquet_give_the_same_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = load_table(&table(write(dir.path(), "a.csv", &csv_text(",", 100)), TableFormat::Csv), RowSink::memory()).unwrap();
+        let tsv = load_table(&table(write(dir.path(), "a.tsv", &csv_text("\t", 100)), TableFormat::Tsv), RowSink::memory()).unwrap();
+        assert_eq!((csv.n_rows(), csv.n_dense(), csv.n_cat()), (100, 1, 2));
+        assert_eq!(csv.cat_names, vec!["city", "device"]);
+        assert_eq!(csv.cardinalities, vec![8, 3], "7 cities + OOV; phone, missing + OOV");
+        assert_eq!((csv.splits.train.len(), csv.splits.val.len(), csv.splits.test.len()), (80, 10, 10));
+        assert!((csv.dense_row(1)[0] - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(csv.labels[..3], [1, 0, 0]);
+        assert_eq!((&csv.cats[..], &csv.dense[..], &csv.labels[..]), (&tsv.cats[..], &tsv.dense[..], &tsv.labels[..]));
+        // The same table as Parquet, with typed columns.
+        let n = 100;
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                PlColumn::new("y".into(), (0..n).map(|i| (i % 3 == 0) as i64).collect::<Vec<_>>()),
+                PlColumn::new("age".into(), (0..n).map(|i| (i % 50) as f64).collect::<Vec<_>>()),
+                PlColumn::new("city".into(), (0..n).map(|i| format!("c{}", i % 7)).collect::<Vec<_>>()),
+                PlColumn::new("device".into(), (0..n).map(|i| if i % 5 == 0 { None } else { Some("phone") }).collect::<Vec<_>>()),
+            ],
+        )
+        .unwrap();
+        let pq = dir.path().join("a.parquet");
+        ParquetWriter::new(File::create(&pq).unwrap()).finish(&mut df).unwrap();
+        let p = load_table(&table(pq, TableFormat::Parquet), RowSink::memory()).unwrap();
+        assert_eq!((&p.cats[..], &p.dense[..], &p.labels[..]), (&csv.cats[..], &csv.dense[..], &csv.labels[..]));
+    }
+
+    #[test]
+    fn headerless_files_take_indices_and_separate_files_give_splits() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = |n: usize| csv_text(",", n).lines().skip(1).map(|l| format!("{l}\n")).collect::<String>();
+        let mut cfg = table(write(dir.path(), "tr.csv", &body(60)), TableFormat::Csv);
+        cfg.header = false;
+        cfg.label = Some(ColumnRef::Index(0));
+        cfg.categorical = vec![ColumnRef::Index(2), ColumnRef::Index(3)];
+        cfg.numeric = vec![ColumnRef::Index(1)];
+        cfg.val_path = Some(write(dir.path(), "va.csv", &body(10)));
+        cfg.test_path = Some(write(dir.path(), "te.csv", &body(20)));
+        let ds = load_table(&cfg, RowSink::memory()).unwrap();
+        assert_eq!(ds.splits, Splits { train: 0..60, val: 60..70, test: 70..90 });
+        ds.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = csv_text(",", 20);
+        text = text.replacen("\n1,6,", "\n1,six,", 1);
+        let p = write(dir.path(), "bad.csv", &text);
+        let err = load_table(&table(p.clone(), TableFormat::Csv), RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains("bad.csv:8:") && err.contains("`age`") && err.contains("six"), "{err}");
+        let mut cfg = table(p, TableFormat::Csv);
+        cfg.preprocess.bad_rows = BadRowPolicy::Skip;
+        let ds = load_table(&cfg, RowSink::memory()).unwrap();
+        assert_eq!((ds.n_rows(), ds.skipped.skipped, ds.skipped.first_lines.clone()), (19, 1, vec![8]));
+        // A ragged line: polars fails, the error still names the line.
+        let p = write(dir.path(), "ragged.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2,phone,extra\n", 1));
+        let err = load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains("ragged.csv:4:") && err.contains("expected 4 fields"), "{err}");
+        let err = load_table(&TableConfig { label: Some(ColumnRef::Name("nope".into())), ..table(write(dir.path(), "x.csv", &csv_text(",", 5)), TableFormat::Csv) }, RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains("label column") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn libsvm_plain_and_field_aware() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plain = String::new();
+        let mut aware = String::new();
+        for i in 0..50 {
+            let y = if i % 4 == 0 { "1" } else { "-1" };
+            plain.push_str(&format!("{y} {}:1 {}:1 {}:1\n", i % 5, 100 + i % 9, 200 + i % 2));
+            let third = if i % 10 == 0 { String::new() } else { format!(" 2:{}:1", 200 + i % 2) };
+            aware.push_str(&format!("{y} 0:{}:1 1:{}:1{third}\n", i % 5, 100 + i % 9));
+        }
+        let cfg = |p: PathBuf| TableConfig { label: None, categorical: vec![], numeric: vec![], ..table(p, TableFormat::Libsvm) };
+        let a = load_table(&cfg(write(dir.path(), "p.libfm", &plain)), RowSink::memory()).unwrap();
+        assert_eq!((a.n_cat(), a.n_dense(), a.n_rows()), (3, 0, 50));
+        assert_eq!(a.labels[..4], [1, 0, 0, 0]);
+        let b = load_table(&cfg(write(dir.path(), "f.libffm", &aware)), RowSink::memory()).unwrap();
+        assert_eq!(b.n_cat(), 3);
+        assert_eq!(b.cat_row(1)[..2], a.cat_row(1)[..2]);
+        // Row 0 has no field 2: it is the column's "missing" value, not field 2's value of row 1.
+        assert_ne!(b.cat_row(0)[2], b.cat_row(1)[2]);
+        let err = load_table(&cfg(write(dir.path(), "bad.libfm", "1 3:1 4:1\n0 3:1\n")), RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains("bad.libfm:2:") && err.contains("1 index:value pairs"), "{err}");
+        let err = load_table(&cfg(write(dir.path(), "v.libfm", "1 3:1 4:0.5\n")), RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains(":1:") && err.contains("`pair 2`") && err.contains("one-hot"), "{err}");
+    }
+}
