@@ -199,8 +199,8 @@ impl RowSink {
             SinkOut::Files { dir, dense: d, cats: c, labels: l } => {
                 let dir: &Path = dir;
                 let io = |name: &'static str| move |e| DataError::io(dir.join(name), e);
-                write_values(d, dense, f32::to_le_bytes).map_err(io(DENSE))?;
-                write_values(c, cats, u32::to_le_bytes).map_err(io(CATS))?;
+                d.write_all(le_bytes(dense)).map_err(io(DENSE))?;
+                c.write_all(le_bytes(cats)).map_err(io(CATS))?;
                 l.write_all(&[label]).map_err(io(LABELS))
             }
         }
@@ -241,11 +241,10 @@ impl RowSink {
     }
 }
 
-fn write_values<T: Copy, const N: usize>(w: &mut BufWriter<File>, vals: &[T], le: fn(T) -> [u8; N]) -> std::io::Result<()> {
-    for &v in vals {
-        w.write_all(&le(v))?;
-    }
-    Ok(())
+/// The little-endian bytes of plain values (the crate builds for little-endian targets only).
+fn le_bytes<T: crate::column::Plain>(vals: &[T]) -> &[u8] {
+    // SAFETY: Plain types have no padding and every byte of them is initialised.
+    unsafe { std::slice::from_raw_parts(vals.as_ptr().cast::<u8>(), std::mem::size_of_val(vals)) }
 }
 
 /// An empty dataset header (no rows yet) with the given schema; the loaders fill in the rest.
@@ -301,7 +300,7 @@ mod tests {
     #[test]
     fn an_id_out_of_range_is_not_trusted_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = GmfSynthConfig { rows: 50, users: 4, items: 4, ..Default::default() };
+        let cfg = GmfSynthConfig { rows: 200, users: 10, items: 10, ..Default::default() };
         let p = dir.path().join("x.cqrds");
         write(&p, &generate_gmf(&cfg).unwrap()).unwrap();
         let mut bytes = fs::read(p.join(CATS)).unwrap();

@@ -115,10 +115,13 @@ impl Dataset {
             return Err("one cardinality per categorical column expected".into());
         }
         let s = &self.splits;
-        // Either three disjoint splits, or (MovieLens) one held-out set serving as val and test.
-        let covered = if s.val == s.test { s.train.len() + s.val.len() } else { s.train.len() + s.val.len() + s.test.len() };
-        if covered != n || s.train.end > n || s.val.end > n || s.test.end > n {
-            return Err("splits do not cover every row once".into());
+        // Splits lie within the rows and do not overlap, except that (MovieLens) one held-out set
+        // may serve as both validation and test. Rows outside every split are allowed (a run on a
+        // prefix of a large dataset).
+        let inside = [&s.train, &s.val, &s.test].iter().all(|r| r.start <= r.end && r.end <= n);
+        let apart = |a: &Range<usize>, b: &Range<usize>| a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start;
+        if !inside || !apart(&s.train, &s.val) || !apart(&s.train, &s.test) || (s.val != s.test && !apart(&s.val, &s.test)) {
+            return Err(format!("splits {s:?} are not disjoint ranges within the {n} rows"));
         }
         Ok(())
     }

@@ -126,16 +126,39 @@ pub fn log_transform(v: Option<i64>) -> f32 {
     }
 }
 
+/// Hasher for categorical keys, which are already well-mixed (Criteo's 32-bit hashes, FNV-1a of
+/// strings): one multiply-xorshift instead of SipHash, ~5x faster in the counting pass.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ b as u64);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        let z = (k ^ (k >> 31)).wrapping_mul(0xbf58476d1ce4e5b9);
+        self.0 = z ^ (z >> 29);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map from categorical keys.
+pub type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Per-column vocabularies: raw key -> compact id (0 is OOV).
 #[derive(Debug, Clone, Default)]
 pub struct Vocabulary {
-    pub columns: Vec<HashMap<u64, u32>>,
+    pub columns: Vec<KeyMap<u32>>,
 }
 
 impl Vocabulary {
     /// Keeps values with `count >= min_freq`, assigning ids in ascending key order so the result
     /// does not depend on hash-map iteration order.
-    pub fn from_counts(counts: Vec<HashMap<u64, u32>>, min_freq: u32) -> Self {
+    pub fn from_counts(counts: Vec<KeyMap<u32>>, min_freq: u32) -> Self {
         let columns = counts
             .into_iter()
             .map(|c| {
@@ -163,32 +186,104 @@ fn keep_negative(rate: f64, file: usize, line: u64) -> bool {
     ((z >> 11) as f64 / (1u64 << 53) as f64) >= rate
 }
 
-/// Streams the good records of `files` in order. `f` gets the global line number (1-based, over
-/// all files, each capped at `max_rows` lines), the file index and the record; it returns whether
-/// to go on. Skipped rows are merged into `skips`.
-fn stream(files: &[PathBuf], format: TabularFormat, opts: &PreprocessOptions, skips: Option<&mut SkipReport>, mut f: impl FnMut(u64, usize, &RawRecord) -> Result<bool>) -> Result<()> {
+/// Bytes read per block; each block is cut at line ends into one piece per thread.
+const BLOCK_BYTES: usize = 8 << 20;
+
+/// Streams the good records of `files` in order, in parallel.
+///
+/// Each file is read in blocks of whole lines; a block is cut into one piece per thread, and
+/// `work` parses a piece (it gets a [`RecordReader`] over the piece, the global line number of the
+/// file's line 0, and the file index) into a `T`. Global line numbers run over all files, each
+/// capped at `max_rows` lines. `merge` then receives the pieces of the block in file order and
+/// returns whether to go on. Errors surface in file order; skipped rows are merged into `skips`
+/// in file order. Nothing depends on the thread count.
+fn stream<T: Send>(
+    files: &[PathBuf],
+    format: TabularFormat,
+    opts: &PreprocessOptions,
+    skips: Option<&mut SkipReport>,
+    work: impl Fn(&mut RecordReader<&[u8]>, u64, usize) -> Result<T> + Sync,
+    mut merge: impl FnMut(Vec<T>) -> Result<bool>,
+) -> Result<()> {
+    use rayon::prelude::*;
     let limit = opts.max_rows.unwrap_or(u64::MAX);
-    let mut offset = 0u64;
+    let threads = rayon::current_num_threads().max(1);
     let mut all = SkipReport::default();
-    let mut rec = RawRecord::default();
-    'files: for (i, path) in files.iter().enumerate() {
-        let mut rd = RecordReader::open(path, format, opts.bad_rows)?;
-        while let Some(line) = rd.next_record(&mut rec)? {
-            if line > limit {
-                break;
+    let mut offset = 0u64;
+    'files: for (fi, path) in files.iter().enumerate() {
+        // Opened through the reader for its checks (a directory, a missing file).
+        drop(RecordReader::open(path, format, opts.bad_rows)?);
+        let mut file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + (1 << 16));
+        let mut next_line = 1u64; // file line number of the block's first line
+        let mut eof = false;
+        while !eof && next_line <= limit {
+            eof = fill(&mut file, &mut buf, BLOCK_BYTES).map_err(|e| DataError::io(path, e))?;
+            // Whole lines only; the tail waits for the next block (or is the last line).
+            let end = if eof { buf.len() } else { memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1) };
+            if end == 0 {
+                continue;
             }
-            if !f(offset + line, i, &rec)? {
-                all.merge(rd.skips());
+            let pieces = cut_lines(&buf[..end], threads, next_line);
+            next_line = pieces.last().map_or(next_line, |p| p.3);
+            let out: Vec<Result<(T, SkipReport)>> = pieces
+                .par_iter()
+                .map(|&(a, b, first, _)| {
+                    let mut rd = RecordReader::over(path, &buf[a..b], first, format, opts.bad_rows);
+                    let t = work(&mut rd, offset, fi)?;
+                    Ok((t, rd.skips().clone()))
+                })
+                .collect();
+            let mut ts = Vec::with_capacity(out.len());
+            for r in out {
+                let (t, sk) = r?;
+                all.merge(&sk);
+                ts.push(t);
+            }
+            buf.drain(..end);
+            if !merge(ts)? {
                 break 'files;
             }
         }
-        all.merge(rd.skips());
-        offset += rd.line_no().min(limit);
+        offset += (next_line - 1).min(limit);
     }
     if let Some(s) = skips {
         s.merge(&all);
     }
     Ok(())
+}
+
+/// Reads until `buf` holds at least `want` bytes or the file ends; returns whether it ended.
+fn fill(f: &mut std::fs::File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    use std::io::Read;
+    while buf.len() < want {
+        let old = buf.len();
+        buf.resize(old.max(want) + (1 << 16), 0);
+        let n = f.read(&mut buf[old..])?;
+        buf.truncate(old + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Cuts `bytes` (whole lines) into at most `n` pieces at line ends: (start, end, first line
+/// number, line number after the piece).
+fn cut_lines(bytes: &[u8], n: usize, first_line: u64) -> Vec<(usize, usize, u64, u64)> {
+    let mut out = Vec::with_capacity(n);
+    let (mut start, mut line) = (0usize, first_line);
+    for k in 1..=n {
+        let target = bytes.len() * k / n;
+        let end = if k == n { bytes.len() } else { memchr::memchr(b'\n', &bytes[target.max(start)..]).map_or(bytes.len(), |i| target.max(start) + i + 1) };
+        if end > start {
+            let lines = memchr::memchr_iter(b'\n', &bytes[start..end]).count() as u64 + (bytes[end - 1] != b'\n') as u64;
+            out.push((start, end, line, line + lines));
+            line += lines;
+            start = end;
+        }
+    }
+    out
 }
 
 impl PreprocessOptions {
@@ -233,26 +328,45 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     let sub = opts.sub_sample_negatives.unwrap_or(0.0);
     let kept = |g: u64, file: usize, rec: &RawRecord| sub == 0.0 || rec.label == 1 || g > a || keep_negative(sub, file, g);
 
-    // Pass 2: vocabularies over the training lines.
+    // Pass 2: vocabularies over the training lines. Pieces are parsed in parallel; counting is
+    // parallel by column.
+    let n_cat = format.n_cat();
     let vocab = match &opts.encoding {
         CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
-            let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); format.n_cat()];
-            stream(&src.train, format, opts, None, |g, file, rec| {
-                if g > a {
-                    return Ok(false);
-                }
-                if kept(g, file, rec) {
-                    for (c, &k) in rec.cats.iter().enumerate() {
-                        *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;
+            use rayon::prelude::*;
+            let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
+            // Returns the piece's keys and whether it reached past the training lines.
+            let work = |rd: &mut RecordReader<&[u8]>, offset: u64, file: usize| -> Result<(Vec<u64>, bool)> {
+                let mut keys = Vec::new();
+                let mut rec = RawRecord::default();
+                while let Some(line) = rd.next_record(&mut rec)? {
+                    let g = offset + line;
+                    if g > a {
+                        return Ok((keys, true));
+                    }
+                    if line > opts.max_rows.unwrap_or(u64::MAX) {
+                        break;
+                    }
+                    if kept(g, file, &rec) {
+                        keys.extend(rec.cats.iter().map(|&k| reduce(k, *hash_range)));
                     }
                 }
-                Ok(true)
+                Ok((keys, false))
+            };
+            stream(&src.train, format, opts, None, work, |pieces| {
+                counts.par_iter_mut().enumerate().for_each(|(c, map)| {
+                    for (keys, _) in &pieces {
+                        for row in keys.chunks_exact(n_cat) {
+                            *map.entry(row[c]).or_insert(0) += 1;
+                        }
+                    }
+                });
+                Ok(!pieces.iter().any(|p| p.1))
             })?;
             Some(Vocabulary::from_counts(counts, *min_freq))
         }
         CategoricalEncoding::Modulo { .. } => None,
     };
-    let n_cat = format.n_cat();
     let cardinalities: Vec<usize> = (0..n_cat)
         .map(|c| match (&vocab, &opts.encoding) {
             (Some(v), _) => v.cardinality(c),
@@ -263,30 +377,46 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     let name = first.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut ds = crate::cache::header(name, format.dense_names(), format.cat_names(), cardinalities);
 
-    // Pass 3: encode.
-    let mut dense = Vec::with_capacity(format.n_dense());
-    let mut ids = Vec::with_capacity(n_cat);
-    let mut encode = |sink: &mut RowSink, rec: &RawRecord| {
-        dense.clear();
-        dense.extend(rec.dense.iter().map(|&v| log_transform(v)));
-        ids.clear();
-        ids.extend(rec.cats.iter().enumerate().map(|(c, &k)| match (&vocab, &opts.encoding) {
+    // Pass 3: encode. Pieces are parsed and encoded in parallel, then appended in order.
+    let encode = |rec: &RawRecord, out: &mut Encoded| {
+        out.labels.push(rec.label);
+        out.dense.extend(rec.dense.iter().map(|&v| log_transform(v)));
+        out.ids.extend(rec.cats.iter().enumerate().map(|(c, &k)| match (&vocab, &opts.encoding) {
             (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => v.encode(c, reduce(k, *hash_range)),
             (None, CategoricalEncoding::Modulo { range }) => (k % range) as u32,
             _ => unreachable!(),
         }));
-        sink.push(rec.label, &dense, &ids)
+    };
+    let (nd, limit) = (format.n_dense(), opts.max_rows.unwrap_or(u64::MAX));
+    let work = |filter: bool| {
+        move |rd: &mut RecordReader<&[u8]>, offset: u64, file: usize| -> Result<Encoded> {
+            let mut out = Encoded::default();
+            let mut rec = RawRecord::default();
+            while let Some(line) = rd.next_record(&mut rec)? {
+                if line > limit {
+                    break;
+                }
+                let g = offset + line;
+                if !filter || kept(g, file, &rec) {
+                    out.lines.push(g);
+                    encode(&rec, &mut out);
+                }
+            }
+            Ok(out)
+        }
     };
     let (mut cut_a, mut cut_b) = (None, None);
-    stream(&src.train, format, opts, Some(&mut ds.skipped), |g, file, rec| {
-        if g > a && cut_a.is_none() {
-            cut_a = Some(sink.rows());
-        }
-        if g > b && cut_b.is_none() {
-            cut_b = Some(sink.rows());
-        }
-        if kept(g, file, rec) {
-            encode(&mut sink, rec)?;
+    stream(&src.train, format, opts, Some(&mut ds.skipped), work(true), |pieces| {
+        for p in pieces {
+            for (r, &g) in p.lines.iter().enumerate() {
+                if g > a && cut_a.is_none() {
+                    cut_a = Some(sink.rows());
+                }
+                if g > b && cut_b.is_none() {
+                    cut_b = Some(sink.rows());
+                }
+                sink.push(p.labels[r], &p.dense[r * nd..(r + 1) * nd], &p.ids[r * n_cat..(r + 1) * n_cat])?;
+            }
         }
         Ok(true)
     })?;
@@ -296,11 +426,15 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     if let Some(test) = &src.test {
         let half = if opts.split == SplitSpec::Terabyte { count_lines(test)?.min(opts.max_rows.unwrap_or(u64::MAX)) / 2 } else { u64::MAX };
         let mut mid = None;
-        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), |g, _, rec| {
-            if g > half && mid.is_none() {
-                mid = Some(sink.rows());
+        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| {
+            for p in pieces {
+                for (r, &g) in p.lines.iter().enumerate() {
+                    if g > half && mid.is_none() {
+                        mid = Some(sink.rows());
+                    }
+                    sink.push(p.labels[r], &p.dense[r * nd..(r + 1) * nd], &p.ids[r * n_cat..(r + 1) * n_cat])?;
+                }
             }
-            encode(&mut sink, rec)?;
             Ok(true)
         })?;
         let end = sink.rows();
@@ -320,6 +454,15 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
         return Err(DataError::Empty { path: first.clone(), reason: "no training rows after parsing and splitting".into() });
     }
     sink.finish(ds)
+}
+
+/// Encoded rows of one piece, with their global line numbers.
+#[derive(Default)]
+struct Encoded {
+    lines: Vec<u64>,
+    labels: Vec<u8>,
+    dense: Vec<f32>,
+    ids: Vec<u32>,
 }
 
 /// DLRM's `max-ind-range` applied before counting: bounds a column's count table to `range` keys.
@@ -383,7 +526,7 @@ mod tests {
 
     #[test]
     fn vocabulary_threshold_and_oov() {
-        let mut c = HashMap::new();
+        let mut c = KeyMap::default();
         c.insert(10u64, 3u32);
         c.insert(5u64, 1u32);
         c.insert(7u64, 2u32);
@@ -445,6 +588,43 @@ mod tests {
         assert_eq!(ds.splits.train, 0..90);
         assert_eq!(ds.splits.val, 90..100);
         assert_eq!(ds.splits.test, 100..130);
+    }
+
+    /// The parallel block reader against a plain sequential pass, over several blocks.
+    #[test]
+    fn parallel_blocks_match_a_sequential_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.tsv");
+        crate::synthetic::write_criteo_tsv(&path, 40_000, 50_000, 5).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > BLOCK_BYTES as u64, "spans blocks");
+        let src = TabularSource { format: TabularFormat::Criteo, train: vec![path.clone()], test: None };
+        let opts = PreprocessOptions { encoding: CategoricalEncoding::Vocabulary { min_freq: 2, hash_range: None }, ..Default::default() };
+        let ds = load_tabular(&src, &opts).unwrap();
+        let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); 26];
+        let mut rd = RecordReader::open(&path, TabularFormat::Criteo, BadRowPolicy::Fail).unwrap();
+        let mut rec = RawRecord::default();
+        let mut rows = vec![];
+        while let Some(line) = rd.next_record(&mut rec).unwrap() {
+            if line <= 32_000 {
+                rec.cats.iter().enumerate().for_each(|(c, &k)| *counts[c].entry(k).or_insert(0) += 1);
+            }
+            rows.push(rec.clone());
+        }
+        let v = Vocabulary::from_counts(counts, 2);
+        assert_eq!(ds.cardinalities, (0..26).map(|c| v.cardinality(c)).collect::<Vec<_>>());
+        assert_eq!(ds.n_rows(), 40_000);
+        for r in [0, 1, 20_000, 31_999, 32_000, 39_999] {
+            let want: Vec<u32> = rows[r].cats.iter().enumerate().map(|(c, &k)| v.encode(c, k)).collect();
+            assert_eq!(ds.cat_row(r), &want[..], "row {r}");
+            assert_eq!(ds.labels[r], rows[r].label);
+        }
+        // A bad line deep in the file is reported with its own line number.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[35_000] = "1\tnot-a-row";
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let err = load_tabular(&src, &opts).unwrap_err().to_string();
+        assert!(err.contains(":35001:"), "{err}");
     }
 
     #[test]

@@ -95,16 +95,34 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Streams [`RawRecord`]s from one file, applying the bad-row policy.
-pub struct RecordReader {
+/// Streams [`RawRecord`]s from one file (or a piece of one: [`RecordReader::over`]), applying the
+/// bad-row policy.
+pub struct RecordReader<R = BufReader<File>> {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: R,
     format: TabularFormat,
     policy: BadRowPolicy,
     line_no: u64,
     buf: String,
     skips: SkipReport,
     field_names: Vec<String>,
+}
+
+impl<'a> RecordReader<&'a [u8]> {
+    /// Reads lines already in memory: a piece of `path` whose first line is line `first_line`
+    /// (1-based) of the file, so errors and skip reports name the file's line numbers.
+    pub fn over(path: &Path, bytes: &'a [u8], first_line: u64, format: TabularFormat, policy: BadRowPolicy) -> Self {
+        RecordReader {
+            path: path.to_path_buf(),
+            reader: bytes,
+            format,
+            policy,
+            line_no: first_line.saturating_sub(1),
+            buf: String::with_capacity(1024),
+            skips: SkipReport::default(),
+            field_names: format.field_names(),
+        }
+    }
 }
 
 impl RecordReader {
@@ -128,6 +146,9 @@ impl RecordReader {
         })
     }
 
+}
+
+impl<R: BufRead> RecordReader<R> {
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -216,35 +237,86 @@ fn parse_label(s: &str, idx: usize) -> std::result::Result<u8, FieldError> {
     }
 }
 
-/// Parses one Criteo line (40 tab-separated fields).
+/// Parses one Criteo line (40 tab-separated fields) in one pass over its bytes. A line with the
+/// wrong number of fields is reported as such even when a field also fails to parse.
 pub fn parse_criteo(line: &str, rec: &mut RawRecord) -> std::result::Result<(), FieldError> {
-    let n_fields = line.split('\t').count();
+    rec.dense.clear();
+    rec.cats.clear();
+    let mut first_err: Option<FieldError> = None;
+    let mut n_fields = 0;
+    for (i, f) in line.as_bytes().split(|&b| b == b'\t').enumerate() {
+        n_fields = i + 1;
+        if first_err.is_some() || i > CRITEO_DENSE + CRITEO_CATS {
+            continue;
+        }
+        let parsed = if i == 0 {
+            match f {
+                b"0" => Ok(rec.label = 0),
+                b"1" => Ok(rec.label = 1),
+                _ => Err((0, format!("label must be 0 or 1, found {:?}", String::from_utf8_lossy(f)))),
+            }
+        } else if i <= CRITEO_DENSE {
+            if f.is_empty() {
+                Ok(rec.dense.push(None))
+            } else {
+                parse_i64(f).map(|v| rec.dense.push(Some(v))).ok_or_else(|| (i, format!("not an integer: {:?}", String::from_utf8_lossy(f))))
+            }
+        } else if f.is_empty() {
+            Ok(rec.cats.push(MISSING_KEY))
+        } else if f.len() != 8 {
+            Err((i, format!("expected 8 hex digits, found {:?}", String::from_utf8_lossy(f))))
+        } else {
+            parse_hex8(f).map(|v| rec.cats.push(v as u64)).ok_or_else(|| (i, format!("not hexadecimal: {:?}", String::from_utf8_lossy(f))))
+        };
+        if let Err(e) = parsed {
+            first_err = Some(e);
+        }
+    }
     if n_fields != 1 + CRITEO_DENSE + CRITEO_CATS {
         return Err((usize::MAX, format!("expected 40 tab-separated fields, found {n_fields}")));
     }
-    rec.dense.clear();
-    rec.cats.clear();
-    for (i, f) in line.split('\t').enumerate() {
-        if i == 0 {
-            rec.label = parse_label(f, 0)?;
-        } else if i <= CRITEO_DENSE {
-            if f.is_empty() {
-                rec.dense.push(None);
-            } else {
-                let v: i64 = f.parse().map_err(|_| (i, format!("not an integer: {f:?}")))?;
-                rec.dense.push(Some(v));
-            }
-        } else if f.is_empty() {
-            rec.cats.push(MISSING_KEY);
-        } else {
-            if f.len() != 8 {
-                return Err((i, format!("expected 8 hex digits, found {f:?}")));
-            }
-            let v = u32::from_str_radix(f, 16).map_err(|_| (i, format!("not hexadecimal: {f:?}")))?;
-            rec.cats.push(v as u64);
-        }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// A decimal integer with an optional sign (as `str::parse::<i64>` accepts), or `None`.
+fn parse_i64(f: &[u8]) -> Option<i64> {
+    let (neg, digits) = match f {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, f),
+    };
+    if digits.is_empty() {
+        return None;
     }
-    Ok(())
+    let mut v: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        // Accumulate negatively so i64::MIN parses too.
+        v = v.checked_mul(10)?.checked_sub(d as i64)?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+/// Eight hexadecimal digits (either case), or `None`.
+fn parse_hex8(f: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &b in f {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = v << 4 | d as u32;
+    }
+    Some(v)
 }
 
 /// Parses one Avazu line (24 comma-separated fields).
@@ -278,7 +350,7 @@ pub fn count_lines(path: &Path) -> Result<u64> {
         if k == 0 {
             break;
         }
-        n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+        n += memchr::memchr_iter(b'\n', &buf[..k]).count() as u64;
         last = buf[k - 1];
     }
     if last != b'\n' {
@@ -317,6 +389,16 @@ mod tests {
             writeln!(f, "{l}").unwrap();
         }
         f
+    }
+
+    #[test]
+    fn integer_and_hex_parsers_match_the_standard_library() {
+        for s in ["0", "-1", "+7", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "", "-", "1a", " 1", "00012"] {
+            assert_eq!(parse_i64(s.as_bytes()), s.parse::<i64>().ok(), "{s:?}");
+        }
+        for s in ["00000000", "ffffffff", "DEADbeef", "0000000g", "-0000001"] {
+            assert_eq!(parse_hex8(s.as_bytes()), u32::from_str_radix(s, 16).ok().filter(|_| !s.starts_with(['+', '-'])), "{s:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,6 @@
 //! file, in order. Tables are read into memory before encoding (one pass of polars), then encoded
 //! into a [`RowSink`] like the streamed formats.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -29,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::RowSink;
 use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
-use crate::preprocess::{CategoricalEncoding, PreprocessOptions, SplitSpec, Vocabulary};
+use crate::preprocess::{CategoricalEncoding, KeyMap, PreprocessOptions, SplitSpec, Vocabulary};
 use crate::records::{fnv1a64, MISSING_KEY};
 use crate::skip::{BadRowPolicy, SkipReport};
 
@@ -166,7 +165,7 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
     let encoding = &cfg.preprocess.encoding;
     let vocab = match encoding {
         CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
-            let mut counts: Vec<HashMap<u64, u32>> = vec![HashMap::new(); n_cat];
+            let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
             for r in 0..train_rows {
                 for (c, &k) in parts[0].keys[r * n_cat..(r + 1) * n_cat].iter().enumerate() {
                     *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;

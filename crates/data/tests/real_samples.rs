@@ -16,7 +16,7 @@ fn terabyte_sample_parses_with_known_counts() {
 
 #[test]
 fn terabyte_sample_preprocesses() {
-    let src = TabularSource { format: TabularFormat::Criteo, train: samples::terabyte_sample(), test: None };
+    let src = TabularSource { format: TabularFormat::Criteo, train: vec![samples::terabyte_sample()], test: None };
     let ds = load_tabular(&src, &PreprocessOptions::default()).unwrap();
     ds.validate().unwrap();
     assert_eq!(ds.n_rows(), 8324);

@@ -339,7 +339,8 @@ impl Batch {
 /// but the last, `on_train_end` once.
 pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &TrainConfig) -> Result<RunResult, TrainError> {
     cfg.validate()?;
-    ds.validate().map_err(TrainError::Config)?;
+    // A mapped dataset is not scanned (that would read all of it): its cache was checked on open.
+    if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }.map_err(TrainError::Config)?;
     if ds.splits.train.is_empty() || ds.splits.val.is_empty() || ds.splits.test.is_empty() {
         return Err(TrainError::Config(format!("dataset {} needs non-empty train, val and test splits ({:?})", ds.name, ds.splits)));
     }

@@ -134,9 +134,10 @@ fn ingest(o: &BenchOptions, dlrm: &DlrmConfig, cfg: &TrainConfig) -> Result<()> 
     for rep in 0..2 {
         for storage in [Storage::Mapped, Storage::Memory] {
             let mut ds = cache::open(&out, storage)?;
-            // Train on the first `steps` batches' worth of rows (the rest stays unread).
-            let n = (o.batch * o.steps).min(ds.splits.train.len());
-            ds.splits.train = 0..n;
+            // Train on the first `steps` batches' worth of rows and evaluate on 2,048 more (the
+            // rest stays unread).
+            let n = (o.batch * o.steps).min(ds.splits.train.len() - 4096);
+            ds.splits = cqr_data::Splits { train: 0..n, val: n..n + 2048, test: n + 2048..n + 4096 };
             let sps = throughput(&model, &spec, &ds, &tc)?;
             println!("train from {:<6} (repeat {}): {sps:.0} samples/s", format!("{storage:?}").to_lowercase(), rep + 1);
         }
