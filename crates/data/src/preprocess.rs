@@ -187,7 +187,7 @@ fn keep_negative(rate: f64, file: usize, line: u64) -> bool {
 }
 
 /// Bytes read per block; each block is cut at line ends into one piece per thread.
-const BLOCK_BYTES: usize = 8 << 20;
+const BLOCK_BYTES: usize = 4 << 20;
 
 /// Streams the good records of `files` in order, in parallel.
 ///
@@ -214,13 +214,18 @@ fn stream<T: Send>(
         // Opened through the reader for its checks (a directory, a missing file).
         drop(RecordReader::open(path, format, opts.bad_rows)?);
         let mut file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + (1 << 16));
+        // One buffer, zeroed once: `len` bytes of it are valid.
+        let mut buf = vec![0u8; BLOCK_BYTES];
+        let mut len = 0usize;
         let mut next_line = 1u64; // file line number of the block's first line
         let mut eof = false;
         while !eof && next_line <= limit {
-            eof = fill(&mut file, &mut buf, BLOCK_BYTES).map_err(|e| DataError::io(path, e))?;
+            if len == buf.len() {
+                buf.resize(2 * buf.len(), 0); // a line longer than a block
+            }
+            (len, eof) = fill(&mut file, &mut buf, len).map_err(|e| DataError::io(path, e))?;
             // Whole lines only; the tail waits for the next block (or is the last line).
-            let end = if eof { buf.len() } else { memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1) };
+            let end = if eof { len } else { memchr::memrchr(b'\n', &buf[..len]).map_or(0, |i| i + 1) };
             if end == 0 {
                 continue;
             }
@@ -240,7 +245,8 @@ fn stream<T: Send>(
                 all.merge(&sk);
                 ts.push(t);
             }
-            buf.drain(..end);
+            buf.copy_within(end..len, 0);
+            len -= end;
             if !merge(ts)? {
                 break 'files;
             }
@@ -253,19 +259,18 @@ fn stream<T: Send>(
     Ok(())
 }
 
-/// Reads until `buf` holds at least `want` bytes or the file ends; returns whether it ended.
-fn fill(f: &mut std::fs::File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+/// Reads after the `len` valid bytes of `buf` until it is full or the file ends; returns the new
+/// length and whether the file ended.
+fn fill(f: &mut std::fs::File, buf: &mut [u8], mut len: usize) -> std::io::Result<(usize, bool)> {
     use std::io::Read;
-    while buf.len() < want {
-        let old = buf.len();
-        buf.resize(old.max(want) + (1 << 16), 0);
-        let n = f.read(&mut buf[old..])?;
-        buf.truncate(old + n);
+    while len < buf.len() {
+        let n = f.read(&mut buf[len..])?;
         if n == 0 {
-            return Ok(true);
+            return Ok((len, true));
         }
+        len += n;
     }
-    Ok(false)
+    Ok((len, false))
 }
 
 /// Cuts `bytes` (whole lines) into at most `n` pieces at line ends: (start, end, first line
