@@ -10,6 +10,7 @@ with "auc" in its name higher is better), with the embedding parameters it train
 Standard library only.
 """
 import collections
+import re
 import csv
 import statistics as st
 import sys
@@ -24,7 +25,10 @@ def main():
     sign = -1.0 if "auc" in metric else 1.0
     by = collections.defaultdict(list)
     for r in rows:
-        by[(r["method"], int(r["budget"]))].append(r)
+        # The variant without its budget: methods listed twice with different options
+        # (e.g. cqr and cqr residual=robe) stay apart.
+        key = re.sub(r"-b\d+", "", r.get("variant") or r["method"])
+        by[(key if r["method"] != "dense" else "dense", int(r["budget"]))].append(r)
     dense = [float(r[metric]) for r in by.get(("dense", 0), [])]
     if not dense:
         sys.exit(f"{path}: no dense cells")

@@ -32,14 +32,19 @@ pub struct LowDimOptions {
 }
 
 /// DLRM's α rule: d' of each table in `vocabs` that `vocab·dim > budget` compresses (`None` for
-/// the rest), under the joint budget described in the module docs.
-pub fn alpha_dims(vocabs: &[usize], dim: usize, budget: u64, alpha: f64) -> Vec<Option<usize>> {
+/// the rest), under the joint budget described in the module docs. `Err` with the smallest joint
+/// cost when not even d' = 1 everywhere fits.
+pub fn alpha_dims(vocabs: &[usize], dim: usize, budget: u64, alpha: f64) -> Result<Vec<Option<usize>>, f64> {
     let compressed: Vec<bool> = vocabs.iter().map(|&n| n as u64 * dim as u64 > budget).collect();
     let total = budget as f64 * compressed.iter().filter(|&&c| c).count() as f64;
     let dims_at = |lambda: f64| -> Vec<Option<usize>> {
         vocabs.iter().zip(&compressed).map(|(&n, &c)| c.then(|| ((lambda * (n as f64).powf(-alpha)).round() as usize).clamp(1, dim))).collect()
     };
     let cost = |d: &[Option<usize>]| -> f64 { d.iter().zip(vocabs).map(|(d, &n)| d.map_or(0.0, |d| ((n + dim) * d) as f64)).sum() };
+    let least = cost(&dims_at(0.0));
+    if least > total {
+        return Err(least);
+    }
     // Bisection on log λ: cost is non-decreasing in λ.
     let (mut lo, mut hi) = (-60.0f64, 60.0f64);
     for _ in 0..200 {
@@ -50,7 +55,7 @@ pub fn alpha_dims(vocabs: &[usize], dim: usize, budget: u64, alpha: f64) -> Vec<
             hi = mid;
         }
     }
-    dims_at(lo.exp())
+    Ok(dims_at(lo.exp()))
 }
 
 pub struct LowDim {
@@ -79,7 +84,12 @@ impl LowDim {
                 let vocabs = if p.table_vocabs.is_empty() { vec![p.vocab] } else { p.table_vocabs.clone() };
                 let me = vocabs.iter().position(|&v| v == p.vocab).unwrap_or(0);
                 // The joint rule may give this table more than its own cap (see the module docs).
-                let d = alpha_dims(&vocabs, p.dim, p.budget, a)[me].unwrap_or(p.dim);
+                let dims = alpha_dims(&vocabs, p.dim, p.budget, a).map_err(|least| MethodError::Budget {
+                    method: Self::NAME.into(),
+                    budget: p.budget,
+                    reason: format!("the α rule's joint budget cannot hold d' = 1 in every compressed table ({least} parameters)"),
+                })?;
+                let d = dims[me].unwrap_or(p.dim);
                 fit = fit.max(d);
                 d
             }
@@ -178,10 +188,11 @@ mod tests {
 
     #[test]
     fn alpha_rule_shares_one_budget_across_tables() {
-        let vocabs = [100, 10_000, 1_000_000, 40];
-        let (dim, budget) = (16, 100_000u64);
+        let vocabs = [100, 10_000, 200_000, 40];
+        let (dim, budget) = (16, 150_000u64);
+        assert!(alpha_dims(&vocabs, dim, 100_000, 0.5).is_err(), "d' = 1 needs 210,032 > 2 x 100,000");
         for alpha in [0.0, 0.3, 1.0] {
-            let d = alpha_dims(&vocabs, dim, budget, alpha);
+            let d = alpha_dims(&vocabs, dim, budget, alpha).unwrap();
             assert_eq!(d[3], None, "40 x 16 fits the cap: dense");
             assert_eq!(d[0], None);
             let cost: usize = d.iter().zip(&vocabs).map(|(d, &n)| d.map_or(0, |d| (n + dim) * d)).sum();
@@ -189,13 +200,14 @@ mod tests {
             assert!(d[1].unwrap() >= d[2].unwrap(), "more ids, no larger dim");
         }
         // α = 0: one d' for all; α = 1: the larger table gets a much smaller d'.
-        let d0 = alpha_dims(&vocabs, dim, budget, 0.0);
-        assert_eq!(d0[1], d0[2].map(|_| d0[1].unwrap()));
-        let d1 = alpha_dims(&vocabs, 64, 4_000_000, 1.0);
-        assert!(d1[1].unwrap() > 10 * d1[2].unwrap(), "{d1:?}");
+        let d0 = alpha_dims(&vocabs, dim, budget, 0.0).unwrap();
+        assert_eq!(d0[1], d0[2]);
+        let d1 = alpha_dims(&vocabs, 64, 500_000, 1.0).unwrap();
+        assert!(d1[1].unwrap() > 5 * d1[2].unwrap(), "{d1:?}");
         // Built through the method: the table's d' is the rule's; gradients check out.
-        let p = MethodParams { table_vocabs: vec![30, 300, 3000], ..MethodParams::new(300, 8, 800) }.with_options(json!({"alpha": 0.5}));
-        let want = alpha_dims(&[30, 300, 3000], 8, 800, 0.5)[1].unwrap();
+        let p = MethodParams { table_vocabs: vec![30, 300, 3000], ..MethodParams::new(300, 8, 2000) }.with_options(json!({"alpha": 0.5}));
+        let want = alpha_dims(&[30, 300, 3000], 8, 2000, 0.5).unwrap()[1].unwrap();
+        assert_eq!(want, 3);
         assert_eq!(LowDim::new(&p).unwrap().table.dim, want);
         check_gradients(&build, &p, &[3, 5, 3, 299]);
         assert!(LowDim::new(&p.clone().with_options(json!({"alpha": 0.5, "low_dim": 2}))).is_err());

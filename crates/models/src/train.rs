@@ -82,7 +82,7 @@ pub struct TrainConfig {
 /// The order of training rows within an epoch. Both are deterministic per seed and independent
 /// of where the data lives (memory or memory-mapped), so storage never changes results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, try_from = "ShuffleRepr")]
 pub enum Shuffle {
     /// A uniform permutation of all training rows each epoch (each epoch permutes the previous
     /// epoch's order). Random access over all the data: for data that fits in memory.
@@ -95,6 +95,33 @@ pub enum Shuffle {
     /// pages of finished windows are given back. Rows sharing a batch come from at most `window`
     /// (+1) blocks: make `window * block_rows` large against the batch size.
     Blocks { block_rows: usize, window: usize },
+}
+
+/// What YAML gives: `full`, or `{ blocks: { block_rows, window } }` (serde_yaml's value
+/// deserializer takes enum variants only as tags, so the map form is read through this).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ShuffleRepr {
+    Name(String),
+    Blocks { blocks: BlocksRepr },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlocksRepr {
+    block_rows: usize,
+    window: usize,
+}
+
+impl TryFrom<ShuffleRepr> for Shuffle {
+    type Error = String;
+    fn try_from(r: ShuffleRepr) -> Result<Self, String> {
+        match r {
+            ShuffleRepr::Name(n) if n == "full" => Ok(Shuffle::Full),
+            ShuffleRepr::Name(n) => Err(format!("unknown shuffle `{n}` (full, or {{ blocks: {{ block_rows, window }} }})")),
+            ShuffleRepr::Blocks { blocks: BlocksRepr { block_rows, window } } => Ok(Shuffle::Blocks { block_rows, window }),
+        }
+    }
 }
 
 impl Shuffle {

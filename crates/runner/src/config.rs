@@ -453,6 +453,21 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
         }
         let mut axes = vec![];
         collect_axes(&cell_base, &mut vec![], *mi, &ctx, &mut axes)?;
+        // A method listed more than once: its scalar options name the variant (`cqr-b4800-
+        // residual=robe-s0`), so tables and charts keep the entries apart.
+        let method_name = |e: &Option<Value>| e.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+        // Only options that not every entry of the name shares are named, so an entry's name does
+        // not change when a sibling is added.
+        let options_of = |e: &Option<Value>| match e.as_ref().and_then(|m| m.get("options")) {
+            Some(Value::Mapping(o)) => o.iter().filter(|(_, v)| !v.is_sequence()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => vec![],
+        };
+        let siblings: Vec<Vec<(Value, Value)>> = method_entries.iter().filter(|(_, e)| method_name(e) == method_name(entry)).map(|(_, e)| options_of(e)).collect();
+        let option_labels: Vec<String> = options_of(entry)
+            .into_iter()
+            .filter(|kv| siblings.len() > 1 && !siblings.iter().all(|o| o.contains(kv)))
+            .map(|(k, v)| format!("{}={}", k.as_str().unwrap_or("?"), short(&v)))
+            .collect();
         // Cartesian product over axes x budgets x seeds.
         let mut combos: Vec<Vec<usize>> = vec![vec![]];
         for a in &axes {
@@ -463,7 +478,7 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
         let budget_list: Vec<Option<&(Value, &str)>> = if budgets.is_empty() || is_dense { vec![None] } else { budgets.iter().map(Some).collect() };
         for combo in &combos {
             let mut v = cell_base.clone();
-            let mut label = vec![];
+            let mut label = option_labels.clone();
             for (a, &i) in axes.iter().zip(combo) {
                 set_path(&mut v, &a.path, a.values[i].clone());
                 label.push(format!("{}={}", a.label, short(&a.values[i])));

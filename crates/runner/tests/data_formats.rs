@@ -13,7 +13,7 @@ fn write_tables(dir: &Path) {
     let mut svm = String::new();
     for i in 0..3000u64 {
         let (site, app) = ((i * 7919) % 41, (i * 104729) % 23);
-        let y = ((site + app) % 3 == 0) as u8;
+        let y = (site < 14 || app < 5) as u8;
         csv.push_str(&format!("{y},{},s{site},a{app},{}\n", i % 24, (i % 100) as f64 / 10.0));
         svm.push_str(&format!("{} {}:1 {}:1 {}:1\n", if y == 1 { "1" } else { "-1" }, i % 24, 100 + site, 200 + app));
     }
