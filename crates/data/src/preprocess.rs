@@ -471,7 +471,7 @@ struct Encoded {
 }
 
 /// DLRM's `max-ind-range` applied before counting: bounds a column's count table to `range` keys.
-fn reduce(key: u64, range: Option<u64>) -> u64 {
+pub(crate) fn reduce(key: u64, range: Option<u64>) -> u64 {
     match range {
         Some(r) if key != MISSING_KEY => key % r,
         _ => key,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::RowSink;
 use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
-use crate::preprocess::{CategoricalEncoding, KeyMap, PreprocessOptions, SplitSpec, Vocabulary};
+use crate::preprocess::{reduce, CategoricalEncoding, KeyMap, PreprocessOptions, SplitSpec, Vocabulary};
 use crate::records::{fnv1a64, MISSING_KEY};
 use crate::skip::{BadRowPolicy, SkipReport};
 
@@ -234,13 +234,6 @@ fn modulo(e: &CategoricalEncoding) -> u64 {
     match e {
         CategoricalEncoding::Modulo { range } => *range,
         _ => u64::MAX,
-    }
-}
-
-fn reduce(key: u64, range: Option<u64>) -> u64 {
-    match range {
-        Some(r) if key != MISSING_KEY => key % r,
-        _ => key,
     }
 }
 
