@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Every method's parameters to reach the dense test BCE, one column per dataset (RESULTS.md).
 
-Usage: python3 results/reach_table.py LABEL=summary.csv[+summary.csv...] ...
+Usage: python3 results/reach_table.py LABEL=summary.csv[+summary.csv[#OLD=NEW]...] ...
 
 Per dataset (several summaries joined with "+" are read as one, e.g. a grid and its baselines
 grid on the same data), per method variant: the smallest per-table cap whose mean test BCE over
 seeds is within one dense seed std of the dense mean or better, as "cap (parameters kept)";
 "not reached (≤ largest cap)" otherwise; "-" where the method was not run. Same rule as
-reach_dense.py. Standard library only.
+reach_dense.py. `#OLD=NEW` renames a method of one summary (a grid that lists a method once
+with options that another grid's variant names do not show, e.g. criteo-scale-baselines'
+`cqr#cqr=cqr-residual=robe`). Standard library only.
 """
 import collections
 import csv
@@ -40,7 +42,14 @@ def main():
     cols = []
     for arg in sys.argv[1:]:
         label, paths = arg.split("=", 1)
-        rows = [r for p in paths.split("+") for r in csv.DictReader(open(p))]
+        rows = []
+        for p in paths.split("+"):
+            p, _, rename = p.partition("#")
+            old, _, new = rename.partition("=")
+            for r in csv.DictReader(open(p)):
+                if rename and r["method"] == old:
+                    r["variant"] = new
+                rows.append(r)
         cols.append((label, *reach(rows)))
     methods = sorted({m for _, res, _ in cols for m in res})
     print("| method | " + " | ".join(label for label, _, _ in cols) + " |")
