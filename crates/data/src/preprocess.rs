@@ -410,38 +410,17 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
             Ok(out)
         }
     };
-    let (mut cut_a, mut cut_b) = (None, None);
-    stream(&src.train, format, opts, Some(&mut ds.skipped), work(true), |pieces| {
-        for p in pieces {
-            for (r, &g) in p.lines.iter().enumerate() {
-                if g > a && cut_a.is_none() {
-                    cut_a = Some(sink.rows());
-                }
-                if g > b && cut_b.is_none() {
-                    cut_b = Some(sink.rows());
-                }
-                sink.push(p.labels[r], &p.dense[r * nd..(r + 1) * nd], &p.ids[r * n_cat..(r + 1) * n_cat])?;
-            }
-        }
-        Ok(true)
-    })?;
+    let mut cuts = [(a, None), (b, None)];
+    stream(&src.train, format, opts, Some(&mut ds.skipped), work(true), |pieces| append(&mut sink, pieces, nd, n_cat, &mut cuts))?;
+    let [(_, cut_a), (_, cut_b)] = cuts;
     let end_train_file = sink.rows();
     let ca = cut_a.unwrap_or(end_train_file);
     let cb = cut_b.unwrap_or(end_train_file).max(ca);
     if let Some(test) = &src.test {
         let half = if opts.split == SplitSpec::Terabyte { count_lines(test)?.min(opts.max_rows.unwrap_or(u64::MAX)) / 2 } else { u64::MAX };
-        let mut mid = None;
-        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| {
-            for p in pieces {
-                for (r, &g) in p.lines.iter().enumerate() {
-                    if g > half && mid.is_none() {
-                        mid = Some(sink.rows());
-                    }
-                    sink.push(p.labels[r], &p.dense[r * nd..(r + 1) * nd], &p.ids[r * n_cat..(r + 1) * n_cat])?;
-                }
-            }
-            Ok(true)
-        })?;
+        let mut cuts = [(half, None)];
+        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| append(&mut sink, pieces, nd, n_cat, &mut cuts))?;
+        let [(_, mid)] = cuts;
         let end = sink.rows();
         ds.splits = match mid {
             // Terabyte (DLRM): the first half of the test day is the test split, the second half
@@ -468,6 +447,22 @@ struct Encoded {
     labels: Vec<u8>,
     dense: Vec<f32>,
     ids: Vec<u32>,
+}
+
+/// Appends encoded pieces to the sink in order. Each `(line, at)` in `cuts` records in `at` the
+/// sink row of the first appended row whose global line number exceeds `line` (split points).
+fn append(sink: &mut RowSink, pieces: Vec<Encoded>, nd: usize, n_cat: usize, cuts: &mut [(u64, Option<usize>)]) -> Result<bool> {
+    for p in pieces {
+        for (r, &g) in p.lines.iter().enumerate() {
+            for (line, at) in cuts.iter_mut() {
+                if g > *line && at.is_none() {
+                    *at = Some(sink.rows());
+                }
+            }
+            sink.push(p.labels[r], &p.dense[r * nd..(r + 1) * nd], &p.ids[r * n_cat..(r + 1) * n_cat])?;
+        }
+    }
+    Ok(true)
 }
 
 /// DLRM's `max-ind-range` applied before counting: bounds a column's count table to `range` keys.
