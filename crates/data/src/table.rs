@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "tables")]
 use polars::prelude::{CsvParseOptions, CsvReadOptions, DataType, ParquetReader, SerReader};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,9 @@ use crate::cache::RowSink;
 use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
 use crate::preprocess::{reduce, CategoricalEncoding, KeyMap, PreprocessOptions, SplitSpec, Vocabulary};
-use crate::records::{fnv1a64, MISSING_KEY};
+#[cfg(feature = "tables")]
+use crate::records::fnv1a64;
+use crate::records::MISSING_KEY;
 use crate::skip::{BadRowPolicy, SkipReport};
 
 /// File formats of [`TableConfig`].
@@ -269,8 +272,16 @@ fn table_splits(cfg: &TableConfig, parts: &[Raw]) -> Result<(usize, Splits)> {
 
 type Names = (Vec<String>, Vec<String>);
 
+/// Without the `tables` feature (no polars): CSV, TSV and Parquet cannot be read.
+#[cfg(not(feature = "tables"))]
+fn read_frame(cfg: &TableConfig, path: &Path, _skipped: &mut SkipReport) -> Result<(Raw, Names)> {
+    let reason = format!("reading {:?} tables needs cqr-data's `tables` feature (on by default, and in the cqr binary)", cfg.format);
+    Err(DataError::Empty { path: path.into(), reason })
+}
+
 /// Reads one CSV/TSV/Parquet file with polars; returns its rows and the (numeric, categorical)
 /// column names.
+#[cfg(feature = "tables")]
 fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
     let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
@@ -364,6 +375,7 @@ fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Re
 }
 
 /// The first line whose field count differs from the first line's, as an error.
+#[cfg(feature = "tables")]
 fn ragged_line(path: &Path, sep: u8, _header: bool) -> Option<DataError> {
     let rd = BufReader::new(File::open(path).ok()?);
     let mut want = None;
@@ -463,6 +475,7 @@ fn parse_svm_line(line: &str) -> std::result::Result<(u8, Vec<(usize, u64)>, boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "tables")]
     use polars::prelude::{Column as PlColumn, DataFrame, ParquetWriter};
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -471,6 +484,7 @@ mod tests {
         p
     }
 
+    #[cfg(feature = "tables")]
     fn csv_text(sep: &str, rows: usize) -> String {
         let mut s = format!("y{sep}age{sep}city{sep}device\n");
         for i in 0..rows {
@@ -495,6 +509,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tables")]
     fn csv_tsv_and_parquet_give_the_same_dataset() {
         let dir = tempfile::tempdir().unwrap();
         let csv = load_table(&table(write(dir.path(), "a.csv", &csv_text(",", 100)), TableFormat::Csv), RowSink::memory()).unwrap();
@@ -525,6 +540,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tables")]
     fn headerless_files_take_indices_and_separate_files_give_splits() {
         let dir = tempfile::tempdir().unwrap();
         let body = |n: usize| csv_text(",", n).lines().skip(1).map(|l| format!("{l}\n")).collect::<String>();
@@ -541,6 +557,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tables")]
     fn bad_values_name_file_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let mut text = csv_text(",", 20);
