@@ -31,3 +31,8 @@ bench-kmeans PY="../pyvenv/bin/python":
 # Re-train 3 finished cells of the quick grid and compare every metric with the stored records
 verify N="3":
     cargo run --release -- sweep --verify {{N}}
+
+# The GPU path: a small DLRM on wgpu against flex (what CI runs; needs a Vulkan driver, e.g.
+# Debian's mesa-vulkan-drivers for software Vulkan)
+test-gpu:
+    CQR_REQUIRE_WGPU=1 cargo test --profile gpu-check -p cqr-models --features wgpu --test wgpu_backend -- --nocapture
