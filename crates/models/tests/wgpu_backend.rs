@@ -13,7 +13,7 @@ use cqr_models::{train, Backend, DlrmConfig, EmbeddingSpec, ModelConfig, TrainCo
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// wgpu's device, or `None` (after a message) when wgpu finds no adapter. CI sets
+/// `f`'s result, or `None` (after a message) when wgpu finds no adapter (burn panics then). CI sets
 /// CQR_REQUIRE_WGPU=1 after installing lavapipe: there a missing adapter is a failure.
 fn wgpu_or_skip<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
     match std::panic::catch_unwind(f) {
@@ -64,7 +64,7 @@ fn wgpu_loss_and_gradients_match_flex_on_one_batch() {
 }
 
 #[test]
-fn wgpu_matches_flex_on_losses_scores_and_tables() {
+fn wgpu_matches_flex_over_an_epoch_of_training() {
     let ds = generate_criteo(&CriteoSynthConfig { rows: 6000, cardinality_scale: 0.001, max_cardinality: 50, seed: 2, ..Default::default() }).unwrap();
     let spec = EmbeddingSpec { method: "hashing".into(), budget: 160, options: serde_json::Value::Null, init_scale: 0.05 };
     let model = ModelConfig::Dlrm(DlrmConfig::small());
