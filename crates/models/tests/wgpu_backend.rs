@@ -13,17 +13,20 @@ use cqr_models::{train, Backend, DlrmConfig, EmbeddingSpec, ModelConfig, TrainCo
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// `f`'s result, or `None` (after a message) when wgpu finds no adapter (burn panics then). CI sets
-/// CQR_REQUIRE_WGPU=1 after installing lavapipe: there a missing adapter is a failure.
+/// `f`'s result, or `None` (after a message) when wgpu panics, as burn does when it finds no
+/// adapter. CI sets CQR_REQUIRE_WGPU=1 after installing lavapipe: there any panic is a failure.
+/// The panic's own message is passed on, so a wgpu bug is not mistaken for a missing driver.
 fn wgpu_or_skip<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
-    match std::panic::catch_unwind(f) {
-        Ok(r) => Some(r),
-        Err(_) if std::env::var_os("CQR_REQUIRE_WGPU").is_some() => panic!("wgpu found no usable adapter and CQR_REQUIRE_WGPU is set"),
-        Err(_) => {
-            eprintln!("skipping: wgpu found no usable adapter (install mesa-vulkan-drivers for lavapipe)");
-            None
-        }
+    let payload = match std::panic::catch_unwind(f) {
+        Ok(r) => return Some(r),
+        Err(p) => p,
+    };
+    let why = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("(no message)");
+    if std::env::var_os("CQR_REQUIRE_WGPU").is_some() {
+        panic!("wgpu failed and CQR_REQUIRE_WGPU is set: {why}");
     }
+    eprintln!("skipping: wgpu failed, most likely no adapter (install mesa-vulkan-drivers for lavapipe): {why}");
+    None
 }
 
 /// One forward and backward pass of the small DLRM on each backend, same weights (drawn on the
