@@ -21,9 +21,12 @@
 //! trusted. A cache read into memory is also fully validated (ids below their cardinalities); a
 //! mapped one is not scanned (that would read the whole data at every open).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,10 +74,30 @@ pub fn cache_path(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("{key}.cqrds"))
 }
 
+/// One lock per cache path, shared by the threads of this process: cells of a parallel sweep that
+/// need the same dataset wait for the one building it, then open what it built.
+fn path_lock(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(path.to_path_buf()).or_default().clone()
+}
+
+/// A temporary directory name no other builder uses: this process's id and a per-process
+/// counter, so two threads (one process) and two processes (`--shard`) never share one.
+fn unique_tmp(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    path.with_extension(format!("tmp{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
 /// Returns the cached dataset for `key_parts`, or builds, stores and returns it.
 ///
 /// `build` receives the sink to stream its rows into (files under the cache directory, or memory
 /// when `dir` is `None`) and returns [`RowSink::finish`]'s dataset.
+///
+/// Concurrency: within one process, callers for the same key are serialised, so the dataset is
+/// built once and the others get a [`CacheOutcome::Hit`]. Across processes each builder writes
+/// its own temporary directory and the first complete one to be renamed into place wins; the
+/// others discard theirs (the work is repeated, never corrupted).
 pub fn load_cached(
     dir: Option<&Path>,
     key_parts: &[String],
@@ -85,6 +108,8 @@ pub fn load_cached(
         return Ok((build(RowSink::memory())?, CacheOutcome::Disabled));
     };
     let path = cache_path(dir, &cache_key(key_parts));
+    let lock = path_lock(&path);
+    let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
     if path.is_dir() {
         // An unreadable cache (truncated by a crash, older format) is rebuilt, not fatal.
         if let Ok(ds) = open(&path, storage) {
@@ -95,8 +120,7 @@ pub fn load_cached(
         fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
     }
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = unique_tmp(&path);
     let built = build(RowSink::files(&tmp)?);
     let ds = match built {
         Ok(ds) => ds,
@@ -295,6 +319,31 @@ mod tests {
         fs::write(p.join(HEADER), b"{garbage").unwrap();
         let (d, o5) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
         assert_eq!((o5, &d), (CacheOutcome::Miss, &a));
+    }
+
+    #[test]
+    fn threads_asking_for_one_key_build_it_once() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GmfSynthConfig { rows: 5000, users: 40, items: 40, ..Default::default() };
+        let key = vec![serde_json::to_string(&cfg).unwrap()];
+        let builds = AtomicUsize::new(0);
+        let outcomes: Vec<(Dataset, CacheOutcome)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_cached(Some(dir.path()), &key, Storage::Memory, |sink| { builds.fetch_add(1, Ordering::SeqCst); sink.absorb(generate_gmf(&cfg)?) }).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        assert_eq!(outcomes.iter().filter(|(_, o)| *o == CacheOutcome::Miss).count(), 1);
+        let want = generate_gmf(&cfg).unwrap();
+        assert!(outcomes.iter().all(|(d, _)| *d == want));
+        // No temporary directory is left behind.
+        let names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // Distinct builders never share a temporary name.
+        let p = cache_path(dir.path(), "k");
+        assert_ne!(unique_tmp(&p), unique_tmp(&p));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod config;
 pub mod plot;
+pub mod paired;
 pub mod report;
+pub mod slurm;
 pub mod sweep;
 pub mod tables;

@@ -11,8 +11,8 @@ use cqr_data::{BadRowPolicy, TabularFormat};
 use cqr_models::Backend;
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report};
-use cqr_runner::sweep::{load_records, parse_shard, sweep, SweepOptions};
-use cqr_runner::{bench, plot, tables};
+use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions};
+use cqr_runner::{bench, plot, slurm, tables};
 
 #[derive(Parser)]
 #[command(name = "cqr", version, about = "Compressed embedding tables for recommendation: train, sweep, tabulate, plot")]
@@ -52,6 +52,29 @@ enum Cmd {
         verify: Option<usize>,
         #[arg(long, default_value_t = 0)]
         verify_seed: u64,
+    },
+    /// Print a Slurm script that runs a grid as an sbatch job array (one shard a task, one
+    /// results directory) and then rebuilds its tables, charts and report.
+    Slurm {
+        file: PathBuf,
+        /// Array tasks: the grid is split into this many shards.
+        #[arg(long)]
+        shards: usize,
+        /// Wall-clock limit of one task (sbatch --time).
+        #[arg(long, default_value = "04:00")]
+        time: String,
+        /// CPUs of one task; also the cells it runs at once (--jobs).
+        #[arg(long, default_value_t = 2)]
+        cpus: usize,
+        /// Memory of one task (sbatch --mem).
+        #[arg(long, default_value = "16G")]
+        mem: String,
+        /// Results directory (default: results/<experiment name>).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// The cqr binary the jobs run (default: this one).
+        #[arg(long)]
+        cqr: Option<PathBuf>,
     },
     /// Regenerate every chart of a results directory from its tables.
     Plot { results: PathBuf },
@@ -207,21 +230,22 @@ fn run(cli: Cli) -> Result<()> {
             let file = file.unwrap_or_else(|| PathBuf::from("experiments/quick.yaml"));
             let exp = load_experiment(&file)?;
             let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
+            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
             if dry_run {
-                for c in &exp.cells {
+                let cells = shard_cells(&exp, shard);
+                for c in &cells {
                     println!("{}  {}", c.id, c.name);
                 }
-                println!("{} cells", exp.cells.len());
+                println!("{} cells", cells.len());
                 return Ok(());
             }
-            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
             let cache = results.parent().unwrap_or(Path::new(".")).join(".cache");
             let opts = SweepOptions { results: results.clone(), cache, jobs: jobs.max(1), shard, progress: true, max_cells };
             if let Some(n) = verify {
                 return verify_cells(&exp, &opts, n, verify_seed);
             }
             let rep = sweep(&exp, &opts)?;
-            eprintln!("{} cells ran, {} were already done, {} failed", rep.ran.len(), rep.already_done, rep.failed.len());
+            eprintln!("{} cells ran, {} were already done, {} failed; {} dataset cache(s) built", rep.ran.len(), rep.already_done, rep.failed.len(), rep.cache_builds);
             cqr_runner::sweep::with_results_lock(&results, || {
                 let records = load_records(&results)?;
                 tables::write_tables(&results, &records)?;
@@ -240,6 +264,17 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 bail!("{} cells failed", rep.failed.len());
             }
+        }
+        Cmd::Slurm { file, shards, time, cpus, mem, results, cqr } => {
+            let exp = load_experiment(&file)?;
+            let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
+            let cqr = match cqr {
+                Some(p) => p,
+                None => std::env::current_exe()?,
+            };
+            let workdir = std::env::current_dir()?;
+            let o = slurm::SlurmOptions { file, name: exp.name.clone(), results, shards, time, cpus, mem, cqr, workdir };
+            print!("{}", slurm::script(&o)?);
         }
         Cmd::Plot { results } => {
             require_dir(&results)?;

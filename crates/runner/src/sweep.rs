@@ -12,7 +12,7 @@ use cqr_data::movielens::load_movielens;
 use cqr_data::preprocess::file_identity;
 use cqr_data::synthetic::{generate_criteo, generate_gmf};
 use cqr_data::preprocess::load_tabular_into;
-use cqr_data::{load_cached, load_table, Dataset, Storage, TabularFormat, TabularSource};
+use cqr_data::{load_cached, load_table, CacheOutcome, Dataset, Storage, TabularFormat, TabularSource};
 use cqr_methods::least_squares::LeastSquaresTrace;
 use cqr_models::{train, EmbeddingSpec, RunResult, TrainConfig};
 
@@ -72,13 +72,18 @@ pub fn load_records(results: &Path) -> Result<Vec<CellRecord>> {
 
 /// Loads (or generates) the dataset of a cell through the on-disk cache, held as `storage` says.
 pub fn load_dataset(cfg: &DatasetConfig, cache: &Path, storage: Storage) -> Result<Dataset> {
+    Ok(load_dataset_counted(cfg, cache, storage)?.0)
+}
+
+/// [`load_dataset`], also saying whether the cache served it or it was built now.
+pub fn load_dataset_counted(cfg: &DatasetConfig, cache: &Path, storage: Storage) -> Result<(Dataset, CacheOutcome)> {
     let key = |extra: Vec<String>| -> Vec<String> {
         let mut k = vec![serde_json::to_string(cfg).expect("config serialises")];
         k.extend(extra);
         k
     };
     let ids = |paths: &[&PathBuf]| paths.iter().map(|p| file_identity(p)).collect::<Result<Vec<_>, _>>();
-    let (ds, _) = match cfg {
+    Ok(match cfg {
         DatasetConfig::SyntheticCriteo(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_criteo(c)?))?,
         DatasetConfig::SyntheticGmf(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_gmf(c)?))?,
         DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => {
@@ -96,8 +101,7 @@ pub fn load_dataset(cfg: &DatasetConfig, cache: &Path, storage: Storage) -> Resu
             load_cached(Some(cache), &key(ids(&all)?), storage, |s| load_table(t, s))?
         }
         DatasetConfig::LeastSquares(_) => return Err(anyhow!("least squares cells have no dataset")),
-    };
-    Ok(ds)
+    })
 }
 
 /// Out-of-core training (`shuffle: blocks`) memory-maps the cached arrays; otherwise they are read
@@ -112,15 +116,22 @@ pub fn storage_for(training: &TrainConfig) -> Storage {
 
 /// Runs one cell (no I/O of results).
 pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord> {
+    Ok(run_cell_counted(cell, cache, progress)?.0)
+}
+
+/// [`run_cell`], also saying whether its dataset was built for it (`Miss`) or came from the cache.
+pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(CellRecord, CacheOutcome)> {
     let t0 = Instant::now();
     let c = &cell.config;
+    let mut outcome = CacheOutcome::Disabled;
     let (dataset, output) = match &c.dataset {
         DatasetConfig::LeastSquares(ls) => {
             let cfg = cqr_methods::least_squares::LeastSquaresConfig { seed: c.seed, ..*ls };
             ("least-squares".to_string(), CellOutput::LeastSquares(cfg.run()?))
         }
         other => {
-            let ds = load_dataset(other, cache, storage_for(&c.training))?;
+            let (ds, o) = load_dataset_counted(other, cache, storage_for(&c.training))?;
+            outcome = o;
             // Label: the file name, plus the test file's when there is one (two cells on the same
             // train file but different test files must not be averaged together).
             let label = match other {
@@ -130,7 +141,7 @@ pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord>
                 },
                 _ => ds.name.clone(),
             };
-            let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve()?;
+            let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve_for(ds.n_dense())?;
             let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
             let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale };
             let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
@@ -141,7 +152,7 @@ pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord>
             }
         }
     };
-    Ok(CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64() })
+    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64() }, outcome))
 }
 
 /// Writes a record atomically: into a hidden temporary directory, then renamed into place, so
@@ -180,6 +191,9 @@ pub struct SweepReport {
     pub ran: Vec<String>,
     pub already_done: usize,
     pub failed: Vec<(String, String)>,
+    /// Datasets this sweep preprocessed or generated (cache misses); the other cells read them
+    /// from the cache.
+    pub cache_builds: usize,
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
@@ -191,8 +205,14 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((i, n))
 }
 
+/// The cells of shard `(i, n)`: those at positions `p` with `p % n == i`, so `n` shards together
+/// hold every cell exactly once.
+pub fn shard_cells(exp: &Experiment, shard: (usize, usize)) -> Vec<&Cell> {
+    exp.cells.iter().enumerate().filter(|(i, _)| i % shard.1 == shard.0).map(|(_, c)| c).collect()
+}
+
 pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
-    let mine: Vec<&Cell> = exp.cells.iter().enumerate().filter(|(i, _)| i % opts.shard.1 == opts.shard.0).map(|(_, c)| c).collect();
+    let mine = shard_cells(exp, opts.shard);
     let mut report = SweepReport::default();
     let mut todo = vec![];
     for c in mine {
@@ -210,8 +230,11 @@ pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
     let report_m = Mutex::new(report);
     let run = |c: &&Cell| {
         eprintln!("[{}] running {} ({})", exp.name, c.name, c.id);
-        match run_cell(c, &opts.cache, opts.progress && opts.jobs == 1).and_then(|r| write_record(&opts.results, &r).map(|_| r)) {
-            Ok(r) => {
+        match run_cell_counted(c, &opts.cache, opts.progress && opts.jobs == 1).and_then(|(r, o)| write_record(&opts.results, &r).map(|_| (r, o))) {
+            Ok((r, outcome)) => {
+                if outcome == CacheOutcome::Miss {
+                    report_m.lock().unwrap().cache_builds += 1;
+                }
                 let mut d = done.lock().unwrap();
                 *d += 1;
                 eprintln!("[{}] {}/{} done: {} in {:.1}s{}", exp.name, *d, total, c.name, r.wall_s, brief(&r));

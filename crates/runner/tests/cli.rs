@@ -11,7 +11,7 @@ fn cqr(args: &[&str]) -> (bool, String, String) {
 fn help_lists_subcommands() {
     let (ok, out, _) = cqr(&["--help"]);
     assert!(ok);
-    for sub in ["data", "sweep", "plot", "report", "bench"] {
+    for sub in ["data", "sweep", "slurm", "plot", "report", "bench"] {
         assert!(out.contains(sub), "{sub} missing from --help:\n{out}");
     }
 }
@@ -35,4 +35,40 @@ fn errors_are_clear_and_exit_nonzero() {
     assert!(!ok && err.contains("bad.yaml:6") && err.contains("unknown method `nope`") && !err.contains("panicked"), "{err}");
     let (ok, _, err) = cqr(&["sweep", bad.to_str().unwrap(), "--shard", "3/2"]);
     assert!(!ok && !err.contains("panicked"), "{err}");
+}
+
+/// `cqr slurm`: every array task's command line, run by bash as the job would run it (with
+/// `--dry-run` added), parses, and the tasks together hold every cell of the grid exactly once.
+#[test]
+fn slurm_script_shards_cover_the_grid() {
+    let bin = env!("CARGO_BIN_EXE_cqr");
+    let (ok, script, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--cpus", "2", "--time", "02:30", "--cqr", bin]);
+    assert!(ok, "{err}");
+    assert!(script.contains("#SBATCH --array=0-2") && script.contains("#SBATCH --time=02:30"), "{script}");
+    let shard_line = script.lines().find(|l| l.contains("--shard \"$SLURM_ARRAY_TASK_ID/")).expect("a shard command");
+    let (ok, all, err) = cqr(&["sweep", "experiments/quick.yaml", "--dry-run"]);
+    assert!(ok, "{err}");
+    let cells = |out: &str| -> Vec<String> { out.lines().filter(|l| l.contains("  ")).map(str::to_string).collect() };
+    let mut union = vec![];
+    for i in 0..3 {
+        let out = Command::new("bash")
+            .args(["-c", &format!("{shard_line} --dry-run")])
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "shard {i}: {}", String::from_utf8_lossy(&out.stderr));
+        union.extend(cells(&String::from_utf8_lossy(&out.stdout)));
+    }
+    for line in script.lines().filter(|l| l.contains(" sweep ") && l.contains("--max-cells 0")) {
+        let out = Command::new("bash").args(["-c", &format!("{line} --dry-run")]).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut want = cells(&all);
+    union.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(union, want, "the shards hold every cell exactly once");
+    let (ok, _, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "0"]);
+    assert!(!ok && err.contains("--shards") && !err.contains("panicked"), "{err}");
 }

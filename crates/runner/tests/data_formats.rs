@@ -126,7 +126,7 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
         let b = {
             // run_cell picks the storage from the shuffle; train the in-memory copy directly.
             let cfg = &mut in_memory.config;
-            let model = cfg.model.as_ref().unwrap().resolve().unwrap();
+            let model = cfg.model.as_ref().unwrap().resolve_for(ds.n_dense()).unwrap();
             let m = cfg.method.as_ref().unwrap();
             let spec = cqr_models::EmbeddingSpec { method: m.name.clone(), budget: cfg.budget.unwrap(), options: m.options.clone(), init_scale: m.init_scale };
             cqr_models::train(&ds, &model, &spec, &cqr_models::TrainConfig { seed: cfg.seed, ..cfg.training.clone() }).unwrap()
@@ -139,4 +139,24 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
     let full = parse_experiment(&text.replace("SHUFFLE", ""), Path::new("d.yaml")).unwrap();
     let r = run_cell(&full.cells[0], &cache, false).unwrap();
     assert!(matches!(r.output, CellOutput::Train(_)));
+}
+
+/// A DLRM preset fits any numeric width: two numeric columns, or none (`numeric: []` is a value,
+/// not an empty grid axis), both train with `preset: small` and no explicit `bottom`.
+#[test]
+fn a_preset_fits_the_tables_numeric_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(dir.path());
+    let cache = dir.path().join(".cache");
+    for (numeric, categorical) in [("[hour, price]", "[site, app]"), ("[]", "[hour, site, app]")] {
+        let text = table_experiment(dir.path(), "csv")
+            .replace("  bottom: [1, 16]\n", "")
+            .replace("categorical: [hour, site, app]", &format!("categorical: {categorical}"))
+            .replace("numeric: [price]", &format!("numeric: {numeric}"));
+        let exp = parse_experiment(&text, Path::new("p.yaml")).unwrap();
+        assert_eq!(exp.cells.len(), 1, "{numeric}");
+        let r = run_cell(&exp.cells[0], &cache, false).unwrap_or_else(|e| panic!("numeric {numeric}: {e:#}"));
+        let CellOutput::Train(t) = r.output else { panic!("not trained") };
+        assert!(t.reported.test_bce.is_finite());
+    }
 }

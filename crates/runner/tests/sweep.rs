@@ -108,3 +108,27 @@ fn resume_shards_tables_charts_and_report() {
     assert!(report.contains("| synthetic-gmf | cqr-b80 |") && report.contains("charts/"), "{report}");
     assert!(report.contains("Infeasible cells"));
 }
+
+/// A cold cache under `--jobs 4`: every cell succeeds, and the dataset is built once (the sweep
+/// counts the cells whose load was a cache miss; the others waited for that build and read it).
+#[test]
+fn parallel_cells_on_a_cold_cache_build_the_dataset_once() {
+    let exp = parse_experiment(EXP, Path::new("tiny.yaml")).unwrap();
+    assert!(exp.cells.len() >= 8);
+    let d = tempfile::tempdir().unwrap();
+    let o = SweepOptions { jobs: 4, ..opts(d.path(), (0, 1), None) };
+    let rep = sweep(&exp, &o).unwrap();
+    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+    assert_eq!(rep.ran.len(), exp.cells.len());
+    assert_eq!(rep.cache_builds, 1, "one cell built the cache, the rest read it");
+    let entries: Vec<String> = std::fs::read_dir(d.path().join(".cache")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries.len(), 1, "one cache directory, no temporary left: {entries:?}");
+    assert!(entries[0].ends_with(".cqrds"));
+    // Same numbers as one job at a time.
+    let s = tempfile::tempdir().unwrap();
+    sweep(&exp, &opts(s.path(), (0, 1), None)).unwrap();
+    let (rp, rs) = (d.path().join("tiny"), s.path().join("tiny"));
+    write_tables(&rp, &load_records(&rp).unwrap()).unwrap();
+    write_tables(&rs, &load_records(&rs).unwrap()).unwrap();
+    assert_eq!(scores(&rp), scores(&rs));
+}

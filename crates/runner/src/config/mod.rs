@@ -1,0 +1,407 @@
+//! Experiment files: YAML sections, grids (any scalar may be a list), per-method overrides, and
+//! errors that name the file, the key path and the line.
+//!
+//! One job a file: [`lines`] finds where each key was written, [`grid`] expands the grid into
+//! cells, and this module holds the typed sections and checks each resolved cell once
+//! ([`to_config`]), before anything runs.
+
+mod grid;
+mod lines;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+pub use grid::{cell_id, parse_experiment};
+pub use lines::line_index;
+use lines::{file_path_for, Ctx};
+
+use cqr_data::movielens::MovieLensLayout;
+use cqr_data::synthetic::{CriteoSynthConfig, GmfSynthConfig};
+use cqr_data::{BadRowPolicy, PreprocessOptions, TableConfig};
+use cqr_methods::least_squares::LeastSquaresConfig;
+use cqr_models::{DlrmConfig, ModelConfig, TrainConfig};
+
+/// Where the data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DatasetConfig {
+    SyntheticCriteo(CriteoSynthConfig),
+    SyntheticGmf(GmfSynthConfig),
+    Criteo(TabularFileConfig),
+    Avazu(TabularFileConfig),
+    Movielens(MovieLensConfig),
+    LeastSquares(LeastSquaresConfig),
+    /// Any CSV/TSV/Parquet/libsvm/libfm table (see `cqr_data::table`).
+    Table(TableConfig),
+}
+
+/// One path, or a list read in order (Criteo Terabyte: the training day files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PathList {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl PathList {
+    pub fn to_vec(&self) -> Vec<PathBuf> {
+        match self {
+            PathList::One(p) => vec![p.clone()],
+            PathList::Many(v) => v.clone(),
+        }
+    }
+    /// The first file (it names the dataset).
+    pub fn first(&self) -> Option<&PathBuf> {
+        match self {
+            PathList::One(p) => Some(p),
+            PathList::Many(v) => v.first(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TabularFileConfig {
+    pub path: PathList,
+    /// A separate test file (e.g. a later day); the train file then gives train + validation.
+    #[serde(default)]
+    pub test_path: Option<PathBuf>,
+    #[serde(default)]
+    pub preprocess: PreprocessOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovieLensConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub layout: Option<MovieLensLayout>,
+    #[serde(default)]
+    pub bad_rows: BadRowPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Dlrm,
+    Gmf,
+}
+
+/// `model:` section: a kind, an optional preset, and overrides of its sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub dim: Option<usize>,
+    #[serde(default)]
+    pub bottom: Option<Vec<usize>>,
+    #[serde(default)]
+    pub top: Option<Vec<usize>>,
+}
+
+impl ModelSpec {
+    /// The model as written, before the data is known (a preset's bottom MLP starts with its
+    /// own numeric width, 13); used to check the file at parse time.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        self.resolve_with(None)
+    }
+
+    /// The model for a dataset with `n_dense` numeric columns. A preset names sizes, not the
+    /// data: unless `bottom` is given explicitly, the bottom MLP's input width is the dataset's
+    /// numeric column count. An explicit `bottom` is taken as written and checked against the
+    /// data when the model is built.
+    pub fn resolve_for(&self, n_dense: usize) -> Result<ModelConfig> {
+        self.resolve_with(Some(n_dense))
+    }
+
+    fn resolve_with(&self, n_dense: Option<usize>) -> Result<ModelConfig> {
+        match self.kind {
+            ModelKind::Gmf => Ok(ModelConfig::Gmf { dim: self.dim.unwrap_or(32) }),
+            ModelKind::Dlrm => {
+                let preset = self.preset.as_deref().unwrap_or("small");
+                let mut c = DlrmConfig::preset(preset).ok_or_else(|| anyhow!("model.preset: unknown preset `{preset}` (known: kaggle, small)"))?;
+                if let Some(d) = self.dim {
+                    c.dim = d;
+                    if let Some(last) = c.bottom.last_mut() {
+                        *last = d;
+                    }
+                }
+                match (&self.bottom, n_dense) {
+                    (Some(b), _) => c.bottom = b.clone(),
+                    (None, Some(n)) if n > 0 => c.bottom[0] = n,
+                    _ => {}
+                }
+                if let Some(t) = &self.top {
+                    c.top = t.clone();
+                }
+                Ok(ModelConfig::Dlrm(c))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    pub name: String,
+    #[serde(default)]
+    pub options: serde_json::Value,
+    #[serde(default = "default_init_scale")]
+    pub init_scale: f32,
+}
+
+fn default_init_scale() -> f32 {
+    0.05
+}
+
+/// One fully resolved run. Its JSON (keys sorted) hashes to the cell id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellConfig {
+    pub experiment: String,
+    pub dataset: DatasetConfig,
+    #[serde(default)]
+    pub model: Option<ModelSpec>,
+    #[serde(default)]
+    pub training: TrainConfig,
+    #[serde(default)]
+    pub method: Option<MethodSpec>,
+    /// Per-table parameter cap.
+    #[serde(default)]
+    pub budget: Option<u64>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Hash of the resolved config: stable across runs and machines.
+    pub id: String,
+    /// Readable: method, budget, seed and the values of other grid axes.
+    pub name: String,
+    pub config: CellConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub file: PathBuf,
+    pub cells: Vec<Cell>,
+}
+
+pub fn load_experiment(file: &Path) -> Result<Experiment> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read experiment file", file.display()))?;
+    parse_experiment(&text, file)
+}
+
+/// The key path of a deserialisation error; for an unknown key, the key itself rather than its
+/// parent.
+fn error_path<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    match msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        Some(key) if path == "." || path.is_empty() => key.to_string(),
+        Some(key) => format!("{path}.{key}"),
+        None => path,
+    }
+}
+
+/// The path and message of an error inside a dataset section, found by deserialising it into
+/// the struct its `kind` names.
+fn dataset_error(v: &Value) -> Option<(String, String)> {
+    let mut m = v.as_mapping()?.clone();
+    let kind = m.remove("kind")?;
+    let body = Value::Mapping(m);
+    fn check<T: serde::de::DeserializeOwned>(v: Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| (error_path(&e), e.inner().to_string()))
+    }
+    match kind.as_str()? {
+        "synthetic_criteo" => check::<CriteoSynthConfig>(body),
+        "synthetic_gmf" => check::<GmfSynthConfig>(body),
+        "criteo" | "avazu" => check::<TabularFileConfig>(body),
+        "movielens" => check::<MovieLensConfig>(body),
+        "least_squares" => check::<LeastSquaresConfig>(body),
+        _ => None,
+    }
+}
+
+pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Result<CellConfig> {
+    let de = v.clone();
+    let cfg: CellConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        // serde buffers internally tagged enums (the dataset), which hides the path inside them:
+        // deserialise the dataset section on its own to recover it.
+        if e.path().to_string() == "dataset" {
+            if let Some((inner, msg)) = v.get("dataset").and_then(dataset_error) {
+                let path = format!("dataset.{inner}");
+                return ctx.err(&path, msg);
+            }
+        }
+        let path = error_path(&e);
+        ctx.err(&file_path_for(&path, method_index, &ctx.index), e.into_inner())
+    })?;
+    if !matches!(cfg.dataset, DatasetConfig::LeastSquares(_)) {
+        let Some(spec) = cfg.model.as_ref() else { return Err(ctx.err("model", "missing section")) };
+        let model = spec.resolve().map_err(|e| ctx.err("model", e))?;
+        if let (Some(m), Some(i)) = (&cfg.method, method_index) {
+            // Build the method on a stand-in table to check its options now, not hours later.
+            // Budget problems depend on the real vocabularies and surface when the cell runs.
+            let dim = model.dim();
+            // The training schedule is the cell's (steps per epoch: a stand-in, the data decides).
+            let p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64)
+                .with_epochs(cfg.training.epochs)
+                .with_steps(1000, cfg.training.eval_every_steps)
+                .with_options(m.options.clone());
+            match cqr_methods::build_method(&m.name, &p) {
+                Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) => {
+                    return Err(ctx.err(&format!("methods[{i}].options"), e));
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = cfg.training.validate() {
+            return Err(ctx.err("training", e));
+        }
+        if let (ModelConfig::Gmf { .. }, DatasetConfig::SyntheticCriteo(_) | DatasetConfig::Criteo(_) | DatasetConfig::Avazu(_)) = (&model, &cfg.dataset) {
+            return Err(ctx.err("model.kind", "gmf needs a two-column (user, item) dataset: movielens or synthetic_gmf"));
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: t
+dataset:
+  kind: synthetic_gmf
+  rows: 1000
+  users: 50
+  items: 50
+model:
+  kind: gmf
+  dim: 8
+training:
+  lr: [0.01, 0.001]
+  epochs: 2
+methods:
+  - name: hashing
+  - name: cqr
+    options:
+      n_chunks: [2, 4]
+    overrides:
+      training:
+        epochs: 3
+budgets: [80, 160]
+seeds: [0, 1]
+"#;
+
+    fn parse(text: &str) -> Result<Experiment> {
+        parse_experiment(text, Path::new("exp.yaml"))
+    }
+
+    #[test]
+    fn grid_expansion_and_overrides() {
+        let e = parse(GOOD).unwrap();
+        // hashing: 2 lr x 2 budgets x 2 seeds = 8; cqr: 2 lr x 2 chunks x 2 x 2 = 16.
+        assert_eq!(e.cells.len(), 24);
+        let cqr: Vec<&Cell> = e.cells.iter().filter(|c| c.config.method.as_ref().unwrap().name == "cqr").collect();
+        assert!(cqr.iter().all(|c| c.config.training.epochs == 3));
+        assert!(e.cells.iter().filter(|c| c.config.method.as_ref().unwrap().name == "hashing").all(|c| c.config.training.epochs == 2));
+        assert!(cqr.iter().any(|c| c.name == "cqr-b160-lr=0.001-n_chunks=4-s1"), "{:?}", cqr.iter().map(|c| &c.name).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cell_ids_are_stable_and_distinct() {
+        let a = parse(GOOD).unwrap();
+        let b = parse(GOOD).unwrap();
+        assert_eq!(a.cells.iter().map(|c| &c.id).collect::<Vec<_>>(), b.cells.iter().map(|c| &c.id).collect::<Vec<_>>());
+        let ids: std::collections::HashSet<_> = a.cells.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids.len(), a.cells.len());
+        // Pinned: a change of id would orphan every stored result.
+        let first = &a.cells[0];
+        assert_eq!(first.id, cell_id(&first.config));
+        assert_eq!(first.id.len(), 16);
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn every_error_names_file_path_and_line() {
+        let e = err(&GOOD.replace("  epochs: 2\n", "  epochs: 2\n  epoch: 5\n"));
+        assert!(e.contains("exp.yaml:14") && e.contains("training") && e.contains("unknown field `epoch`"), "{e}");
+        let e = err(&GOOD.replace("- name: hashing", "- name: hashnig"));
+        assert!(e.contains("exp.yaml:15") && e.contains("methods[0].name") && e.contains("unknown method"), "{e}");
+        let e = err(&GOOD.replace("  rows: 1000", "  rows: lots"));
+        assert!(e.contains("exp.yaml:5") && e.contains("dataset.rows"), "{e}");
+        let e = err(&GOOD.replace("budgets: [80, 160]", "budgets: []"));
+        assert!(e.contains("budgets") && e.contains("non-empty"), "{e}");
+        let e = err(&GOOD.replace("lr: [0.01, 0.001]", "lr: []"));
+        assert!(e.contains("exp.yaml:12") && e.contains("training.lr") && e.contains("empty list"), "{e}");
+        let e = err(&GOOD.replace("seeds: [0, 1]", "seeds: [0, 1]\nextra: 1"));
+        assert!(e.contains("`extra`") && e.contains("unknown section"), "{e}");
+        let e = err("name: t\ndataset: [unclosed\n");
+        assert!(e.contains("exp.yaml:") && e.contains("invalid YAML"), "{e}");
+        let e = err(&GOOD.replace("n_chunks: [2, 4]", "n_chunks: [2, 4]\n      bogus: 1"));
+        assert!(e.contains("exp.yaml:17") && e.contains("methods[1].options") && e.contains("unknown field `bogus`"), "{e}");
+        let e = err(&GOOD.replace("n_chunks: [2, 4]", "n_chunks: 3"));
+        assert!(e.contains("methods[1].options") && e.contains("not divisible"), "{e}");
+        let e = err(&GOOD.replace("  rows: 1000", "  rows: 1000\n  colums: 3"));
+        assert!(e.contains("exp.yaml:6") && e.contains("dataset.colums") && e.contains("unknown field"), "{e}");
+        let e = err(&GOOD.replace("synthetic_gmf", "synthetic_gfm"));
+        assert!(e.contains("exp.yaml:4") && e.contains("dataset.kind") && e.contains("unknown variant `synthetic_gfm`"), "{e}");
+        let e = err(&GOOD.replace("  kind: gmf", "  kind: gmf\n  depth: 3"));
+        assert!(e.contains("model") && e.contains("unknown field `depth`"), "{e}");
+        let e = err(&GOOD.replace("        epochs: 3", "        epochs: -3"));
+        assert!(e.contains("methods[1].overrides.training.epochs") && e.contains("exp.yaml:21"), "{e}");
+    }
+
+    #[test]
+    fn least_squares_needs_no_methods() {
+        let e = parse("name: ls\ndataset:\n  kind: least_squares\n  k: [1, 2]\nseeds: [0, 1, 2]\n").unwrap();
+        assert_eq!(e.cells.len(), 6);
+    }
+
+    #[test]
+    fn line_index_handles_lists() {
+        let idx = line_index(GOOD);
+        assert_eq!(idx["methods[1].options.n_chunks"], 18);
+        assert_eq!(idx["training.lr"], 12);
+    }
+
+    #[test]
+    fn a_preset_takes_the_datasets_numeric_width() {
+        let spec = |bottom: Option<Vec<usize>>| ModelSpec { kind: ModelKind::Dlrm, preset: Some("small".into()), dim: None, bottom, top: None };
+        let ModelConfig::Dlrm(c) = spec(None).resolve_for(2).unwrap() else { panic!() };
+        assert_eq!(c.bottom, vec![2, 64, 16]);
+        assert!(c.validate(2).is_ok());
+        let ModelConfig::Dlrm(k) = ModelSpec { preset: Some("kaggle".into()), ..spec(None) }.resolve_for(5).unwrap() else { panic!() };
+        assert_eq!(k.bottom, vec![5, 512, 256, 64, 16]);
+        // No numeric columns: the bottom MLP is unused, the preset is left as it is.
+        let ModelConfig::Dlrm(z) = spec(None).resolve_for(0).unwrap() else { panic!() };
+        assert_eq!(z.bottom, vec![13, 64, 16]);
+        // An explicit bottom is taken as written, and still checked against the data.
+        let ModelConfig::Dlrm(e) = spec(Some(vec![13, 8, 16])).resolve_for(2).unwrap() else { panic!() };
+        assert!(e.validate(2).unwrap_err().contains("must start with the 2 dense features"));
+    }
+
+    #[test]
+    fn a_list_valued_key_is_never_a_grid_axis() {
+        let text = "name: t\ndataset:\n  kind: table\n  path: x.csv\n  format: csv\n  label: y\n  categorical: [a, b]\n  numeric: []\nmodel:\n  kind: dlrm\nmethods:\n  - name: hashing\nbudgets: [64]\n";
+        let e = parse(text).unwrap();
+        assert_eq!(e.cells.len(), 1);
+        let DatasetConfig::Table(t) = &e.cells[0].config.dataset else { panic!() };
+        assert!(t.numeric.is_empty());
+        // A list of lists there is an axis.
+        let e = parse(&text.replace("numeric: []", "numeric: [[], [n1]]")).unwrap();
+        assert_eq!(e.cells.len(), 2);
+    }
+}
