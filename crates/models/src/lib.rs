@@ -7,4 +7,4 @@ pub mod train;
 
 pub use net::DlrmConfig;
 pub use tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
-pub use train::{train, Backend, EvalPoint, ModelConfig, OptimizerKind, RunResult, Scores, Shuffle, TrainConfig, TrainError};
+pub use train::{train, Backend, EvalPoint, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, Shuffle, TrainConfig, TrainError};

@@ -287,6 +287,68 @@ pub struct RunResult {
     pub hook_log: Vec<String>,
     pub teacher: Option<TeacherScore>,
     pub skipped: SkipReport,
+    /// Click rate of the training split: normalized entropy is test BCE over its entropy.
+    /// (0 in records written before it existed.)
+    #[serde(default)]
+    pub train_click_rate: f64,
+    /// The reported test BCE split by how often the row's id in the largest table occurs in the
+    /// training split (see [`FrequencyBuckets`]); `None` in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_bce_by_frequency: Option<FrequencyBce>,
+}
+
+/// Training-count bounds of the frequency buckets: head ids occur in at least
+/// `FREQ_BOUNDS[1]` training rows, torso ids in `FREQ_BOUNDS[0]..FREQ_BOUNDS[1]`, tail ids in fewer
+/// than `FREQ_BOUNDS[0]` (never-seen ids included).
+pub const FREQ_BOUNDS: [u32; 2] = [10, 100];
+
+/// Test BCE of the rows in each frequency bucket (head, torso, tail) and their counts; `None`
+/// for an empty bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrequencyBce {
+    pub bce: [Option<f64>; 3],
+    pub rows: [u64; 3],
+}
+
+/// The frequency bucket of each test row, by the training count of its id in the table with the
+/// largest vocabulary (where compression bites hardest and clustering should help rare ids).
+struct FrequencyBuckets {
+    buckets: Vec<u8>,
+}
+
+impl FrequencyBuckets {
+    fn new(ds: &Dataset) -> Self {
+        let Some(col) = (0..ds.n_cat()).max_by_key(|&c| (ds.cardinalities[c], std::cmp::Reverse(c))) else { return FrequencyBuckets { buckets: vec![] } };
+        let mut counts = vec![0u32; ds.cardinalities[col]];
+        // Out of core: one pass in blocks, each released once counted, so the pass does not
+        // make the mapped arrays resident.
+        let blocks = |range: std::ops::Range<usize>| (range.start..range.end).step_by(1 << 16).map(move |a| a..(a + (1 << 16)).min(range.end));
+        for block in blocks(ds.splits.train.clone()) {
+            for r in block.clone() {
+                let id = ds.cat_row(r)[col] as usize;
+                counts[id] = counts[id].saturating_add(1);
+            }
+            ds.release(block);
+        }
+        let bucket = |c: u32| if c >= FREQ_BOUNDS[1] { 0 } else if c >= FREQ_BOUNDS[0] { 1 } else { 2 };
+        let mut buckets = Vec::with_capacity(ds.splits.test.len());
+        for block in blocks(ds.splits.test.clone()) {
+            buckets.extend(block.clone().map(|r| bucket(counts[ds.cat_row(r)[col] as usize])));
+            ds.release(block);
+        }
+        FrequencyBuckets { buckets }
+    }
+
+    /// BCE per bucket of test-split logits.
+    fn bce(&self, logits: &[f32], labels: &[f32]) -> FrequencyBce {
+        let mut out = FrequencyBce::default();
+        for k in 0..3u8 {
+            let (l, y): (Vec<f32>, Vec<f32>) = self.buckets.iter().zip(logits.iter().zip(labels)).filter(|(b, _)| **b == k).map(|(_, (l, y))| (*l, *y)).unzip();
+            out.rows[k as usize] = l.len() as u64;
+            out.bce[k as usize] = (!l.is_empty()).then(|| bce_host(&l, &y));
+        }
+        out
+    }
 }
 
 /// Resets the process's peak-RSS counter (Linux: `5` in /proc/self/clear_refs), so the peak
@@ -510,6 +572,11 @@ struct Trainer<'a> {
     /// Whether any table has a step hook (else the per-step call is skipped).
     step_hooks: bool,
     snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)>,
+    /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
+    test_buckets: FrequencyBuckets,
+    /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
+    last_freq: FrequencyBce,
+    freq_evals: Vec<FrequencyBce>,
 }
 
 fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -558,6 +625,9 @@ impl<'a> Trainer<'a> {
             timings: Timings::default(),
             evals: vec![],
             hook_log: vec![],
+            test_buckets: FrequencyBuckets::new(ds),
+            last_freq: FrequencyBce::default(),
+            freq_evals: vec![],
             batch: Batch::default(),
             step: 0,
             samples: 0,
@@ -605,17 +675,20 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Validation and test scores of the current model.
+    /// Validation and test scores of the current model (and the test BCE per frequency bucket,
+    /// kept in `last_freq`).
     fn evaluate(&mut self) -> Scores {
         let t0 = Instant::now();
-        let (val_bce, val_auc) = self.score(self.ds.splits.val.clone());
-        let (test_bce, test_auc) = self.score(self.ds.splits.test.clone());
+        let (val_bce, val_auc) = self.score(self.ds.splits.val.clone()).0;
+        let ((test_bce, test_auc), logits) = self.score(self.ds.splits.test.clone());
+        let labels: Vec<f32> = self.ds.splits.test.clone().map(|r| self.ds.label(r)).collect();
+        self.last_freq = self.test_buckets.bce(&logits, &labels);
         self.timings.eval_s += t0.elapsed().as_secs_f64();
         Scores { val_bce, val_auc, test_bce, test_auc }
     }
 
-    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`.
-    fn score(&mut self, range: std::ops::Range<usize>) -> (f64, f64) {
+    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`, and the logits.
+    fn score(&mut self, range: std::ops::Range<usize>) -> ((f64, f64), Vec<f32>) {
         let (ds, dim, t_count) = (self.ds, self.dim, self.ds.n_cat());
         let eval_net = self.net.valid();
         let mut logits = Vec::with_capacity(range.len());
@@ -636,13 +709,14 @@ impl<'a> Trainer<'a> {
             logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
         }
         let labels: Vec<f32> = range.map(|r| ds.label(r)).collect();
-        (bce_host(&logits, &labels), auc(&logits, &labels))
+        ((bce_host(&logits, &labels), auc(&logits, &labels)), logits)
     }
 
     /// Records an evaluation, snapshots the best model for post-training methods, and returns
     /// whether early stopping says to stop.
     fn record(&mut self, epoch: usize, scores: Scores) -> bool {
         push_eval(&mut self.evals, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, &mut self.since_best);
+        self.freq_evals.push(self.last_freq);
         if self.post_training && self.since_best == 0 {
             self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
         }
@@ -676,7 +750,8 @@ impl<'a> Trainer<'a> {
             self.hook_log.extend(log);
             Some(self.evaluate())
         };
-        let best = *self.evals.iter().min_by(|a, b| a.scores.val_bce.total_cmp(&b.scores.val_bce)).expect("at least one evaluation");
+        let (best_i, best) = self.evals.iter().enumerate().min_by(|a, b| a.1.scores.val_bce.total_cmp(&b.1.scores.val_bce)).map(|(i, e)| (i, *e)).expect("at least one evaluation");
+        let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { self.freq_evals[best_i] };
         // PQ/RQ: the compressed model is evaluated once; the trained dense model's AUCs are not
         // the method's.
         let best_val_auc = match compressed {
@@ -698,6 +773,8 @@ impl<'a> Trainer<'a> {
             peak_rss_bytes: peak_rss_bytes(),
             hook_log: self.hook_log,
             teacher: self.ds.teacher,
+            train_click_rate: self.ds.label_rate(self.ds.splits.train.clone()),
+            test_bce_by_frequency: Some(test_bce_by_frequency),
             skipped: self.ds.skipped.clone(),
             evals: self.evals,
         })

@@ -10,7 +10,7 @@ use cqr_data::movielens::load_movielens;
 use cqr_data::{BadRowPolicy, TabularFormat};
 use cqr_models::Backend;
 use cqr_runner::config::load_experiment;
-use cqr_runner::report::{group_summary, markdown_table, write_report};
+use cqr_runner::report::{group_summary, markdown_table, write_report_against};
 use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions};
 use cqr_runner::{bench, plot, slurm, tables};
 
@@ -79,7 +79,13 @@ enum Cmd {
     /// Regenerate every chart of a results directory from its tables.
     Plot { results: PathBuf },
     /// Write RESULTS_DIR/report.md from the tables and charts.
-    Report { results: PathBuf },
+    Report {
+        results: PathBuf,
+        /// Methods the paired section compares every other method against, in order (the
+        /// earlier of two references is A: CQR − dense).
+        #[arg(long, value_delimiter = ',', default_value = "cqr,dense")]
+        against: Vec<String>,
+    },
     /// Training throughput (samples/s) of the DLRM preset on random data.
     Bench {
         #[arg(long, default_value = "kaggle")]
@@ -286,9 +292,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", p.display());
             }
         }
-        Cmd::Report { results } => {
+        Cmd::Report { results, against } => {
             require_dir(&results)?;
-            println!("{}", write_report(&results)?.display())
+            println!("{}", write_report_against(&results, &against)?.display())
         }
         Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows, cluster_options, ingest_rows } => {
             bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows, cluster_options, ingest_rows })?

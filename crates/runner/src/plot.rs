@@ -194,6 +194,13 @@ fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
+/// The x axes of the accuracy charts: (summary column, name in the file stem, axis label).
+const X_AXES: &[(&str, &str, &str)] = &[
+    ("params", "params", "trainable embedding parameters (all tables, log scale)"),
+    ("train_total_bytes", "train_bytes", "embedding memory during training, MB (weights, optimizer state, index arrays; log scale)"),
+    ("total_bytes", "final_bytes", "embedding memory at the end, MB (weights and index arrays; log scale)"),
+];
+
 /// Regenerates every chart of a results directory from its parquet tables.
 pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
     let mut written = vec![];
@@ -204,39 +211,43 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
         let datasets = strs(&df, "dataset")?;
         let methods = strs(&df, "method")?;
         let variants = strs(&df, "variant")?;
-        // x: exact trainable embedding parameters of the cell; the dense tables are drawn as
-        // the reference line.
-        let params = f64s(&df, "params")?;
+        // x: exact trainable embedding parameters of the cell, or its embedding bytes during
+        // training (`train_total_bytes`: PQ/RQ train the full table) or at the end
+        // (`total_bytes`: pointer arrays included, which dominate CQR's bytes at Criteo scale).
+        // The dense tables are drawn as the reference line.
         let mut ds_names: Vec<String> = datasets.clone();
         ds_names.sort();
         ds_names.dedup();
         for ds in &ds_names {
             let rows: Vec<usize> = (0..df.height()).filter(|&i| &datasets[i] == ds).collect();
-            for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
-                let ys = f64s(&df, metric)?;
-                let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
-                let mut dense = vec![];
-                for &i in &rows {
-                    if methods[i] == "dense" {
-                        dense.push(ys[i]);
-                    } else {
-                        k.push(line_key(&variants[i]));
-                        x.push(params[i]);
-                        y.push(ys[i]);
+            for (xcol, xname, xlabel) in X_AXES {
+                let xs = f64s(&df, xcol)?;
+                for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
+                    let ys = f64s(&df, metric)?;
+                    let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
+                    let mut dense = vec![];
+                    for &i in &rows {
+                        if methods[i] == "dense" {
+                            dense.push(ys[i]);
+                        } else {
+                            k.push(line_key(&variants[i]));
+                            x.push(if *xcol == "params" { xs[i] } else { xs[i] / 1e6 });
+                            y.push(ys[i]);
+                        }
                     }
-                }
-                let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
-                let chart = Chart {
-                    title: format!("{ds}: {metric} vs embedding parameters"),
-                    x_label: "trainable embedding parameters (all tables, log scale)".into(),
-                    y_label: label.into(),
-                    log_x: true,
-                    log_y: false,
-                    lines: aggregate(&k, &x, &y),
-                    hlines,
-                };
-                if !chart.lines.is_empty() {
-                    written.extend(render(&chart, &charts, &format!("{}_{metric}_vs_params", slug(ds)))?);
+                    let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
+                    let chart = Chart {
+                        title: format!("{ds}: {metric} vs {xname}"),
+                        x_label: (*xlabel).into(),
+                        y_label: label.into(),
+                        log_x: true,
+                        log_y: false,
+                        lines: aggregate(&k, &x, &y),
+                        hlines,
+                    };
+                    if !chart.lines.is_empty() {
+                        written.extend(render(&chart, &charts, &format!("{}_{metric}_vs_{}", slug(ds), slug(xname)))?);
+                    }
                 }
             }
         }

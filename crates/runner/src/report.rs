@@ -1,11 +1,13 @@
 //! Summaries over seeds (printed after a sweep) and the Markdown report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::paired::{paired, reach_dense, Interval, Obs};
+use crate::plot::line_key;
 use crate::tables::{f64s, read_parquet, strs};
 
 /// Mean and sample standard deviation over seeds of one (dataset, method, budget) group.
@@ -25,6 +27,12 @@ pub struct GroupRow {
     pub peak_rss_mb: f64,
     pub samples_per_s: f64,
     pub skipped_rows: f64,
+    /// Mean normalized entropy (NaN for tables written before it existed).
+    pub normalized_entropy: f64,
+    /// Mean test BCE of the head, torso and tail rows (by the training count of the id in the
+    /// largest table), and the mean number of test rows in each.
+    pub bce_by_frequency: [f64; 3],
+    pub rows_by_frequency: [f64; 3],
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -40,15 +48,12 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
     let va = strs(&df, "variant")?;
     let me = strs(&df, "method")?;
     let bu = f64s(&df, "budget")?;
-    let cols = ["test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows", "best_val_auc"];
-    // Tables written before `best_val_auc` existed lack it: NaN there.
-    let vals: Vec<Vec<f64>> = cols
-        .iter()
-        .map(|c| match f64s(&df, c) {
-            Err(_) if *c == "best_val_auc" => Ok(vec![f64::NAN; df.height()]),
-            other => other,
-        })
-        .collect::<Result<_>>()?;
+    let cols = [
+        "test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows", "best_val_auc", "normalized_entropy",
+        "test_bce_head", "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail",
+    ];
+    // Tables written before a column existed lack it: NaN there.
+    let vals: Vec<Vec<f64>> = cols.iter().map(|c| f64s(&df, c).unwrap_or_else(|_| vec![f64::NAN; df.height()])).collect();
     // Group by dataset, method, budget and the other grid values (the variant), over seeds.
     let mut groups: BTreeMap<(String, String, u64, String), Vec<usize>> = BTreeMap::new();
     for i in 0..df.height() {
@@ -73,6 +78,9 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
                 peak_rss_mb: mean_std(&g(5)).0 / 1048576.0,
                 samples_per_s: mean_std(&g(6)).0,
                 skipped_rows: mean_std(&g(7)).0,
+                normalized_entropy: mean_std(&g(9)).0,
+                bce_by_frequency: [mean_std(&g(10)).0, mean_std(&g(11)).0, mean_std(&g(12)).0],
+                rows_by_frequency: [mean_std(&g(13)).0, mean_std(&g(14)).0, mean_std(&g(15)).0],
             }
         })
         .collect())
@@ -80,20 +88,95 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
 
 pub fn markdown_table(rows: &[GroupRow]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | best val AUC (mean ± std) | emb. params | total bytes (final) | total bytes (training) | peak RSS MB | train samples/s | skipped rows |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | best val AUC (mean ± std) | NE | emb. params | MB (final) | MB (training) | peak RSS MB | train samples/s | skipped rows |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.params, r.total_bytes, r.train_total_bytes, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
+            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.4} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |",
+            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.normalized_entropy, r.params,
+            r.total_bytes / 1e6, r.train_total_bytes / 1e6, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
         );
     }
     s
 }
 
+/// Test BCE by id frequency: one row per group (rows with the id of the largest table in the
+/// head, torso or tail by training count).
+pub fn frequency_table(rows: &[GroupRow]) -> String {
+    let [lo, hi] = cqr_models::FREQ_BOUNDS;
+    let mut s = String::new();
+    let _ = writeln!(s, "| dataset | cells (without seed) | seeds | head BCE (≥ {hi} training rows) | torso BCE ({lo}-{}) | tail BCE (< {lo}, unseen included) | test rows head / torso / tail |", hi - 1);
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for r in rows.iter().filter(|r| r.rows_by_frequency.iter().any(|n| *n > 0.0)) {
+        let [h, t, l] = r.bce_by_frequency;
+        let [nh, nt, nl] = r.rows_by_frequency;
+        let _ = writeln!(s, "| {} | {} | {} | {h:.5} | {t:.5} | {l:.5} | {nh:.0} / {nt:.0} / {nl:.0} |", r.dataset, r.variant, r.n);
+    }
+    s
+}
+
+/// The summary's cells as paired-comparison observations.
+pub fn observations(results: &Path) -> Result<Vec<Obs>> {
+    let df = read_parquet(&results.join("summary.parquet"))?;
+    let (ds, va, me) = (strs(&df, "dataset")?, strs(&df, "variant")?, strs(&df, "method")?);
+    let (bu, se, pa, bce) = (f64s(&df, "budget")?, f64s(&df, "seed")?, f64s(&df, "params")?, f64s(&df, "test_bce")?);
+    let auc = f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
+    Ok((0..df.height())
+        .map(|i| Obs { dataset: ds[i].clone(), line: line_key(&va[i]), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
+        .collect())
+}
+
+fn fmt_interval(i: &Interval, digits: usize) -> String {
+    let mark = if i.significant() { " *" } else { "" };
+    format!("{:+.d$} [{:+.d$}, {:+.d$}]{mark}", i.mean, i.lo, i.hi, d = digits)
+}
+
+/// The paired section: `A − B` per budget with 95% intervals, then "parameters to reach dense".
+pub fn paired_section(obs: &[Obs], against: &[String]) -> String {
+    let rows = paired(obs, against);
+    let mut s = String::new();
+    if rows.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "## Paired comparisons (A − B over seeds that share data and batch order)\n");
+    let _ = writeln!(
+        s,
+        "Mean of the per-seed differences and its 95% confidence interval (Student t with n − 1 degrees of freedom over the n paired seeds); `*`: the interval excludes 0. Test BCE: negative means A is better. Best validation AUC: positive means A is better.\n"
+    );
+    let _ = writeln!(s, "| dataset | A | B | budget/table | A's params | seeds | Δ test BCE [95% CI] | Δ best val AUC [95% CI] |");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} | {} | {} | {} |", r.dataset, r.a, r.b, r.budget, r.a_params, r.bce.n, fmt_interval(&r.bce, 5), fmt_interval(&r.auc, 4));
+    }
+    let dense: BTreeSet<String> = obs.iter().filter(|o| o.method == "dense").map(|o| o.line.clone()).collect();
+    let reach = reach_dense(&rows, &dense);
+    if !reach.is_empty() {
+        let _ = writeln!(s, "\n### Parameters to reach dense\n");
+        let _ = writeln!(s, "The smallest budget at which the paired test-BCE difference against dense is not significantly positive (interval's lower bound ≤ 0), and the smallest at which it is at most 0 with 95% confidence (upper bound ≤ 0); `-`: no budget of the grid.\n");
+        let _ = writeln!(s, "| dataset | line | reaches dense (lo ≤ 0): budget, params | at least dense (hi ≤ 0): budget, params |");
+        let _ = writeln!(s, "|---|---|---:|---:|");
+        let f = |x: Option<(u64, f64)>| x.map(|(b, p)| format!("{b}, {p:.0}")).unwrap_or_else(|| "-".into());
+        for r in reach {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", r.dataset, r.line, f(r.reaches), f(r.surely));
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Methods every other method is compared against in the paired section by default.
+pub fn default_against() -> Vec<String> {
+    vec!["cqr".into(), "dense".into()]
+}
+
 /// Writes `report.md` with the grouped summary and links to every chart; returns its path.
 pub fn write_report(results: &Path) -> Result<PathBuf> {
+    write_report_against(results, &default_against())
+}
+
+/// [`write_report`] with the paired section against the methods `against` (in this order).
+pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBuf> {
     let mut md = String::new();
     let name = results.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = writeln!(md, "# Results: {name}\n");
@@ -103,6 +186,13 @@ pub fn write_report(results: &Path) -> Result<PathBuf> {
         let _ = writeln!(md, "## Summary (reported test scores: best validation epoch; PQ/RQ: after compression)\n");
         md.push_str(&markdown_table(&rows));
         md.push('\n');
+        md.push_str(&paired_section(&observations(results)?, against));
+        let freq = frequency_table(&rows);
+        if freq.lines().count() > 2 {
+            let _ = writeln!(md, "## Test BCE by id frequency (id of the largest table, by training count)\n");
+            md.push_str(&freq);
+            md.push('\n');
+        }
     }
     let inf = results.join("infeasible.parquet");
     if inf.exists() {

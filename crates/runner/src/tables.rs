@@ -24,8 +24,19 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "cell_id", "cell_name", "variant", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "best_step", "val_bce", "val_auc",
     "best_val_auc", "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
-    "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc",
+    "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc", "train_click_rate", "normalized_entropy", "test_bce_head",
+    "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail",
 ];
+
+/// Normalized entropy (He et al. 2014, as the DLRM papers report it): the BCE divided by the
+/// entropy of the training click rate `p`, i.e. the BCE of always predicting `p`. Below 1 the
+/// model beats that constant. NaN when `p` is 0 or 1 (records from before the rate was stored).
+pub fn normalized_entropy(bce: f64, p: f64) -> f64 {
+    if !(p > 0.0 && p < 1.0) {
+        return f64::NAN;
+    }
+    bce / -(p * p.ln() + (1.0 - p) * (1.0 - p).ln())
+}
 
 /// The cell name without its seed: cells that differ only in the seed share a variant.
 pub fn variant(name: &str) -> String {
@@ -81,8 +92,24 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_u("skipped_rows", u(&|_, t| t.skipped.skipped)),
         col_f("teacher_test_bce", f(&|_, t| t.teacher.map(|x| x.test_bce).unwrap_or(f64::NAN))),
         col_f("teacher_test_auc", f(&|_, t| t.teacher.map(|x| x.test_auc).unwrap_or(f64::NAN))),
+        col_f("train_click_rate", f(&|_, t| t.train_click_rate)),
+        col_f("normalized_entropy", f(&|_, t| normalized_entropy(t.reported.test_bce, t.train_click_rate))),
+        col_f("test_bce_head", f(&|_, t| freq_bce(t, 0))),
+        col_f("test_bce_torso", f(&|_, t| freq_bce(t, 1))),
+        col_f("test_bce_tail", f(&|_, t| freq_bce(t, 2))),
+        col_u("test_rows_head", u(&|_, t| freq_rows(t, 0))),
+        col_u("test_rows_torso", u(&|_, t| freq_rows(t, 1))),
+        col_u("test_rows_tail", u(&|_, t| freq_rows(t, 2))),
     ];
     Ok(DataFrame::new(rows.len(), cols)?)
+}
+
+fn freq_bce(t: &cqr_models::RunResult, k: usize) -> f64 {
+    t.test_bce_by_frequency.and_then(|f| f.bce[k]).unwrap_or(f64::NAN)
+}
+
+fn freq_rows(t: &cqr_models::RunResult, k: usize) -> u64 {
+    t.test_bce_by_frequency.map(|f| f.rows[k]).unwrap_or(0)
 }
 
 pub fn epochs_frame(records: &[CellRecord]) -> Result<DataFrame> {

@@ -107,6 +107,27 @@ fn resume_shards_tables_charts_and_report() {
     let report = std::fs::read_to_string(cqr_runner::report::write_report(&ra).unwrap()).unwrap();
     assert!(report.contains("| synthetic-gmf | cqr-b80 |") && report.contains("charts/"), "{report}");
     assert!(report.contains("Infeasible cells"));
+    for stem in ["test_bce_vs_train_bytes.png", "test_auc_vs_final_bytes.png"] {
+        assert!(charts.iter().any(|p| p.to_string_lossy().ends_with(stem)), "{stem} missing: {charts:?}");
+    }
+
+    // The paired section: hashing − CQR at budget 80, from the per-seed test BCEs in the table.
+    assert!(report.contains("## Paired comparisons") && report.contains("### Parameters to reach dense"), "{report}");
+    let df = read_parquet(&ra.join("summary.parquet")).unwrap();
+    let (names, bce) = (strs(&df, "cell_name").unwrap(), f64s(&df, "test_bce").unwrap());
+    let of = |n: &str| bce[names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n}"))];
+    let diffs: Vec<f64> = (0..2).map(|s| of(&format!("hashing-b80-s{s}")) - of(&format!("cqr-b80-s{s}"))).collect();
+    let want = cqr_runner::paired::t_interval(&diffs);
+    let line = report.lines().find(|l| l.starts_with("| synthetic-gmf | hashing | cqr | 80 |")).unwrap_or_else(|| panic!("no hashing-cqr row:\n{report}"));
+    assert!(line.contains(&format!("{:+.5} [{:+.5}, {:+.5}]", want.mean, want.lo, want.hi)), "{line} vs {want:?}");
+    assert!(report.contains("| synthetic-gmf | cqr | dense | 80 |"), "{report}");
+    // Normalized entropy: BCE over the entropy of the training click rate.
+    let (ne, rate) = (f64s(&df, "normalized_entropy").unwrap(), f64s(&df, "train_click_rate").unwrap());
+    let h = -(rate[0] * rate[0].ln() + (1.0 - rate[0]) * (1.0 - rate[0]).ln());
+    assert!((ne[0] - bce[0] / h).abs() < 1e-12 && rate[0] > 0.0 && rate[0] < 1.0);
+    // Frequency buckets partition the test rows.
+    let rows: Vec<f64> = ["test_rows_head", "test_rows_torso", "test_rows_tail"].iter().map(|c| f64s(&df, c).unwrap()[0]).collect();
+    assert_eq!(rows.iter().sum::<f64>(), 300.0, "{rows:?}");
 }
 
 /// A cold cache under `--jobs 4`: every cell succeeds, and the dataset is built once (the sweep
