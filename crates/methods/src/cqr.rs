@@ -35,7 +35,17 @@
 //! the mean residual of the (id, coordinate) pairs that read it.
 //!
 //! The optimizer state of both tables is reset after a cluster step (the old moments belong to
-//! rows that no longer exist). Budget: rows = budget / dim rows in all per column pair, split as
+//! rows that no longer exist); `reset_optimizer: false` keeps it, as the authors' library does.
+//!
+//! Design choices, as options (defaults first; issue 19's ablation grid measures them):
+//! - `sample`: which ids k-means sees. `seen` (default): uniform over the ids seen so far;
+//!   `vocabulary`: uniform over the whole vocabulary (the authors' library); `frequency`: ids drawn
+//!   with replacement in proportion to their training count so far, so the centroids fit the ids
+//!   that carry the loss (per-id counts: 4 bytes an id, counted in `other_bytes`).
+//! - `residual_init`: T1 after a cluster step from the mean residuals (`mean`, the paper) or
+//!   `zeros` (each id starts at its centroid).
+//! - `kmeans_iter` (25; the authors use faiss with 100), the number of rounds (`last_cluster`,
+//!   `cluster_every_steps`, `cluster_at_evaluation`), `reset_optimizer`. Budget: rows = budget / dim rows in all per column pair, split as
 //! rows0 = rows / 2 for T0 and rows1 = rows - rows0 for T1, so trainable parameters are
 //! `rows * dim`, within one row of the budget.
 
@@ -73,6 +83,36 @@ pub struct CqrOptions {
     pub skip_unseen: bool,
     /// The second table: a hashed table (default) or a ROBE array (see the module docs).
     pub residual: ResidualKind,
+    /// Reset both tables' optimizer state at a cluster step (default) or keep it (the authors).
+    pub reset_optimizer: bool,
+    /// Which ids k-means sees (see the module docs).
+    pub sample: SampleKind,
+    /// T1 after a cluster step: mean residuals (default) or zeros.
+    pub residual_init: ResidualInit,
+}
+
+/// The ids k-means is fitted to at a cluster step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// Uniform over the ids seen in training so far (all ids with `skip_unseen: false`).
+    #[default]
+    Seen,
+    /// Uniform over the whole vocabulary, seen or not (the authors' library).
+    Vocabulary,
+    /// With replacement, in proportion to each id's training count so far.
+    Frequency,
+}
+
+/// How T1 restarts after a cluster step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidualInit {
+    /// The mean residual (vector − centroid) of the ids in each new bucket.
+    #[default]
+    Mean,
+    /// Zeros: every id starts at its centroid.
+    Zeros,
 }
 
 /// Layout of CQR's second (hashed) table.
@@ -97,6 +137,9 @@ impl Default for CqrOptions {
             cluster_at_evaluation: false,
             skip_unseen: true,
             residual: ResidualKind::Hashed,
+            reset_optimizer: true,
+            sample: SampleKind::Seen,
+            residual_init: ResidualInit::Mean,
         }
     }
 }
@@ -227,6 +270,8 @@ pub struct Cqr {
     schedule: ClusterSchedule,
     /// Present with `skip_unseen`.
     seen: Option<SeenSet>,
+    /// Training count per id so far (`sample: frequency` only).
+    counts: Option<Vec<u32>>,
     rng: ChaCha8Rng,
     clusters_done: usize,
     rows0_buf: Vec<u32>,
@@ -270,7 +315,8 @@ impl Cqr {
             .collect();
         let schedule = ClusterSchedule::new(&opts, p)?;
         let seen = opts.skip_unseen.then(|| SeenSet::new(p.vocab));
-        Ok(Cqr { vocab: p.vocab, dim: p.dim, dc, columns, opts, schedule, seen, rng, clusters_done: 0, rows0_buf: vec![], rows1_buf: vec![], grad_buf: vec![] })
+        let counts = (opts.sample == SampleKind::Frequency).then(|| vec![0u32; p.vocab]);
+        Ok(Cqr { vocab: p.vocab, dim: p.dim, dc, columns, opts, schedule, seen, counts, rng, clusters_done: 0, rows0_buf: vec![], rows1_buf: vec![], grad_buf: vec![] })
     }
 
     pub fn clusters_done(&self) -> usize {
@@ -301,30 +347,57 @@ impl Cqr {
             .columns
             .iter()
             .map(|col| {
-                let n_sample = self.opts.sample_factor.saturating_mul(col.t0.rows).min(ids.len());
-                let mut sample: Vec<u32> = if n_sample == ids.len() {
-                    ids.clone()
-                } else {
-                    rand::seq::index::sample(&mut self.rng, ids.len(), n_sample).into_iter().map(|i| ids[i]).collect()
-                };
+                let want = self.opts.sample_factor.saturating_mul(col.t0.rows);
+                let mut sample = Self::draw_sample(self.opts.sample, &ids, self.vocab, self.counts.as_deref(), want, &mut self.rng);
                 sample.sort_unstable();
                 let seed = rand::Rng::random(&mut self.rng);
                 (sample, seed, UniversalHash::new(col.t1.rows, &mut self.rng))
             })
             .collect();
-        let (iter, init) = (self.opts.kmeans_iter, self.opts.kmeans_init);
+        let (iter, init, o) = (self.opts.kmeans_iter, self.opts.kmeans_init, &self.opts);
         let inertias: Vec<f64> = self
             .columns
             .par_iter_mut()
             .zip(plans)
-            .map(|(col, (sample, seed, new_h1))| Self::cluster_column(col, dc, &ids, &sample, KMeansConfig { k: col.t0.rows, max_iter: iter, tol: 1e-4, init, seed }, new_h1))
+            .map(|(col, (sample, seed, new_h1))| Self::cluster_column(col, dc, &ids, &sample, KMeansConfig { k: col.t0.rows, max_iter: iter, tol: 1e-4, init, seed }, new_h1, o))
             .collect::<Result<_, _>>()?;
         self.clusters_done += 1;
         Ok(HookReport { changed: true, detail: format!("cqr cluster #{} over {} ids: k-means inertia per point by column {:?}", self.clusters_done, ids.len(), inertias.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>()) })
     }
 
+    /// Step 1's sample: up to `want` ids (all of `ids` if fewer and uniform over them), as
+    /// `kind` says; `ids` are the ids that will be assigned.
+    fn draw_sample(kind: SampleKind, ids: &[u32], vocab: usize, counts: Option<&[u32]>, want: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
+        match (kind, counts) {
+            (SampleKind::Frequency, Some(counts)) => {
+                // Cumulative training counts over the ids; a uniform draw in [0, total) picks
+                // the id whose interval holds it. Ids never counted are never drawn.
+                let mut cum = Vec::with_capacity(ids.len());
+                let mut total = 0u64;
+                for &id in ids {
+                    total += counts[id as usize] as u64;
+                    cum.push(total);
+                }
+                if total == 0 {
+                    return ids.to_vec();
+                }
+                let n = want.min(ids.len());
+                (0..n)
+                    .map(|_| {
+                        let r = rand::Rng::random_range(&mut *rng, 0..total);
+                        ids[cum.partition_point(|&c| c <= r)]
+                    })
+                    .collect()
+            }
+            (SampleKind::Vocabulary, _) if want < vocab => rand::seq::index::sample(rng, vocab, want).into_iter().map(|i| i as u32).collect(),
+            (SampleKind::Vocabulary, _) => (0..vocab as u32).collect(),
+            _ if want >= ids.len() => ids.to_vec(),
+            _ => rand::seq::index::sample(rng, ids.len(), want).into_iter().map(|i| ids[i]).collect(),
+        }
+    }
+
     /// Steps 1-4 for one column; returns the k-means inertia per sampled point.
-    fn cluster_column(col: &mut Column, dc: usize, ids: &[u32], sample: &[u32], km: KMeansConfig, new_h1: UniversalHash) -> Result<f64, MethodError> {
+    fn cluster_column(col: &mut Column, dc: usize, ids: &[u32], sample: &[u32], km: KMeansConfig, new_h1: UniversalHash, o: &CqrOptions) -> Result<f64, MethodError> {
         let (rows0, rows1, w) = (col.t0.rows, col.t1.rows, col.t1.dim);
         let mut vecs = Vec::with_capacity(sample.len() * dc);
         Self::column_vectors(col, dc, sample, &mut vecs);
@@ -360,11 +433,14 @@ impl Cqr {
         col.t0.weights.copy_from_slice(&fit.centroids);
         for b in 0..rows1 {
             for t in 0..w {
-                col.t1.weights[b * w + t] = if counts[b] > 0 { (sums[b * w + t] / counts[b] as f64) as f32 } else { 0.0 };
+                let mean = counts[b] > 0 && o.residual_init == ResidualInit::Mean;
+                col.t1.weights[b * w + t] = if mean { (sums[b * w + t] / counts[b] as f64) as f32 } else { 0.0 };
             }
         }
-        col.t0.reset_state();
-        col.t1.reset_state();
+        if o.reset_optimizer {
+            col.t0.reset_state();
+            col.t1.reset_state();
+        }
         col.h0 = new_h0;
         col.h1 = new_h1;
         Ok(fit.inertia / sample.len().max(1) as f64)
@@ -401,6 +477,9 @@ impl EmbeddingMethod for Cqr {
         if let Some(seen) = &mut self.seen {
             ids.iter().for_each(|&id| seen.insert(id));
         }
+        if let Some(counts) = &mut self.counts {
+            ids.iter().for_each(|&id| counts[id as usize] = counts[id as usize].saturating_add(1));
+        }
         for c in 0..self.columns.len() {
             let col = &mut self.columns[c];
             self.rows0_buf.clear();
@@ -422,6 +501,7 @@ impl EmbeddingMethod for Cqr {
             a.other_bytes += UniversalHash::BYTES;
         }
         a.other_bytes += self.seen.as_ref().map_or(0, SeenSet::bytes);
+        a.other_bytes += self.counts.as_ref().map_or(0, |c| 4 * c.len() as u64);
         a
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
@@ -454,6 +534,61 @@ mod tests {
 
     fn build(p: &MethodParams) -> Box<dyn EmbeddingMethod> {
         Box::new(Cqr::new(p).unwrap())
+    }
+
+    #[test]
+    fn sample_kinds_draw_what_they_say() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let ids: Vec<u32> = vec![3, 5, 7, 9];
+        // Seen: all of them when fewer than wanted; a subset of them otherwise.
+        assert_eq!(Cqr::draw_sample(SampleKind::Seen, &ids, 100, None, 10, &mut rng), ids);
+        let s = Cqr::draw_sample(SampleKind::Seen, &ids, 100, None, 2, &mut rng);
+        assert!(s.len() == 2 && s.iter().all(|i| ids.contains(i)));
+        // Vocabulary: any id of the vocabulary, seen or not.
+        let v = Cqr::draw_sample(SampleKind::Vocabulary, &ids, 100, None, 50, &mut rng);
+        assert_eq!(v.len(), 50);
+        assert!(v.iter().filter(|i| !ids.contains(i)).count() > 40);
+        // Frequency: in proportion to the counts; an id never counted is never drawn.
+        let mut counts = vec![0u32; 100];
+        counts[3] = 1;
+        counts[5] = 9;
+        let f = Cqr::draw_sample(SampleKind::Frequency, &ids, 100, Some(&counts), 4, &mut rng);
+        assert_eq!(f.len(), 4);
+        assert!(f.iter().all(|&i| i == 3 || i == 5));
+        let many = Cqr::draw_sample(SampleKind::Frequency, &(0..100).collect::<Vec<u32>>(), 100, Some(&counts), 100, &mut rng);
+        let fives = many.iter().filter(|&&i| i == 5).count();
+        assert!((75..=100).contains(&fives), "id 5 holds 90% of the counts: drawn {fives} of 100");
+    }
+
+    #[test]
+    fn design_options_change_what_a_cluster_step_does() {
+        let vocab = 400;
+        let build = |o: serde_json::Value| {
+            let p = MethodParams::new(vocab, 4, 4 * 40).with_options(o).with_optimizer(crate::RowOptimizer::LazyAdam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 });
+            Cqr::new(&p).unwrap()
+        };
+        let ids: Vec<u32> = (0..vocab as u32).collect();
+        let grad = vec![0.1f32; vocab * 4];
+        let run = |m: &mut Cqr| {
+            m.backward(&ids, &grad);
+            m.cluster().unwrap();
+        };
+        // Zeros: T1 is all zeros after the step; mean residuals: not.
+        let mut z = build(json!({"n_chunks": 2, "residual_init": "zeros"}));
+        run(&mut z);
+        assert!(z.columns.iter().all(|c| c.t1.weights.iter().all(|&w| w == 0.0)));
+        let mut m = build(json!({"n_chunks": 2}));
+        run(&mut m);
+        assert!(m.columns.iter().any(|c| c.t1.weights.iter().any(|&w| w != 0.0)));
+        // Kept optimizer state: the moments survive the step; reset: they are zero.
+        let mut k = build(json!({"n_chunks": 2, "reset_optimizer": false}));
+        run(&mut k);
+        assert!(k.columns[0].t0.state_bytes() > 0 && k.accounting().optimizer_state_bytes == m.accounting().optimizer_state_bytes);
+        assert!(k.columns.iter().any(|c| c.t0.has_state()) && !m.columns.iter().any(|c| c.t0.has_state()));
+        // Frequency: the counts are part of the method's bytes.
+        let f = build(json!({"n_chunks": 2, "sample": "frequency"}));
+        assert_eq!(f.accounting().other_bytes, m.accounting().other_bytes + 4 * vocab as u64);
+        assert!(Cqr::new(&MethodParams::new(vocab, 4, 160).with_options(json!({"sample": "often"}))).is_err());
     }
 
     #[test]

@@ -155,6 +155,10 @@ impl Table {
     pub fn param_count(&self) -> u64 {
         (self.rows * self.dim) as u64
     }
+    /// Whether any optimizer state is non-zero (a step has run since the last reset).
+    pub fn has_state(&self) -> bool {
+        self.s1.iter().chain(&self.s2).any(|&v| v != 0.0)
+    }
     pub fn state_bytes(&self) -> u64 {
         self.opt.state_bytes(self.rows, self.dim)
     }
