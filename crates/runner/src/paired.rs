@@ -139,12 +139,14 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
         for ref_method in against {
             for bkey in lines.iter().filter(|k| &method_of[**k] == ref_method) {
                 for akey in lines.iter().filter(|k| *k != bkey && compatible(&k.1, &bkey.1)) {
-                    // Between two references, one direction only: the earlier-listed as A
-                    // (CQR − dense, not dense − CQR); two lines of one reference method once.
+                    // Between two reference methods, one direction only: the earlier-listed as A
+                    // (CQR − dense, not dense − CQR). Two lines of one method (an ablation's
+                    // variants) are compared both ways, so each variant − base row is there.
                     let pos = |k: &(String, String)| against.iter().position(|m| m == &method_of[k]);
-                    match (pos(akey), pos(bkey)) {
-                        (Some(p), Some(q)) if p > q || (p == q && akey.1 > bkey.1) => continue,
-                        _ => {}
+                    if let (Some(p), Some(q)) = (pos(akey), pos(bkey)) {
+                        if p > q {
+                            continue;
+                        }
                     }
                     out.extend(pair_lines(ds, &akey.1, &bkey.1, &by_line[*akey], &by_line[*bkey], ref_method == "dense"));
                 }

@@ -194,6 +194,42 @@ fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
+/// Paired-difference charts, the regime map: for each dataset and each reference method B among
+/// CE and hashing, CQR − B test BCE against the budget, one line per CQR line (its other grid
+/// values: teacher groups, rows, ...), the band the 95% interval over seeds, and 0 dashed.
+/// Below 0, CQR is better.
+fn plot_paired(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
+    let obs = crate::report::observations(results)?;
+    let rows = crate::paired::paired(&obs, &["ce".to_string(), "hashing".to_string()]);
+    let mut written = vec![];
+    let mut datasets: Vec<&String> = rows.iter().map(|r| &r.dataset).collect();
+    datasets.sort();
+    datasets.dedup();
+    for ds in datasets {
+        for b in ["ce", "hashing"] {
+            let mut by: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+            for r in rows.iter().filter(|r| &r.dataset == ds && r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b)) {
+                let label = format!("{} vs {}", r.a, r.b);
+                by.entry(label).or_default().push((r.budget as f64, r.bce.mean, r.bce.lo, r.bce.hi));
+            }
+            if by.is_empty() {
+                continue;
+            }
+            let chart = Chart {
+                title: format!("{ds}: paired CQR − {b} test BCE (95% CI over seeds)"),
+                x_label: "parameter cap per table (log scale)".into(),
+                y_label: format!("CQR − {b} test BCE (below 0: CQR better)"),
+                log_x: true,
+                log_y: false,
+                lines: by.into_iter().map(|(label, points)| Line { label, points }).collect(),
+                hlines: vec![("no difference".into(), 0.0)],
+            };
+            written.extend(render(&chart, charts, &format!("{}_paired_cqr_minus_{b}", slug(ds)))?);
+        }
+    }
+    Ok(written)
+}
+
 /// The x axes of the accuracy charts: (summary column, name in the file stem, axis label).
 const X_AXES: &[(&str, &str, &str)] = &[
     ("params", "params", "trainable embedding parameters (all tables, log scale)"),
@@ -283,6 +319,9 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
                 }
             }
         }
+    }
+    if summary.exists() {
+        written.extend(plot_paired(results, &charts)?);
     }
     let ls = results.join("least_squares.parquet");
     if ls.exists() {

@@ -107,7 +107,7 @@ fn resume_shards_tables_charts_and_report() {
     let report = std::fs::read_to_string(cqr_runner::report::write_report(&ra).unwrap()).unwrap();
     assert!(report.contains("| synthetic-gmf | cqr-b80 |") && report.contains("charts/"), "{report}");
     assert!(report.contains("Infeasible cells"));
-    for stem in ["test_bce_vs_train_bytes.png", "test_auc_vs_final_bytes.png"] {
+    for stem in ["test_bce_vs_train_bytes.png", "test_auc_vs_final_bytes.png", "paired_cqr_minus_hashing.png"] {
         assert!(charts.iter().any(|p| p.to_string_lossy().ends_with(stem)), "{stem} missing: {charts:?}");
     }
 
