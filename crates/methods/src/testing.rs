@@ -16,6 +16,13 @@ fn objective(m: &dyn EmbeddingMethod, ids: &[u32], g: &[f32]) -> f64 {
 /// the update equals `theta - lr * numeric_gradient` (the dense reference update), and weights
 /// with zero gradient are bit-for-bit unchanged.
 pub fn check_gradients(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>, params: &MethodParams, ids: &[u32]) {
+    check_gradients_step(build, params, ids, 1e-2)
+}
+
+/// [`check_gradients`] with finite-difference step `h`: methods with several ReLU layers (deeper
+/// DHE) are piecewise linear in a weight, and a step that crosses a kink is not exact, so they
+/// use a smaller one.
+pub fn check_gradients_step(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>, params: &MethodParams, ids: &[u32], h: f32) {
     let lr = 0.5f32;
     let p = params.clone().with_optimizer(RowOptimizer::Sgd { lr });
     let mut m = build(&p);
@@ -28,7 +35,6 @@ pub fn check_gradients(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>
     let g: Vec<f32> = (0..ids.len() * d).map(|_| rng.random_range(-1.0..1.0)).collect();
     // Numeric gradient by central differences (the methods are linear or bilinear in each single
     // weight, so the difference is exact up to rounding).
-    let h = 1e-2f32;
     let mut numeric: Vec<Vec<f64>> = vec![];
     let n_groups = m.parameters_mut().len();
     for gi in 0..n_groups {
