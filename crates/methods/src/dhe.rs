@@ -52,13 +52,16 @@ pub struct DheOptions {
     pub hidden: Option<usize>,
     /// Hidden layers.
     pub n_hidden: usize,
+    /// With it, the hidden layers follow the width: `ceil(width^(1/root))` (the authors' library
+    /// sizes DHE this way with root = its `n_chunks`, 4), overriding `n_hidden`.
+    pub n_hidden_root: Option<u32>,
     pub encoding: DheEncoding,
     pub shape: DheShape,
 }
 
 impl Default for DheOptions {
     fn default() -> Self {
-        DheOptions { k: 32, hidden: None, n_hidden: 1, encoding: DheEncoding::Uniform, shape: DheShape::FixedK }
+        DheOptions { k: 32, hidden: None, n_hidden: 1, n_hidden_root: None, encoding: DheEncoding::Uniform, shape: DheShape::FixedK }
     }
 }
 
@@ -110,9 +113,13 @@ impl Dhe {
 
     /// The widths `[encoding, hidden.., dim]` for the options and budget.
     fn widths(o: &DheOptions, p: &MethodParams) -> Result<Vec<usize>, MethodError> {
+        let layers = |free: usize| match o.n_hidden_root {
+            Some(root) => ((free as f64).powf(1.0 / root as f64) - 1e-9).ceil().max(1.0) as usize,
+            None => o.n_hidden,
+        };
         let shape = |free: usize| -> Vec<usize> {
             let enc = if o.shape == DheShape::Square { free } else { o.k };
-            std::iter::once(enc).chain(std::iter::repeat_n(free, o.n_hidden)).chain(std::iter::once(p.dim)).collect()
+            std::iter::once(enc).chain(std::iter::repeat_n(free, layers(free))).chain(std::iter::once(p.dim)).collect()
         };
         // The largest free width that fits (parameters grow with it).
         let (mut lo, mut hi) = (0usize, 1usize);
@@ -138,8 +145,8 @@ impl Dhe {
         if o.shape == DheShape::FixedK && (o.k == 0 || (o.encoding == DheEncoding::Gaussian && o.k % 2 == 1)) {
             return bad(format!("k must be >= 1 (even for the gaussian encoding), got {}", o.k));
         }
-        if o.n_hidden == 0 {
-            return bad("n_hidden must be >= 1".into());
+        if o.n_hidden == 0 || o.n_hidden_root == Some(0) {
+            return bad("n_hidden and n_hidden_root must be >= 1".into());
         }
         if o.shape == DheShape::Square && o.encoding == DheEncoding::Gaussian {
             return bad("shape: square uses the authors' uniform encoding".into());
@@ -346,5 +353,11 @@ mod tests {
         m.encode(7, &mut x);
         assert!(x.iter().all(|v| v.abs() <= 1.0 / (r as f32).sqrt()));
         assert!(Dhe::new(&MethodParams::new(100, 4, 300).with_options(json!({"n_hidden": 0}))).is_err());
+        // The authors' rule: ceil(rank^(1/4)) square layers. Dim 16, budget 3200: rank 26 gives
+        // 3 layers (26^0.25 = 2.26): 3 (26^2 + 26) + 26 * 16 + 16 = 2538; rank 27 needs
+        // 3 (27^2 + 27) + 27 * 16 + 16 = 2716; ... the largest rank that fits is 30:
+        // 3 (900 + 30) + 480 + 16 = 3286 > 3200, so 29: 3 (841 + 29) + 464 + 16 = 3090.
+        let m = Dhe::new(&MethodParams::new(1_000_000, 16, 3200).with_options(json!({"shape": "square", "n_hidden_root": 4}))).unwrap();
+        assert_eq!((m.hashes.len(), m.layers.len(), m.accounting().trainable_params), (29, 4, 3090));
     }
 }
