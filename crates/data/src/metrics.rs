@@ -7,15 +7,14 @@ pub fn bce_with_logits(logits: &[f32], labels: &[f32]) -> f64 {
     if logits.is_empty() {
         return f64::NAN;
     }
-    let s: f64 = logits
-        .iter()
-        .zip(labels)
-        .map(|(&z, &y)| {
-            let z = z as f64;
-            z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
-        })
-        .sum();
+    let s: f64 = logits.iter().zip(labels).map(|(&z, &y)| bce_term(z, y)).sum();
     s / logits.len() as f64
+}
+
+/// The binary cross-entropy of one logit `z` against label `y`, computed stably.
+pub fn bce_term(z: f32, y: f32) -> f64 {
+    let z = z as f64;
+    z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
 }
 
 /// Mean binary cross-entropy of probabilities (clamped to [1e-12, 1 - 1e-12]).

@@ -98,10 +98,14 @@ impl EmbeddingMethod for Ce {
             optimizer_state_bytes: self.tables.iter().map(|t| t.state_bytes()).sum(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.tables.iter_mut().map(|t| t.weights.as_mut_slice()).collect()
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        self.tables.iter().map(|t| t.dim).collect()
     }
 }
 

@@ -504,8 +504,21 @@ impl EmbeddingMethod for Cqr {
         a.other_bytes += self.counts.as_ref().map_or(0, |c| 4 * c.len() as u64);
         a
     }
+    fn layout_snapshot(&self) -> Option<crate::Layout> {
+        Some(Box::new(self.columns.iter().map(|c| (c.h0.clone(), c.h1)).collect::<Vec<_>>()))
+    }
+    fn restore_layout(&mut self, layout: &crate::Layout) {
+        let saved = layout.downcast_ref::<Vec<(PackedIndex, UniversalHash)>>().expect("a CQR layout");
+        for (c, (h0, h1)) in self.columns.iter_mut().zip(saved) {
+            c.h0 = h0.clone();
+            c.h1 = *h1;
+        }
+    }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.columns.iter_mut().flat_map(|c| [c.t0.weights.as_mut_slice(), c.t1.weights.as_mut_slice()]).collect()
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        self.columns.iter().flat_map(|c| [c.t0.dim, c.t1.dim]).collect()
     }
     fn on_epoch_end(&mut self, epoch: usize) -> Result<HookReport, MethodError> {
         if self.schedule.at_epoch_end(epoch) {

@@ -288,10 +288,14 @@ impl EmbeddingMethod for Dhe {
             optimizer_state_bytes: t.iter().map(|t| t.state_bytes()).sum(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.layers.iter_mut().flat_map(|l| [l.w.weights.as_mut_slice(), l.b.weights.as_mut_slice()]).collect()
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        self.layers.iter().flat_map(|l| [l.w.dim, l.b.dim]).collect()
     }
 }
 

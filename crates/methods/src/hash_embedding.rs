@@ -120,10 +120,14 @@ impl EmbeddingMethod for HashEmbedding {
             optimizer_state_bytes: self.pool.state_bytes() + self.weights.state_bytes(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * (self.hashes.len() as u64 + 1),
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.pool.weights, &mut self.weights.weights]
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        vec![self.pool.dim, self.weights.dim]
     }
 }
 

@@ -21,6 +21,7 @@ pub mod nearest;
 pub mod optim;
 pub mod pq;
 pub mod qr;
+pub mod quantize;
 pub mod registry;
 pub mod robe;
 pub mod rq;
@@ -32,6 +33,7 @@ pub(crate) mod testing;
 use serde::{Deserialize, Serialize};
 
 pub use optim::{RowOptimizer, Table};
+pub use quantize::{Quantize, Quantized};
 pub use registry::{build_method, method_names};
 
 /// Errors at construction or in a lifecycle hook; never raised by `forward`/`backward`.
@@ -148,16 +150,25 @@ pub struct Accounting {
     pub optimizer_state_bytes: u64,
     pub index_bytes: u64,
     pub other_bytes: u64,
+    /// Bytes of the trainable parameters as stored once quantized (codes plus per-row scale and
+    /// bias, see [`quantize`]); `None`: 4 bytes each (f32). Not serialised when unset, so stored
+    /// records of unquantized runs stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantized_param_bytes: Option<u64>,
 }
 
 impl Accounting {
     pub fn param_bytes(&self) -> u64 {
-        4 * self.trainable_params
+        self.quantized_param_bytes.unwrap_or(4 * self.trainable_params)
     }
     pub fn total_bytes(&self) -> u64 {
         self.param_bytes() + self.optimizer_state_bytes + self.index_bytes + self.other_bytes
     }
     pub fn add(&mut self, o: &Accounting) {
+        // Parameter bytes first (an unquantized side counts 4 bytes a parameter).
+        if self.quantized_param_bytes.is_some() || o.quantized_param_bytes.is_some() {
+            self.quantized_param_bytes = Some(self.param_bytes() + o.param_bytes());
+        }
         self.trainable_params += o.trainable_params;
         self.optimizer_state_bytes += o.optimizer_state_bytes;
         self.index_bytes += o.index_bytes;
@@ -213,7 +224,30 @@ pub trait EmbeddingMethod: Send + Sync {
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
         Ok(HookReport::default())
     }
+
+    /// The row width of each slice of [`parameters_mut`](Self::parameters_mut), in the same
+    /// order: [`quantize`] quantizes a slice in rows of this many values (a shorter last row
+    /// allowed). Default: `dim` for every slice (right for tables of full rows, and blocks of
+    /// `dim` values for flat arrays such as ROBE's); methods whose tables hold sub-vectors or
+    /// matrices say their widths.
+    fn row_widths(&mut self) -> Vec<usize> {
+        let d = self.dim();
+        self.parameters_mut().iter().map(|_| d).collect()
+    }
+
+    /// State besides the trainable weights that training changes (CQR's pointers and T1
+    /// hash), for a best-model snapshot: the weights of an earlier point mean nothing without
+    /// it. Default: none (the weights are the whole model).
+    fn layout_snapshot(&self) -> Option<Layout> {
+        None
+    }
+
+    /// Puts back what [`layout_snapshot`](Self::layout_snapshot) returned.
+    fn restore_layout(&mut self, _layout: &Layout) {}
 }
+
+/// A method's opaque layout state (see [`EmbeddingMethod::layout_snapshot`]).
+pub type Layout = Box<dyn std::any::Any + Send + Sync>;
 
 /// Splits `0..vocab` into batches for full-table passes with bounded memory.
 pub(crate) const ID_BATCH: usize = 1 << 14;

@@ -158,10 +158,14 @@ impl EmbeddingMethod for LowDim {
             optimizer_state_bytes: self.table.state_bytes() + self.proj.state_bytes(),
             index_bytes: 0,
             other_bytes: 0,
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.table.weights, &mut self.proj.weights]
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        vec![self.table.dim, self.proj.dim]
     }
 }
 

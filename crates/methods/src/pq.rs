@@ -159,12 +159,13 @@ impl EmbeddingMethod for Pq {
     }
     fn accounting(&self) -> Accounting {
         match &self.stage {
-            Stage::Dense(t) => Accounting { trainable_params: t.param_count(), optimizer_state_bytes: t.state_bytes(), index_bytes: 0, other_bytes: 0 },
+            Stage::Dense(t) => Accounting { trainable_params: t.param_count(), optimizer_state_bytes: t.state_bytes(), index_bytes: 0, other_bytes: 0, quantized_param_bytes: None },
             Stage::Compressed { codebooks, codes } => Accounting {
                 trainable_params: codebooks.iter().map(|t| t.param_count()).sum(),
                 optimizer_state_bytes: codebooks.iter().map(|t| t.state_bytes()).sum(),
                 index_bytes: codes.bytes(),
                 other_bytes: 0,
+                quantized_param_bytes: None,
             },
         }
     }
@@ -172,6 +173,12 @@ impl EmbeddingMethod for Pq {
         match &mut self.stage {
             Stage::Dense(t) => vec![&mut t.weights],
             Stage::Compressed { codebooks, .. } => codebooks.iter_mut().map(|t| t.weights.as_mut_slice()).collect(),
+        }
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        match &self.stage {
+            Stage::Dense(t) => vec![t.dim],
+            Stage::Compressed { codebooks, .. } => codebooks.iter().map(|t| t.dim).collect(),
         }
     }
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {

@@ -194,10 +194,14 @@ impl EmbeddingMethod for Qr {
             optimizer_state_bytes: self.quotient.state_bytes() + self.remainder.state_bytes(),
             index_bytes: 0,
             other_bytes: 0,
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.quotient.weights, &mut self.remainder.weights]
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        vec![self.quotient.dim, self.remainder.dim]
     }
 }
 

@@ -181,10 +181,14 @@ impl EmbeddingMethod for TtRec {
             optimizer_state_bytes: self.cores.iter().map(Table::state_bytes).sum(),
             index_bytes: 0,
             other_bytes: 0,
+            quantized_param_bytes: None,
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.cores.iter_mut().map(|c| c.weights.as_mut_slice()).collect()
+    }
+    fn row_widths(&mut self) -> Vec<usize> {
+        self.cores.iter().map(|c| c.dim).collect()
     }
 }
 

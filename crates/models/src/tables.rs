@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use cqr_methods::{build_method, Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, RowOptimizer};
+use cqr_methods::{build_method, Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Quantize, Quantized, RowOptimizer};
 
 /// Which method and budget the tables use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +20,10 @@ pub struct EmbeddingSpec {
     pub budget: u64,
     pub options: serde_json::Value,
     pub init_scale: f32,
+    /// Quantize every table row-wise after training (`cqr_methods::quantize`), the tables that
+    /// stay dense under the cap included; scored and counted as quantized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<Quantize>,
 }
 
 /// Accounting of one table, recorded per run.
@@ -29,6 +33,12 @@ pub struct TableRecord {
     pub vocab: usize,
     pub method: String,
     pub accounting: Accounting,
+}
+
+/// The tables at one point of training: every method's weights and layout state.
+pub struct TablesSnapshot {
+    weights: Vec<Vec<Vec<f32>>>,
+    layouts: Vec<Option<cqr_methods::Layout>>,
 }
 
 pub struct EmbeddingTables {
@@ -73,7 +83,10 @@ impl EmbeddingTables {
                 MethodError::Budget { method, budget, reason } => MethodError::Budget { method, budget, reason: format!("table {} (vocab {vocab}): {reason}", columns[c]) },
                 other => MethodError::Invalid(format!("table {} (vocab {vocab}): {other}", columns[c])),
             })?;
-            methods.push(m);
+            methods.push(match spec.quantize {
+                Some(q) => Box::new(Quantized::new(m, q)),
+                None => m,
+            });
         }
         Ok(EmbeddingTables { methods, dim, columns: columns.to_vec(), ids_buf: vec![vec![]; cardinalities.len()] })
     }
@@ -128,16 +141,22 @@ impl EmbeddingTables {
         Ok(out)
     }
 
-    /// Copies of every table's trainable weights.
-    pub fn snapshot(&mut self) -> Vec<Vec<Vec<f32>>> {
-        self.methods.iter_mut().map(|m| m.parameters_mut().iter().map(|s| s.to_vec()).collect()).collect()
+    /// Copies of every table's trainable weights and layout state (CQR's pointers).
+    pub fn snapshot(&mut self) -> TablesSnapshot {
+        TablesSnapshot {
+            weights: self.methods.iter_mut().map(|m| m.parameters_mut().iter().map(|s| s.to_vec()).collect()).collect(),
+            layouts: self.methods.iter().map(|m| m.layout_snapshot()).collect(),
+        }
     }
 
-    /// Writes back weights taken by [`snapshot`](Self::snapshot) (optimizer state is kept).
-    pub fn restore(&mut self, weights: &[Vec<Vec<f32>>]) {
-        for (m, w) in self.methods.iter_mut().zip(weights) {
+    /// Writes back what [`snapshot`](Self::snapshot) took (optimizer state is kept).
+    pub fn restore(&mut self, s: &TablesSnapshot) {
+        for ((m, w), l) in self.methods.iter_mut().zip(&s.weights).zip(&s.layouts) {
             for (dst, src) in m.parameters_mut().into_iter().zip(w) {
                 dst.copy_from_slice(src);
+            }
+            if let Some(l) = l {
+                m.restore_layout(l);
             }
         }
     }
@@ -156,5 +175,34 @@ impl EmbeddingTables {
             a.add(&m.accounting());
         }
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot taken before a CQR cluster step restores the model of that point: weights,
+    /// pointers and T1 hash together (the weights alone would be read through new pointers).
+    #[test]
+    fn a_snapshot_restores_cqr_across_a_cluster_step() {
+        let spec = EmbeddingSpec { method: "cqr".into(), budget: 16 * 8, options: serde_json::json!({ "n_chunks": 2 }), init_scale: 0.05, quantize: None };
+        let cols = vec!["a".to_string()];
+        let mut t = EmbeddingTables::new(&spec, &cols, &[300], 8, RowOptimizer::default(), 3, (10, None), 1).unwrap();
+        let ids: Vec<u32> = (0..300).collect();
+        let grad: Vec<f32> = (0..300 * 8).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.01).collect();
+        let mut before = vec![];
+        t.forward(&ids, &mut before);
+        t.backward(&grad);
+        t.forward(&ids, &mut before);
+        let snap = t.snapshot();
+        let log = t.hook(|m| m.on_epoch_end(0)).unwrap();
+        assert!(!log.is_empty(), "cqr clustered");
+        let mut after = vec![];
+        t.forward(&ids, &mut after);
+        assert_ne!(after, before);
+        t.restore(&snap);
+        t.forward(&ids, &mut after);
+        assert_eq!(after, before);
     }
 }

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use cqr_data::metrics::{auc, bce_with_logits as bce_host};
+use cqr_data::metrics::{auc, bce_term, bce_with_logits as bce_host};
 use cqr_data::{Dataset, SkipReport, TeacherScore};
 use cqr_methods::{Accounting, EmbeddingMethod, RowOptimizer};
 
@@ -62,6 +62,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Also evaluate every this many steps (besides each epoch end).
     pub eval_every_steps: Option<usize>,
+    /// Or: evaluate about this many times an epoch: `eval_every_steps` becomes
+    /// `ceil(steps_per_epoch / k)` (counted in global steps, as `eval_every_steps` is), so that
+    /// grids over row counts evaluate (and step-scheduled methods such as CQR's
+    /// `cluster_at_evaluation` act) as often per epoch at every size. Exclusive with
+    /// `eval_every_steps`. Not serialised when unset, so cell ids of
+    /// configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evals_per_epoch: Option<usize>,
     /// Stop after this many evaluations without a better validation BCE.
     pub early_stopping_patience: Option<usize>,
     pub eval_batch_size: usize,
@@ -140,6 +148,7 @@ impl Default for TrainConfig {
             epochs: 2,
             seed: 0,
             eval_every_steps: None,
+            evals_per_epoch: None,
             early_stopping_patience: None,
             eval_batch_size: 8192,
             weight_decay: None,
@@ -151,6 +160,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The steps between in-epoch evaluations, given the steps of an epoch: `eval_every_steps`,
+    /// or `evals_per_epoch` evaluations spread evenly (at least one step apart).
+    pub fn eval_interval(&self, steps_per_epoch: usize) -> Option<usize> {
+        self.eval_every_steps.or(self.evals_per_epoch.map(|k| steps_per_epoch.div_ceil(k).max(1)))
+    }
+
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |s: String| Err(TrainError::Config(s));
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -167,8 +182,11 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs must be >= 1".into());
         }
-        if self.eval_every_steps == Some(0) {
-            return bad("eval_every_steps must be >= 1".into());
+        if self.eval_every_steps == Some(0) || self.evals_per_epoch == Some(0) {
+            return bad("eval_every_steps and evals_per_epoch must be >= 1".into());
+        }
+        if self.eval_every_steps.is_some() && self.evals_per_epoch.is_some() {
+            return bad("give eval_every_steps or evals_per_epoch, not both".into());
         }
         if let Shuffle::Blocks { block_rows, window } = self.shuffle {
             if block_rows == 0 || window == 0 {
@@ -339,15 +357,15 @@ impl FrequencyBuckets {
         FrequencyBuckets { buckets }
     }
 
-    /// BCE per bucket of test-split logits.
+    /// BCE per bucket of test-split logits, in one pass (each bucket's terms summed in row
+    /// order, as `bce_with_logits` sums them).
     fn bce(&self, logits: &[f32], labels: &[f32]) -> FrequencyBce {
-        let mut out = FrequencyBce::default();
-        for k in 0..3u8 {
-            let (l, y): (Vec<f32>, Vec<f32>) = self.buckets.iter().zip(logits.iter().zip(labels)).filter(|(b, _)| **b == k).map(|(_, (l, y))| (*l, *y)).unzip();
-            out.rows[k as usize] = l.len() as u64;
-            out.bce[k as usize] = (!l.is_empty()).then(|| bce_host(&l, &y));
+        let (mut sum, mut rows) = ([0.0f64; 3], [0u64; 3]);
+        for ((&b, &z), &y) in self.buckets.iter().zip(logits).zip(labels) {
+            sum[b as usize] += bce_term(z, y);
+            rows[b as usize] += 1;
         }
-        out
+        FrequencyBce { bce: std::array::from_fn(|k| (rows[k] > 0).then(|| sum[k] / rows[k] as f64)), rows }
     }
 }
 
@@ -441,13 +459,14 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
     let mut order = EpochOrder::new(ds, cfg.shuffle);
     let n_batches = ds.splits.train.len().div_ceil(cfg.batch_size);
     let last_step = n_batches * cfg.epochs;
+    let eval_every = cfg.eval_interval(n_batches);
     'epochs: for epoch in 0..cfg.epochs {
         order.start_epoch(&mut rng);
         let bar = progress_bar(cfg.progress, n_batches as u64, epoch);
         while let Some(chunk) = order.next_batch(cfg.batch_size, &mut rng) {
             t.step(chunk, epoch)?;
             bar.inc(1);
-            if cfg.eval_every_steps.is_some_and(|k| t.step % k == 0) && t.step < last_step {
+            if eval_every.is_some_and(|k| t.step % k == 0) && t.step < last_step {
                 let scores = t.evaluate();
                 if t.record(epoch, scores) {
                     bar.finish_and_clear();
@@ -578,7 +597,7 @@ struct Trainer<'a> {
     post_training: bool,
     /// Whether any table has a step hook (else the per-step call is skipped).
     step_hooks: bool,
-    snapshot: Option<(Net, Vec<Vec<Vec<f32>>>)>,
+    snapshot: Option<(Net, crate::tables::TablesSnapshot)>,
     /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
     test_buckets: FrequencyBuckets,
     /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
@@ -615,8 +634,10 @@ impl<'a> Trainer<'a> {
             }
         };
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
-        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_every_steps), cfg.seed)?;
-        let post_training = tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed)?;
+        // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
+        // model: it is snapshotted at each new best validation BCE.
+        let post_training = spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
         let step_hooks = tables.methods.iter().any(|m| m.uses_step_hook());
         Ok(Trainer {
             ds,
@@ -687,15 +708,14 @@ impl<'a> Trainer<'a> {
     fn evaluate(&mut self) -> Scores {
         let t0 = Instant::now();
         let (val_bce, val_auc) = self.score(self.ds.splits.val.clone()).0;
-        let ((test_bce, test_auc), logits) = self.score(self.ds.splits.test.clone());
-        let labels: Vec<f32> = self.ds.splits.test.clone().map(|r| self.ds.label(r)).collect();
+        let ((test_bce, test_auc), logits, labels) = self.score(self.ds.splits.test.clone());
         self.last_freq = self.test_buckets.bce(&logits, &labels);
         self.timings.eval_s += t0.elapsed().as_secs_f64();
         Scores { val_bce, val_auc, test_bce, test_auc }
     }
 
-    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`, and the logits.
-    fn score(&mut self, range: std::ops::Range<usize>) -> ((f64, f64), Vec<f32>) {
+    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`, the logits and the labels.
+    fn score(&mut self, range: std::ops::Range<usize>) -> ((f64, f64), Vec<f32>, Vec<f32>) {
         let (ds, dim, t_count) = (self.ds, self.dim, self.ds.n_cat());
         let eval_net = self.net.valid();
         let mut logits = Vec::with_capacity(range.len());
@@ -716,7 +736,7 @@ impl<'a> Trainer<'a> {
             logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
         }
         let labels: Vec<f32> = range.map(|r| ds.label(r)).collect();
-        ((bce_host(&logits, &labels), auc(&logits, &labels)), logits)
+        ((bce_host(&logits, &labels), auc(&logits, &labels)), logits, labels)
     }
 
     /// Records an evaluation, snapshots the best model for post-training methods, and returns
@@ -842,5 +862,31 @@ mod tests {
             assert_eq!(batches(3, shuffle), batches(3, shuffle));
             assert_ne!(batches(3, shuffle), batches(4, shuffle));
         }
+    }
+
+    /// `evals_per_epoch: k` evaluates about k times an epoch whatever the row count.
+    #[test]
+    fn evals_per_epoch_spreads_evaluations_over_each_epoch() {
+        let cfg = TrainConfig { evals_per_epoch: Some(4), ..Default::default() };
+        assert_eq!(cfg.eval_interval(100), Some(25));
+        assert_eq!(cfg.eval_interval(10), Some(3));
+        assert_eq!(cfg.eval_interval(2), Some(1));
+        assert_eq!(TrainConfig { eval_every_steps: Some(7), ..Default::default() }.eval_interval(100), Some(7));
+        assert_eq!(TrainConfig::default().eval_interval(100), None);
+        assert!(TrainConfig { evals_per_epoch: Some(0), ..Default::default() }.validate().is_err());
+        assert!(TrainConfig { evals_per_epoch: Some(2), eval_every_steps: Some(5), ..Default::default() }.validate().is_err());
+        for rows in [2000, 8000] {
+            let ds = generate_gmf(&GmfSynthConfig { rows, users: 30, items: 30, ..Default::default() }).unwrap();
+            let spec = EmbeddingSpec { method: "dense".into(), budget: u64::MAX, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
+            let cfg = TrainConfig { epochs: 2, batch_size: 64, evals_per_epoch: Some(4), ..Default::default() };
+            let r = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
+            let steps = ds.splits.train.len().div_ceil(64);
+            let k = steps.div_ceil(4);
+            // In-epoch evaluations at every multiple of k before the last step, plus each epoch end.
+            assert_eq!(r.evals.len(), (2 * steps - 1) / k + 2, "{rows} rows");
+            assert!((7..=9).contains(&r.evals.len()), "{rows} rows: {} evaluations", r.evals.len());
+        }
+        // Serialised only when set: configs without it keep their cell ids.
+        assert!(!serde_json::to_string(&TrainConfig::default()).unwrap().contains("evals_per_epoch"));
     }
 }

@@ -1,11 +1,12 @@
 //! The models learn planted tasks, runs are reproducible, and the method lifecycles are wired.
 
 use cqr_data::synthetic::{generate_criteo, generate_gmf, CriteoSynthConfig, GmfSynthConfig};
+use cqr_methods::Quantize;
 use cqr_models::{train, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig, TrainError};
 use serde_json::json;
 
 fn spec(method: &str, budget: u64, options: serde_json::Value) -> EmbeddingSpec {
-    EmbeddingSpec { method: method.into(), budget, options, init_scale: 0.05 }
+    EmbeddingSpec { method: method.into(), budget, options, init_scale: 0.05, quantize: None }
 }
 
 fn gmf_data() -> cqr_data::Dataset {
@@ -68,6 +69,35 @@ fn pq_and_rq_report_dense_and_compressed() {
         assert_eq!(r.total_train.trainable_params, 2 * 400 * 8);
         assert_eq!(r.total_final.trainable_params, 2 * 8 * 32);
         assert!(r.total_final.index_bytes > 0);
+    }
+}
+
+/// `quantize` on any method: training is the method's own (same best validation point), the
+/// best model is quantized and scored once, and the final bytes count codes and scales.
+#[test]
+fn quantized_tables_are_scored_and_counted_as_served() {
+    let ds = gmf_data();
+    let model = ModelConfig::Gmf { dim: 8 };
+    for (method, options) in [("cqr", json!({"n_chunks": 2})), ("pq", json!(null))] {
+        let plain = train(&ds, &model, &spec(method, 8 * 40, options.clone()), &gmf_cfg(2)).unwrap();
+        for (q, bits) in [(Quantize::Int8, 8u64), (Quantize::Int4, 4)] {
+            let s = EmbeddingSpec { quantize: Some(q), ..spec(method, 8 * 40, options.clone()) };
+            let r = train(&ds, &model, &s, &gmf_cfg(2)).unwrap();
+            assert_eq!(r.evals, plain.evals, "{method}: training is the method's own");
+            let c = r.compressed.expect("quantized scores");
+            assert_eq!(r.reported, c);
+            assert!(r.hook_log.iter().any(|l| l.contains(q.name())), "{:?}", r.hook_log);
+            // Close to the unquantized model, and not the same numbers.
+            assert!((c.test_auc - plain.reported.test_auc).abs() < 0.02, "{method} {q:?}: {} vs {}", c.test_auc, plain.reported.test_auc);
+            assert_ne!(c, plain.reported);
+            // Trained in f32: training memory unchanged; served: bits per value plus 4 bytes a row.
+            assert_eq!(r.total_train, plain.total_train);
+            let (fin, pfin) = (r.total_final, plain.total_final);
+            assert_eq!(fin.trainable_params, pfin.trainable_params);
+            let pb = fin.param_bytes();
+            assert!(pb >= fin.trainable_params * bits / 8 && pb < 4 * fin.trainable_params, "{method} {q:?}: {pb} bytes for {} params", fin.trainable_params);
+            assert_eq!(fin.total_bytes(), pfin.total_bytes() - pfin.param_bytes() + pb);
+        }
     }
 }
 

@@ -178,8 +178,8 @@ fn method_entries(methods: Option<&Value>, ctx: &Ctx) -> Result<Vec<Entry>> {
         if let Value::Mapping(mm) = m {
             for k in mm.keys() {
                 let k = k.as_str().unwrap_or("?");
-                if !["name", "options", "overrides", "init_scale"].contains(&k) {
-                    return Err(ctx.err(&format!("{p}.{k}"), "unknown key (expected name, options, overrides, init_scale)"));
+                if !["name", "options", "overrides", "init_scale", "quantize"].contains(&k) {
+                    return Err(ctx.err(&format!("{p}.{k}"), "unknown key (expected name, options, overrides, init_scale, quantize)"));
                 }
             }
         }
@@ -227,7 +227,7 @@ impl Grid<'_> {
                 deep_merge(&mut cell_base, o);
             }
             let mut method = Mapping::new();
-            for k in ["name", "options", "init_scale"] {
+            for k in ["name", "options", "init_scale", "quantize"] {
                 if let Some(v) = m.get(k) {
                     method.insert(k.into(), v.clone());
                 }
@@ -251,11 +251,16 @@ impl Grid<'_> {
             }
         };
         let siblings: Vec<Vec<(Value, Value)>> = self.entries.iter().filter(|(_, e)| method_name(e) == method_name(entry)).map(|(_, e)| options_of(e)).collect();
-        options_of(entry)
+        let mut labels: Vec<String> = options_of(entry)
             .into_iter()
             .filter(|kv| siblings.len() > 1 && !siblings.iter().all(|o| o.contains(kv)))
             .map(|(k, v)| format!("{}={}", k.as_str().unwrap_or("?"), short(&v)))
-            .collect()
+            .collect();
+        // Quantized cells are always named so (their method is the unquantized one's).
+        if let Some(q) = entry.as_ref().and_then(|m| m.get("quantize")) {
+            labels.push(format!("quantize={}", short(q)));
+        }
+        labels
     }
 
     /// Every cell of one method entry: its grid axes x budgets x seeds.

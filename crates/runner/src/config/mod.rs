@@ -154,6 +154,10 @@ pub struct MethodSpec {
     pub options: serde_json::Value,
     #[serde(default = "default_init_scale")]
     pub init_scale: f32,
+    /// `int8` or `int4`: quantize the final tables row-wise after training (any method; see
+    /// `cqr_methods::quantize`). Not serialised when unset, so earlier cell ids stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<cqr_methods::Quantize>,
 }
 
 fn default_init_scale() -> f32 {
@@ -254,7 +258,7 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
             // The training schedule is the cell's (steps per epoch: a stand-in, the data decides).
             let p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64)
                 .with_epochs(cfg.training.epochs)
-                .with_steps(1000, cfg.training.eval_every_steps)
+                .with_steps(1000, cfg.training.eval_interval(1000))
                 .with_options(m.options.clone());
             match cqr_methods::build_method(&m.name, &p) {
                 Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) => {
@@ -403,5 +407,21 @@ seeds: [0, 1]
         // A list of lists there is an axis.
         let e = parse(&text.replace("numeric: []", "numeric: [[], [n1]]")).unwrap();
         assert_eq!(e.cells.len(), 2);
+    }
+
+    /// `quantize` on a method entry reaches the cell's method, names the cell, and leaves the
+    /// unquantized entry's cell id as it was; a bad value names its line.
+    #[test]
+    fn quantize_is_a_method_entry_key() {
+        let text = "name: t\ndataset:\n  kind: synthetic_criteo\n  rows: 1000\nmodel:\n  kind: dlrm\nmethods:\n  - name: cqr\n  - name: cqr\n    quantize: int8\n  - name: dense\n    quantize: int4\nbudgets: [64]\n";
+        let e = parse(text).unwrap();
+        let names: Vec<&str> = e.cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cqr-b64-s0", "cqr-b64-quantize=int8-s0", "dense-quantize=int4-s0"]);
+        let q: Vec<Option<cqr_methods::Quantize>> = e.cells.iter().map(|c| c.config.method.as_ref().unwrap().quantize).collect();
+        assert_eq!(q, [None, Some(cqr_methods::Quantize::Int8), Some(cqr_methods::Quantize::Int4)]);
+        let plain = parse(&text.replace("  - name: cqr\n    quantize: int8\n  - name: dense\n    quantize: int4\n", "")).unwrap();
+        assert_eq!(plain.cells[0].id, e.cells[0].id);
+        let bad = err(&text.replace("quantize: int8", "quantize: int3"));
+        assert!(bad.contains("int3"), "{bad}");
     }
 }
