@@ -120,6 +120,11 @@ fn compatible(a: &str, b: &str) -> bool {
     la.iter().all(|(k, v)| lb.get(k).is_none_or(|w| w == v))
 }
 
+/// Whether a line is a quantized variant (`quantize=int8` in its name).
+pub fn is_quantized(line: &str) -> bool {
+    line.contains("quantize=")
+}
+
 /// Every paired comparison of a line against each line whose method is in `against` (the
 /// reference), per dataset and budget, with at least two paired seeds. A reference line is also
 /// compared with the other references (CQR against dense), never with itself.
@@ -137,7 +142,8 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
     for ds in datasets {
         let lines: Vec<&(String, String)> = by_line.keys().filter(|(d, _)| d == ds).collect();
         for ref_method in against {
-            for bkey in lines.iter().filter(|k| &method_of[**k] == ref_method) {
+            // The dense reference is the f32 table: its quantized variants are lines, not references.
+            for bkey in lines.iter().filter(|k| &method_of[**k] == ref_method && !(ref_method == "dense" && is_quantized(&k.1))) {
                 for akey in lines.iter().filter(|k| *k != bkey && compatible(&k.1, &bkey.1)) {
                     // Between two reference methods, one direction only: the earlier-listed as A
                     // (CQR − dense, not dense − CQR). Two lines of one method (an ablation's
@@ -269,5 +275,21 @@ mod tests {
         let reach = reach_dense(&rows, &dense);
         assert!(reach.iter().all(|r| r.reaches.is_none()), "{reach:?}");
         assert_eq!(labels("x-lr=1e-3-k=-2"), [("k".to_string(), "-2".to_string()), ("lr".to_string(), "1e-3".to_string())].into());
+    }
+
+    /// A quantized dense line is a line like any other: it is compared with dense (f32) and
+    /// never serves as the dense reference itself.
+    #[test]
+    fn quantized_dense_is_not_the_reference() {
+        let mut o = vec![];
+        for seed in 0..3u64 {
+            o.push(obs("dense", "dense", 0, seed, 0.40, 0.8));
+            o.push(obs("dense-quantize=int8", "dense", 0, seed, 0.401 + 0.0001 * seed as f64, 0.8));
+            o.push(obs("hashing", "hashing", 64, seed, 0.42, 0.78));
+        }
+        let rows = paired(&o, &["dense".into()]);
+        assert!(rows.iter().all(|r| r.b == "dense"), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.a == "dense-quantize=int8" && r.b == "dense"));
+        assert!(rows.iter().any(|r| r.a == "hashing" && r.b == "dense"));
     }
 }

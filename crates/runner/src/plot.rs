@@ -263,7 +263,8 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
                     let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
                     let mut dense = vec![];
                     for &i in &rows {
-                        if methods[i] == "dense" {
+                        // The reference line is the f32 dense table; quantized dense cells are points.
+                        if methods[i] == "dense" && !crate::paired::is_quantized(&variants[i]) {
                             dense.push(ys[i]);
                         } else {
                             k.push(line_key(&variants[i]));

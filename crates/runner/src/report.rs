@@ -149,7 +149,7 @@ pub fn paired_section(obs: &[Obs], against: &[String]) -> String {
     for r in &rows {
         let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} | {} | {} | {} |", r.dataset, r.a, r.b, r.budget, r.a_params, r.bce.n, fmt_interval(&r.bce, 5), fmt_interval(&r.auc, 4));
     }
-    let dense: BTreeSet<String> = obs.iter().filter(|o| o.method == "dense").map(|o| o.line.clone()).collect();
+    let dense: BTreeSet<String> = obs.iter().filter(|o| o.method == "dense" && !crate::paired::is_quantized(&o.line)).map(|o| o.line.clone()).collect();
     let reach = reach_dense(&rows, &dense);
     if !reach.is_empty() {
         let _ = writeln!(s, "\n### Parameters to reach dense\n");
