@@ -92,7 +92,7 @@ pub struct PairRow {
 }
 
 /// The grid labels (`key=value`) of a line key; the first part is the method.
-fn labels(line: &str) -> BTreeMap<String, String> {
+pub fn labels(line: &str) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut last: Option<String> = None;
     for part in line.split('-').skip(1) {
@@ -118,6 +118,18 @@ fn labels(line: &str) -> BTreeMap<String, String> {
 fn compatible(a: &str, b: &str) -> bool {
     let (la, lb) = (labels(a), labels(b));
     la.iter().all(|(k, v)| lb.get(k).is_none_or(|w| w == v))
+}
+
+/// A paired line's legend: the grid values both lines share (`groups=100 rows=11460`) when
+/// that is all that names them, else `A vs B`.
+pub fn pair_label(a: &str, b: &str) -> String {
+    let (la, lb) = (labels(a), labels(b));
+    let shared: Vec<String> = la.iter().filter(|(k, v)| lb.get(*k) == Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+    if !shared.is_empty() && la.len() == shared.len() && lb.len() == shared.len() {
+        shared.join(" ")
+    } else {
+        format!("{a} vs {b}")
+    }
 }
 
 /// Whether a line is a quantized variant (`quantize=int8` in its name).

@@ -209,7 +209,7 @@ fn plot_paired(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
         for b in ["ce", "hashing"] {
             let mut by: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
             for r in rows.iter().filter(|r| &r.dataset == ds && r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b)) {
-                let label = format!("{} vs {}", r.a, r.b);
+                let label = crate::paired::pair_label(&r.a, &r.b);
                 by.entry(label).or_default().push((r.budget as f64, r.bce.mean, r.bce.lo, r.bce.hi));
             }
             if by.is_empty() {
@@ -366,6 +366,14 @@ mod tests {
         assert_eq!(compact(158489.3), "158k");
         assert_eq!(compact(2_000_000.0), "2M");
         assert_eq!(compact(0.5), "0.5");
+    }
+
+    #[test]
+    fn paired_lines_are_named_by_their_shared_grid_values() {
+        use crate::paired::pair_label;
+        assert_eq!(pair_label("cqr-rows=11460-groups=100", "ce-rows=11460-groups=100"), "groups=100 rows=11460");
+        assert_eq!(pair_label("cqr", "ce"), "cqr vs ce");
+        assert_eq!(pair_label("cqr-sample=frequency-groups=1", "ce-groups=1"), "cqr-sample=frequency-groups=1 vs ce-groups=1");
     }
 
     #[test]

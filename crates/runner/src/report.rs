@@ -165,6 +165,34 @@ pub fn paired_section(obs: &[Obs], against: &[String]) -> String {
     s
 }
 
+/// CQR − CE and CQR − hashing at a glance: one row per dataset and grid point (the grid
+/// values the paired lines share), one column per cap; empty without such pairs.
+pub fn cqr_map_section(obs: &[Obs]) -> String {
+    let mut s = String::new();
+    for b in ["ce", "hashing"] {
+        let rows: Vec<_> = paired(obs, &[b.to_string()]).into_iter().filter(|r| r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b)).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let budgets: BTreeSet<u64> = rows.iter().map(|r| r.budget).collect();
+        let mut grid: BTreeMap<(String, String), BTreeMap<u64, String>> = BTreeMap::new();
+        for r in &rows {
+            grid.entry((r.dataset.clone(), crate::paired::pair_label(&r.a, &r.b))).or_default().insert(r.budget, fmt_interval(&r.bce, 4));
+        }
+        let _ = writeln!(s, "### CQR − {b} test BCE by grid point and cap (negative: CQR better; 95% CI; `*`: excludes 0)
+");
+        let caps: Vec<String> = budgets.iter().map(|b| b.to_string()).collect();
+        let _ = writeln!(s, "| dataset | grid point | {} |", caps.join(" | "));
+        let _ = writeln!(s, "|---|---|{}", "---:|".repeat(caps.len()));
+        for ((ds, point), cells) in &grid {
+            let vals: Vec<String> = budgets.iter().map(|b| cells.get(b).cloned().unwrap_or_else(|| "-".into())).collect();
+            let _ = writeln!(s, "| {ds} | {point} | {} |", vals.join(" | "));
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// Methods every other method is compared against in the paired section by default.
 pub fn default_against() -> Vec<String> {
     vec!["cqr".into(), "dense".into()]
@@ -186,7 +214,9 @@ pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBu
         let _ = writeln!(md, "## Summary (reported test scores: best validation epoch; PQ/RQ: after compression)\n");
         md.push_str(&markdown_table(&rows));
         md.push('\n');
-        md.push_str(&paired_section(&observations(results)?, against));
+        let obs = observations(results)?;
+        md.push_str(&paired_section(&obs, against));
+        md.push_str(&cqr_map_section(&obs));
         let freq = frequency_table(&rows);
         if freq.lines().count() > 2 {
             let _ = writeln!(md, "## Test BCE by id frequency (id of the largest table, by training count)\n");
@@ -218,4 +248,35 @@ pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBu
     let path = results.join("report.md");
     std::fs::write(&path, md)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64) -> Obs {
+        Obs { dataset: "d".into(), line: line.into(), method: method.into(), budget, seed, params: budget as f64, test_bce: bce, best_val_auc: 0.5 }
+    }
+
+    /// One row per grid point, one column per cap, the known paired difference in each cell.
+    #[test]
+    fn the_map_section_lays_out_cqr_minus_ce_by_grid_point_and_cap() {
+        let mut o = vec![];
+        for seed in 0..3u64 {
+            let noise = [0.01, -0.02, 0.0][seed as usize];
+            for rows in ["100", "400"] {
+                for b in [800u64, 3200] {
+                    let lead = if rows == "400" { 0.002 } else { 0.0 } + 0.0001 * seed as f64;
+                    o.push(obs(&format!("cqr-rows={rows}"), "cqr", b, seed, 0.45 + noise - lead));
+                    o.push(obs(&format!("ce-rows={rows}"), "ce", b, seed, 0.45 + noise));
+                }
+            }
+        }
+        let s = cqr_map_section(&o);
+        assert!(s.contains("### CQR − ce test BCE") && !s.contains("hashing"), "{s}");
+        assert!(s.contains("| dataset | grid point | 800 | 3200 |"), "{s}");
+        let want = fmt_interval(&crate::paired::t_interval(&[-0.002, -0.0021, -0.0022]), 4);
+        assert!(s.contains(&format!("| d | rows=400 | {want} | {want} |")), "{s}");
+        assert!(cqr_map_section(&o[..0]).is_empty());
+    }
 }
