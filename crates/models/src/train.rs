@@ -264,9 +264,16 @@ pub struct EvalPoint {
     /// 0-based epoch; `step` counts optimizer steps since the start.
     pub epoch: usize,
     pub step: usize,
-    /// Mean training loss since the previous evaluation.
+    /// Mean training loss since the previous evaluation; NaN when no step ran since (an
+    /// in-epoch evaluation on an epoch's last step is followed by the epoch-end one). JSON has
+    /// no NaN: it is written as `null` and read back as NaN.
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     pub scores: Scores,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -888,5 +895,17 @@ mod tests {
         }
         // Serialised only when set: configs without it keep their cell ids.
         assert!(!serde_json::to_string(&TrainConfig::default()).unwrap().contains("evals_per_epoch"));
+    }
+
+    /// A NaN training loss (no step since the previous evaluation) survives a JSON round trip.
+    #[test]
+    fn an_eval_point_without_steps_reads_back() {
+        let e = EvalPoint { epoch: 0, step: 3, train_loss: f64::NAN, scores: Scores { val_bce: 0.5, val_auc: 0.6, test_bce: 0.5, test_auc: 0.6 } };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"train_loss\":null"), "{json}");
+        let back: EvalPoint = serde_json::from_str(&json).unwrap();
+        assert!(back.train_loss.is_nan() && back.step == 3);
+        let ok: EvalPoint = serde_json::from_str(&json.replace("null", "0.25")).unwrap();
+        assert_eq!(ok.train_loss, 0.25);
     }
 }
