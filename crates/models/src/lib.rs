@@ -1,10 +1,16 @@
-//! DLRM and GMF on burn, with embedding tables from `cqr-methods`, and one training loop.
+//! DLRM, DCN-v2, DeepFM, Wide & Deep and GMF on burn, with embedding tables from `cqr-methods`, and one training loop.
 
 pub mod bench;
+pub mod dcn;
+pub mod deepfm;
 pub mod net;
 pub mod tables;
 pub mod train;
+pub mod wdl;
 
+pub use dcn::DcnConfig;
+pub use deepfm::DeepFmConfig;
 pub use net::DlrmConfig;
+pub use wdl::WdlConfig;
 pub use tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
 pub use train::{train, Backend, EvalPoint, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, Shuffle, TrainConfig, TrainError};

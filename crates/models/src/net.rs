@@ -61,6 +61,37 @@ impl DlrmConfig {
     }
 }
 
+/// A `[i] -> [o]` linear layer with DLRM's initialisation: W ~ N(0, sqrt(2 / (i + o))),
+/// b ~ N(0, sqrt(1 / o)), drawn from a seeded stream so runs are reproducible.
+pub fn linear(i: usize, o: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
+    let wn = Normal::new(0.0f32, (2.0 / (i + o) as f32).sqrt()).unwrap();
+    let bn = Normal::new(0.0f32, (1.0 / o as f32).sqrt()).unwrap();
+    let weight: Vec<f32> = (0..i * o).map(|_| wn.sample(rng)).collect();
+    let bias: Vec<f32> = (0..o).map(|_| bn.sample(rng)).collect();
+    Linear { weight: Param::from_data(TensorData::new(weight, [i, o]), device), bias: Some(Param::from_data(TensorData::new(bias, [o]), device)) }
+}
+
+/// The flat input of the feature-concatenating backbones (DCN-v2, DeepFM, Wide & Deep):
+/// `dense: [batch, n_dense]` (ignored when `n_dense == 0`) and `emb: [tables, batch, dim]` ->
+/// `[batch, n_dense + tables * dim]`, the dense features first, then table 0's vector, ...
+pub fn flat_input(dense: Tensor<2>, emb: Tensor<3>, n_dense: usize) -> Tensor<2> {
+    let [t, b, d] = emb.dims();
+    let e = emb.swap_dims(0, 1).reshape([b, t * d]);
+    if n_dense == 0 {
+        e
+    } else {
+        Tensor::cat(vec![dense, e], 1)
+    }
+}
+
+/// Checks a list of hidden-layer sizes (`what` names it in the error).
+pub fn check_sizes(what: &str, sizes: &[usize]) -> Result<(), String> {
+    if sizes.iter().any(|&s| s == 0) {
+        return Err(format!("{what}: layer sizes must be >= 1, got {sizes:?}"));
+    }
+    Ok(())
+}
+
 /// A stack of linear layers with ReLU between them (and after the last when `relu_last`).
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -70,23 +101,9 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// DLRM's initialisation: W ~ N(0, sqrt(2 / (fan_in + fan_out))), b ~ N(0, sqrt(1 / fan_out)),
-    /// drawn from a seeded stream so runs are reproducible.
+    /// Layers `sizes[0] -> sizes[1] -> ...`, each initialised by [`linear`].
     pub fn new(sizes: &[usize], relu_last: bool, rng: &mut ChaCha8Rng, device: &Device) -> Self {
-        let layers = sizes
-            .windows(2)
-            .map(|w| {
-                let (i, o) = (w[0], w[1]);
-                let wn = Normal::new(0.0f32, (2.0 / (i + o) as f32).sqrt()).unwrap();
-                let bn = Normal::new(0.0f32, (1.0 / o as f32).sqrt()).unwrap();
-                let weight: Vec<f32> = (0..i * o).map(|_| wn.sample(rng)).collect();
-                let bias: Vec<f32> = (0..o).map(|_| bn.sample(rng)).collect();
-                Linear {
-                    weight: Param::from_data(TensorData::new(weight, [i, o]), device),
-                    bias: Some(Param::from_data(TensorData::new(bias, [o]), device)),
-                }
-            })
-            .collect();
+        let layers = sizes.windows(2).map(|w| linear(w[0], w[1], rng, device)).collect();
         Mlp { layers, relu_last }
     }
 

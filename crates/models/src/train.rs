@@ -14,7 +14,10 @@ use cqr_data::metrics::{auc, bce_term, bce_with_logits as bce_host};
 use cqr_data::{Dataset, SkipReport, TeacherScore};
 use cqr_methods::{Accounting, EmbeddingMethod, RowOptimizer};
 
+use crate::dcn::{Dcn, DcnConfig};
+use crate::deepfm::{DeepFm, DeepFmConfig};
 use crate::net::{bce_with_logits, gmf_forward, Dlrm, DlrmConfig};
+use crate::wdl::{Wdl, WdlConfig};
 use crate::tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +233,9 @@ impl TrainConfig {
 pub enum ModelConfig {
     Dlrm(DlrmConfig),
     Gmf { dim: usize },
+    Dcn(DcnConfig),
+    Deepfm(DeepFmConfig),
+    Wdl(WdlConfig),
 }
 
 impl ModelConfig {
@@ -237,6 +243,9 @@ impl ModelConfig {
         match self {
             ModelConfig::Dlrm(c) => c.dim,
             ModelConfig::Gmf { dim } => *dim,
+            ModelConfig::Dcn(c) => c.dim,
+            ModelConfig::Deepfm(c) => c.dim,
+            ModelConfig::Wdl(c) => c.dim,
         }
     }
 }
@@ -395,25 +404,81 @@ pub fn peak_rss_bytes() -> u64 {
 enum Net {
     Dlrm(Dlrm),
     Gmf,
+    Dcn(Dcn),
+    DeepFm(DeepFm),
+    Wdl(Wdl),
+}
+
+/// One optimizer step of a module from the gradients of a backward pass.
+fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: burn::tensor::Gradients) -> M {
+    let gp = GradientsParams::from_grads(grads, m);
+    optim.step(lr, m.clone(), gp)
 }
 
 impl Net {
+    fn new(model: &ModelConfig, ds: &Dataset, seed: u64, device: &Device) -> Result<Net, TrainError> {
+        let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
+        Ok(match model {
+            ModelConfig::Dlrm(c) => {
+                c.validate(n_dense).map_err(TrainError::Config)?;
+                Net::Dlrm(Dlrm::new(c, n_dense, n_cat, seed, device))
+            }
+            ModelConfig::Gmf { dim } => {
+                if n_cat != 2 || *dim == 0 {
+                    return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, n_cat)));
+                }
+                Net::Gmf
+            }
+            ModelConfig::Dcn(c) => {
+                c.validate().map_err(TrainError::Config)?;
+                Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device))
+            }
+            ModelConfig::Deepfm(c) => {
+                c.validate().map_err(TrainError::Config)?;
+                Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device))
+            }
+            ModelConfig::Wdl(c) => {
+                c.validate().map_err(TrainError::Config)?;
+                Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device))
+            }
+        })
+    }
+    /// `dense: [batch, max(n_dense, 1)]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
         match self {
             Net::Dlrm(m) => m.forward(dense, emb),
             Net::Gmf => gmf_forward(emb),
+            Net::Dcn(m) => m.forward(dense, emb),
+            Net::DeepFm(m) => m.forward(dense, emb),
+            Net::Wdl(m) => m.forward(dense, emb),
         }
     }
     fn valid(&self) -> Net {
         match self {
             Net::Dlrm(m) => Net::Dlrm(m.valid()),
             Net::Gmf => Net::Gmf,
+            Net::Dcn(m) => Net::Dcn(m.valid()),
+            Net::DeepFm(m) => Net::DeepFm(m.valid()),
+            Net::Wdl(m) => Net::Wdl(m.valid()),
         }
     }
     fn num_params(&self) -> u64 {
-        match self {
-            Net::Dlrm(m) => m.num_params() as u64,
+        (match self {
+            Net::Dlrm(m) => m.num_params(),
             Net::Gmf => 0,
+            Net::Dcn(m) => m.num_params(),
+            Net::DeepFm(m) => m.num_params(),
+            Net::Wdl(m) => m.num_params(),
+        }) as u64
+    }
+    /// The MLP optimizer step (none for GMF, which has no dense parameters).
+    fn step(&self, optim: &mut ModuleOptimizer, lr: f64, grads: burn::tensor::Gradients) -> Net {
+        match self {
+            Net::Dlrm(m) => Net::Dlrm(module_step(optim, lr, m, grads)),
+            Net::Gmf => Net::Gmf,
+            Net::Dcn(m) => Net::Dcn(module_step(optim, lr, m, grads)),
+            Net::DeepFm(m) => Net::DeepFm(module_step(optim, lr, m, grads)),
+            Net::Wdl(m) => Net::Wdl(module_step(optim, lr, m, grads)),
         }
     }
 }
@@ -628,18 +693,7 @@ impl<'a> Trainer<'a> {
         let n_dense = ds.n_dense();
         let base = cfg.backend.device()?;
         let device = base.clone().autodiff();
-        let net = match model {
-            ModelConfig::Dlrm(c) => {
-                c.validate(n_dense).map_err(TrainError::Config)?;
-                Net::Dlrm(Dlrm::new(c, n_dense, ds.n_cat(), cfg.seed, &device))
-            }
-            ModelConfig::Gmf { dim } => {
-                if ds.n_cat() != 2 || *dim == 0 {
-                    return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, ds.n_cat())));
-                }
-                Net::Gmf
-            }
-        };
+        let net = Net::new(model, ds, cfg.seed, &device)?;
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
         let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed)?;
         // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
@@ -693,10 +747,7 @@ impl<'a> Trainer<'a> {
         }
         let mut grads = loss.backward();
         let emb_grad = emb.grad_remove(&mut grads).map(|g| g.into_data().try_into_vec::<f32>().expect("f32 gradient"));
-        if let Net::Dlrm(m) = &self.net {
-            let gp = GradientsParams::from_grads(grads, m);
-            self.net = Net::Dlrm(self.optim.step(self.cfg.lr, m.clone(), gp));
-        }
+        self.net = self.net.step(&mut self.optim, self.cfg.lr, grads);
         if let Some(g) = emb_grad {
             self.tables.backward(&g);
             // The buffer goes back to the batch: no allocation of its size next step.

@@ -22,7 +22,7 @@ use cqr_data::movielens::MovieLensLayout;
 use cqr_data::synthetic::{CriteoSynthConfig, GmfSynthConfig};
 use cqr_data::{BadRowPolicy, PreprocessOptions, TableConfig};
 use cqr_methods::least_squares::LeastSquaresConfig;
-use cqr_models::{DlrmConfig, ModelConfig, TrainConfig};
+use cqr_models::{DcnConfig, DeepFmConfig, DlrmConfig, ModelConfig, TrainConfig, WdlConfig};
 
 /// Where the data comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +88,9 @@ pub struct MovieLensConfig {
 pub enum ModelKind {
     Dlrm,
     Gmf,
+    Dcn,
+    Deepfm,
+    Wdl,
 }
 
 /// `model:` section: a kind, an optional preset, and overrides of its sizes.
@@ -103,6 +106,13 @@ pub struct ModelSpec {
     pub bottom: Option<Vec<usize>>,
     #[serde(default)]
     pub top: Option<Vec<usize>>,
+    /// DCN-v2, DeepFM, Wide & Deep: the deep network's hidden sizes. Not serialised when unset
+    /// (nor `cross_layers`), so the ids of earlier cells stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep: Option<Vec<usize>>,
+    /// DCN-v2: the number of cross layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_layers: Option<usize>,
 }
 
 impl ModelSpec {
@@ -121,28 +131,63 @@ impl ModelSpec {
     }
 
     fn resolve_with(&self, n_dense: Option<usize>) -> Result<ModelConfig> {
-        match self.kind {
-            ModelKind::Gmf => Ok(ModelConfig::Gmf { dim: self.dim.unwrap_or(32) }),
-            ModelKind::Dlrm => {
-                let preset = self.preset.as_deref().unwrap_or("small");
-                let mut c = DlrmConfig::preset(preset).ok_or_else(|| anyhow!("model.preset: unknown preset `{preset}` (known: kaggle, small)"))?;
-                if let Some(d) = self.dim {
-                    c.dim = d;
-                    if let Some(last) = c.bottom.last_mut() {
-                        *last = d;
-                    }
-                }
-                match (&self.bottom, n_dense) {
-                    (Some(b), _) => c.bottom = b.clone(),
-                    (None, Some(n)) if n > 0 => c.bottom[0] = n,
-                    _ => {}
-                }
-                if let Some(t) = &self.top {
-                    c.top = t.clone();
-                }
-                Ok(ModelConfig::Dlrm(c))
+        self.check_keys()?;
+        let preset = self.preset.as_deref().unwrap_or("small");
+        let unknown = |known: &str| anyhow!("model.preset: unknown preset `{preset}` for {:?} (known: {known})", self.kind);
+        let dim = |d: usize| self.dim.unwrap_or(d);
+        let deep = |d: Vec<usize>| self.deep.clone().unwrap_or(d);
+        Ok(match self.kind {
+            ModelKind::Gmf => ModelConfig::Gmf { dim: self.dim.unwrap_or(32) },
+            ModelKind::Dlrm => ModelConfig::Dlrm(self.dlrm(preset, n_dense)?),
+            ModelKind::Dcn => {
+                let c = DcnConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
+                ModelConfig::Dcn(DcnConfig { dim: dim(c.dim), cross_layers: self.cross_layers.unwrap_or(c.cross_layers), deep: deep(c.deep) })
+            }
+            ModelKind::Deepfm => {
+                let c = DeepFmConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
+                ModelConfig::Deepfm(DeepFmConfig { dim: dim(c.dim), deep: deep(c.deep) })
+            }
+            ModelKind::Wdl => {
+                let c = WdlConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
+                ModelConfig::Wdl(WdlConfig { dim: dim(c.dim), deep: deep(c.deep) })
+            }
+        })
+    }
+
+    /// Size keys belong to some kinds only: `bottom`/`top` to DLRM, `deep` to DCN-v2, DeepFM and
+    /// Wide & Deep, `cross_layers` to DCN-v2.
+    fn check_keys(&self) -> Result<()> {
+        let dlrm = self.kind == ModelKind::Dlrm;
+        let deep_kinds = matches!(self.kind, ModelKind::Dcn | ModelKind::Deepfm | ModelKind::Wdl);
+        let misplaced = [
+            ("bottom", self.bottom.is_some() && !dlrm),
+            ("top", self.top.is_some() && !dlrm),
+            ("deep", self.deep.is_some() && !deep_kinds),
+            ("cross_layers", self.cross_layers.is_some() && self.kind != ModelKind::Dcn),
+        ];
+        match misplaced.iter().find(|(_, bad)| *bad) {
+            Some((key, _)) => Err(anyhow!("model.{key}: not a size of model kind {:?}", self.kind)),
+            None => Ok(()),
+        }
+    }
+
+    fn dlrm(&self, preset: &str, n_dense: Option<usize>) -> Result<DlrmConfig> {
+        let mut c = DlrmConfig::preset(preset).ok_or_else(|| anyhow!("model.preset: unknown preset `{preset}` (known: kaggle, small)"))?;
+        if let Some(d) = self.dim {
+            c.dim = d;
+            if let Some(last) = c.bottom.last_mut() {
+                *last = d;
             }
         }
+        match (&self.bottom, n_dense) {
+            (Some(b), _) => c.bottom = b.clone(),
+            (None, Some(n)) if n > 0 => c.bottom[0] = n,
+            _ => {}
+        }
+        if let Some(t) = &self.top {
+            c.top = t.clone();
+        }
+        Ok(c)
     }
 }
 
@@ -382,8 +427,33 @@ seeds: [0, 1]
     }
 
     #[test]
+    fn the_click_backbones_take_presets_and_their_own_size_keys() {
+        let spec = |kind, deep: Option<Vec<usize>>, cross_layers| ModelSpec { kind, preset: Some("criteo".into()), dim: Some(8), bottom: None, top: None, deep, cross_layers };
+        let ModelConfig::Dcn(c) = spec(ModelKind::Dcn, None, Some(2)).resolve().unwrap() else { panic!() };
+        assert_eq!(c, DcnConfig { dim: 8, cross_layers: 2, deep: vec![256, 256, 256] });
+        let ModelConfig::Deepfm(f) = spec(ModelKind::Deepfm, Some(vec![32]), None).resolve().unwrap() else { panic!() };
+        assert_eq!(f, DeepFmConfig { dim: 8, deep: vec![32] });
+        let ModelConfig::Wdl(w) = spec(ModelKind::Wdl, None, None).resolve().unwrap() else { panic!() };
+        assert_eq!(w, WdlConfig { dim: 8, deep: vec![256, 256] });
+        let e = spec(ModelKind::Wdl, None, Some(3)).resolve().unwrap_err().to_string();
+        assert!(e.contains("model.cross_layers") && e.contains("Wdl"), "{e}");
+        let e = ModelSpec { top: Some(vec![1]), ..spec(ModelKind::Deepfm, None, None) }.resolve().unwrap_err().to_string();
+        assert!(e.contains("model.top"), "{e}");
+        let e = spec(ModelKind::Dlrm, Some(vec![4]), None).resolve().unwrap_err().to_string();
+        assert!(e.contains("model.deep"), "{e}");
+        // `kaggle` names the same sizes as `criteo`, so one grid can list all click backbones.
+        let ModelConfig::Dcn(k) = ModelSpec { preset: Some("kaggle".into()), ..spec(ModelKind::Dcn, None, Some(2)) }.resolve().unwrap() else { panic!() };
+        assert_eq!(k, c);
+        let e = ModelSpec { preset: Some("tiny".into()), ..spec(ModelKind::Dcn, None, None) }.resolve().unwrap_err().to_string();
+        assert!(e.contains("unknown preset `tiny`"), "{e}");
+        // A DLRM model section serialises as before (cell ids unchanged).
+        let d = serde_json::to_string(&ModelSpec { kind: ModelKind::Dlrm, preset: None, dim: None, bottom: None, top: None, deep: None, cross_layers: None }).unwrap();
+        assert_eq!(d, r#"{"kind":"dlrm","preset":null,"dim":null,"bottom":null,"top":null}"#);
+    }
+
+    #[test]
     fn a_preset_takes_the_datasets_numeric_width() {
-        let spec = |bottom: Option<Vec<usize>>| ModelSpec { kind: ModelKind::Dlrm, preset: Some("small".into()), dim: None, bottom, top: None };
+        let spec = |bottom: Option<Vec<usize>>| ModelSpec { kind: ModelKind::Dlrm, preset: Some("small".into()), dim: None, bottom, top: None, deep: None, cross_layers: None };
         let ModelConfig::Dlrm(c) = spec(None).resolve_for(2).unwrap() else { panic!() };
         assert_eq!(c.bottom, vec![2, 64, 16]);
         assert!(c.validate(2).is_ok());
