@@ -5,6 +5,7 @@
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
 pub mod bloom;
+pub mod cafe;
 pub mod ce;
 pub mod cqr;
 pub mod dense;

@@ -152,6 +152,22 @@ impl Table {
         self.step = 0;
     }
 
+    /// Clears the optimizer state of row `r` only (a row handed to another id, as CAFE does).
+    pub fn reset_row_state(&mut self, r: usize) {
+        let d = self.dim;
+        let per_row = |v: &mut Vec<f32>| {
+            let w = v.len() / self.rows.max(1);
+            v[r * w..(r + 1) * w].iter_mut().for_each(|x| *x = 0.0);
+        };
+        if !self.s1.is_empty() {
+            per_row(&mut self.s1);
+        }
+        if !self.s2.is_empty() {
+            per_row(&mut self.s2);
+        }
+        debug_assert!(self.s1.is_empty() || self.s1.len() == self.rows * d || self.s1.len() == self.rows);
+    }
+
     pub fn param_count(&self) -> u64 {
         (self.rows * self.dim) as u64
     }

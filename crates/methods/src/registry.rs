@@ -24,6 +24,7 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::lowdim::LowDim::NAME, |p| boxed(crate::lowdim::LowDim::new(p))),
     (crate::ttrec::TtRec::NAME, |p| boxed(crate::ttrec::TtRec::new(p))),
     (crate::dhe::Dhe::NAME, |p| boxed(crate::dhe::Dhe::new(p))),
+    (crate::cafe::Cafe::NAME, |p| boxed(crate::cafe::Cafe::new(p))),
 ];
 
 /// Names of every registered method.
