@@ -4,6 +4,7 @@
 //! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
+pub mod adaembed;
 pub mod bloom;
 pub mod cafe;
 pub mod ce;

@@ -25,6 +25,7 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::ttrec::TtRec::NAME, |p| boxed(crate::ttrec::TtRec::new(p))),
     (crate::dhe::Dhe::NAME, |p| boxed(crate::dhe::Dhe::new(p))),
     (crate::cafe::Cafe::NAME, |p| boxed(crate::cafe::Cafe::new(p))),
+    (crate::adaembed::AdaEmbed::NAME, |p| boxed(crate::adaembed::AdaEmbed::new(p))),
 ];
 
 /// Names of every registered method.

@@ -10,7 +10,7 @@ use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gfl
 use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
-const CASES: [(&str, &str, &str, usize, u64); 16] = [
+const CASES: [(&str, &str, &str, usize, u64); 17] = [
     ("dense-10k", "dlrm", "dense", 10_000, u64::MAX),
     ("dense-1m", "dlrm", "dense", 1_000_000, u64::MAX),
     ("hashing", "dlrm", "hashing", 10_000, 3200),
@@ -28,6 +28,7 @@ const CASES: [(&str, &str, &str, usize, u64); 16] = [
     ("ttrec-1m", "dlrm", "ttrec", 1_000_000, 3200),
     ("dhe-1m", "dlrm", "dhe", 1_000_000, 3200),
     ("cafe-1m", "dlrm", "cafe", 1_000_000, 3200),
+    ("adaembed-1m", "dlrm", "adaembed", 1_000_000, 3200),
 ];
 
 /// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark).
