@@ -87,12 +87,58 @@ pub struct GmfSynthConfig {
     /// Standard deviation of the teacher's logit <u, v>.
     pub logit_scale: f64,
     pub seed: u64,
+    /// How (user, item) pairs are drawn. Not serialised when `independent` (the default), so
+    /// earlier cell ids stay the same.
+    #[serde(skip_serializing_if = "GmfSampling::is_independent")]
+    pub sampling: GmfSampling,
+}
+
+/// How the planted GMF data draws its (user, item) pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GmfSampling {
+    /// A uniform user and a Zipf(`zipf_s`)-popular item per row, independently.
+    #[default]
+    Independent,
+    /// The CQR authors' recipe (`examples/dataset.py`, `make_synthetic`): every user gets the
+    /// same number of rows, ⌊rows / users⌋, with distinct items drawn without replacement from
+    /// softmax(<u, v> / logit_scale) (their temperature √d for unit-variance factors, where the
+    /// logit's standard deviation is √d), so users meet the items they are likely to like; the
+    /// rows are then shuffled and split like every other dataset here (they hold out each
+    /// user's last two). `zipf_s` is unused.
+    Authors,
+}
+
+impl GmfSampling {
+    fn is_independent(&self) -> bool {
+        *self == GmfSampling::Independent
+    }
 }
 
 impl Default for GmfSynthConfig {
     fn default() -> Self {
-        GmfSynthConfig { users: 1000, items: 1000, latent_dim: 4, rows: 100_000, zipf_s: 0.8, logit_scale: 3.0, seed: 0 }
+        GmfSynthConfig { users: 1000, items: 1000, latent_dim: 4, rows: 100_000, zipf_s: 0.8, logit_scale: 3.0, seed: 0, sampling: GmfSampling::Independent }
     }
+}
+
+/// The authors' pairs: ⌊rows / users⌋ distinct items per user by Gumbel top-k on
+/// `<u, v> / temp` (sampling without replacement from the softmax), rows shuffled.
+fn authors_pairs(u: &[f64], v: &[f64], k: usize, users: usize, items: usize, rows: usize, temp: f64, rng: &mut ChaCha8Rng) -> Vec<(usize, usize)> {
+    let per_user = (rows / users).min(items);
+    let mut pairs = Vec::with_capacity(per_user * users);
+    let mut keys: Vec<(f64, usize)> = Vec::with_capacity(items);
+    for a in 0..users {
+        keys.clear();
+        for b in 0..items {
+            let z: f64 = (0..k).map(|j| u[a * k + j] * v[b * k + j]).sum();
+            let g = -(-rng.random::<f64>().max(f64::MIN_POSITIVE).ln()).ln();
+            keys.push((z / temp + g, b));
+        }
+        keys.select_nth_unstable_by(per_user.saturating_sub(1).min(items - 1), |x, y| y.0.total_cmp(&x.0));
+        pairs.extend(keys[..per_user].iter().map(|&(_, b)| (a, b)));
+    }
+    shuffle(&mut pairs, rng);
+    pairs
 }
 
 pub fn generate_gmf(cfg: &GmfSynthConfig) -> Result<Dataset> {
@@ -108,12 +154,27 @@ pub fn generate_gmf(cfg: &GmfSynthConfig) -> Result<Dataset> {
     let zipf = Zipf::new(cfg.items, cfg.zipf_s);
     let mut item_perm: Vec<u32> = (0..cfg.items as u32).collect();
     shuffle(&mut item_perm, &mut rng);
-    let mut cats = Vec::with_capacity(cfg.rows * 2);
-    let mut labels = Vec::with_capacity(cfg.rows);
-    let mut probs = Vec::with_capacity(cfg.rows);
-    for _ in 0..cfg.rows {
-        let a = rng.random_range(0..cfg.users);
-        let b = item_perm[zipf.sample(&mut rng)] as usize;
+    // Independent rows draw user, item and label in turn (the stream the stored results used);
+    // the authors' recipe draws every pair first.
+    let mut pairs = match cfg.sampling {
+        GmfSampling::Independent => None,
+        GmfSampling::Authors => Some(authors_pairs(&u, &v, k, cfg.users, cfg.items, cfg.rows, cfg.logit_scale, &mut rng).into_iter()),
+    };
+    let n = pairs.as_ref().map_or(cfg.rows, |p| p.len());
+    if n < 10 {
+        return Err(DataError::Options(format!("gmf synthetic data: {n} rows drawn (rows / users per user); need >= 10")));
+    }
+    let mut cats = Vec::with_capacity(n * 2);
+    let mut labels = Vec::with_capacity(n);
+    let mut probs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (a, b) = match pairs.as_mut() {
+            Some(p) => p.next().expect("n pairs"),
+            None => {
+                let a = rng.random_range(0..cfg.users);
+                (a, item_perm[zipf.sample(&mut rng)] as usize)
+            }
+        };
         let z: f64 = (0..k).map(|j| u[a * k + j] * v[b * k + j]).sum();
         let p = sigmoid(z);
         cats.push(a as u32);
@@ -121,7 +182,7 @@ pub fn generate_gmf(cfg: &GmfSynthConfig) -> Result<Dataset> {
         labels.push(if rng.random::<f64>() < p { 1.0 } else { 0.0 });
         probs.push(p);
     }
-    let s = splits(cfg.rows);
+    let s = splits(n);
     let teacher = teacher_score(&probs, &labels, &s);
     Ok(Dataset {
         name: "synthetic-gmf".into(),
@@ -443,5 +504,31 @@ mod tests {
         assert_eq!(ds.cardinalities, vec![50, 70]);
         assert_eq!(ds.splits.train.len(), 4000);
         assert!(ds.teacher.unwrap().test_auc > 0.8);
+    }
+
+    #[test]
+    fn the_authors_recipe_gives_each_user_the_same_count_of_distinct_likely_items() {
+        let cfg = GmfSynthConfig { users: 40, items: 60, latent_dim: 8, rows: 40 * 25, logit_scale: 8f64.sqrt(), sampling: GmfSampling::Authors, ..Default::default() };
+        let ds = generate_gmf(&cfg).unwrap();
+        ds.validate().unwrap();
+        let rows: Vec<(u32, u32)> = (0..ds.n_rows()).map(|r| (ds.cats[2 * r], ds.cats[2 * r + 1])).collect();
+        assert_eq!(rows.len(), 1000);
+        for user in 0..40u32 {
+            let mut items: Vec<u32> = rows.iter().filter(|p| p.0 == user).map(|p| p.1).collect();
+            assert_eq!(items.len(), 25, "user {user}");
+            items.sort_unstable();
+            items.dedup();
+            assert_eq!(items.len(), 25, "user {user}: items repeat");
+        }
+        // Items are drawn towards high <u, v>: more positives than under independent draws.
+        let pos = |d: &crate::Dataset| (0..d.n_rows()).map(|r| d.labels[r] as f64).sum::<f64>() / d.n_rows() as f64;
+        let indep = generate_gmf(&GmfSynthConfig { sampling: GmfSampling::Independent, zipf_s: 0.0, ..cfg.clone() }).unwrap();
+        assert!(pos(&ds) > pos(&indep) + 0.1, "{} vs {}", pos(&ds), pos(&indep));
+        // Rows are shuffled: the training split holds every user.
+        let train_users: std::collections::HashSet<u32> = rows[..ds.splits.train.len()].iter().map(|p| p.0).collect();
+        assert_eq!(train_users.len(), 40);
+        // The default serialises as before.
+        let json = serde_json::to_string(&GmfSynthConfig::default()).unwrap();
+        assert!(!json.contains("sampling"), "{json}");
     }
 }

@@ -10,7 +10,7 @@ fn spec(method: &str, budget: u64, options: serde_json::Value) -> EmbeddingSpec 
 }
 
 fn gmf_data() -> cqr_data::Dataset {
-    generate_gmf(&GmfSynthConfig { users: 400, items: 400, latent_dim: 4, rows: 60_000, zipf_s: 0.5, logit_scale: 3.0, seed: 1 }).unwrap()
+    generate_gmf(&GmfSynthConfig { users: 400, items: 400, latent_dim: 4, rows: 60_000, zipf_s: 0.5, logit_scale: 3.0, seed: 1, ..Default::default() }).unwrap()
 }
 
 fn gmf_cfg(epochs: usize) -> TrainConfig {
