@@ -10,6 +10,16 @@
 //! Trainable parameters: the cores; no index arrays. Each core is a table whose rows are its
 //! slices, so updates are sparse: an id touches one slice of each core. Entries start uniform
 //! with the spread that gives a vector the spread of the other methods' rows.
+//!
+//! Against the CQR authors' TT (thomasahle/cce `cce/tt.py`): theirs splits the vocabulary into
+//! `n_chunks` equal factors ⌈vocab^(1/n_chunks)⌉ and the dimension into ⌈dim^(1/n_chunks)⌉ each
+//! (cropping the surplus), takes the rank as an argument, starts its cores uniform so that
+//! output vectors have unit norm, and is trained by dense AdamW over every core; ours uses three
+//! cores, exact dimension factors (no crop), the largest rank the budget allows, the harness's
+//! `init_scale` spread, and sparse updates of the touched core slices. Under their MovieLens
+//! protocol our curve rises to 512 rows per table and falls at 1,024, where the user table is
+//! stored in full beside a TT item table; fixing the rank there does not recover it (RESULTS.md,
+//! `results/ttrec-rank`).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
