@@ -10,7 +10,7 @@ cargo build --release --quiet
 cqr="${CARGO_TARGET_DIR:-target}/release/cqr"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 sps() { awk '/samples\/s/ {for (i = 1; i <= NF; i++) if ($i == "samples/s") print $(i + 1)}'; }
-ours() { "$cqr" bench --steps 50 --cases "$1" | awk -F'|' -v c="$1" '$2 ~ " "c" " {gsub(/ /, "", $7); print $7}'; }
+ours() { "$cqr" bench --steps 50 --repeats 1 --cases "$1" | awk -F'|' -v c="$1" '$2 ~ " "c" " {gsub(/ /, "", $7); print $7}'; }
 for r in $(seq 1 "$reps"); do
   a=$(ours dense-10k);  b=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 10000 --variant dense | sps)
   c=$(ours dense-1m);   d=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 1000000 --variant sparse | sps)

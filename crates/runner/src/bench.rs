@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub preset: String,
     pub batch: usize,
     pub steps: usize,
+    /// Timed runs per case after one untimed warm-up run.
+    pub repeats: usize,
     pub cases: Vec<String>,
     pub backend: Backend,
     /// Rows of planted data whose ids count as seen before the cluster step.
@@ -70,30 +72,32 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     let peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
     println!("{}, {threads} threads, backend {:?}", cpu_model(), o.backend);
     println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5): {peak:.1} GFLOP/s");
-    println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables)", o.preset, o.batch, o.steps);
+    if o.repeats == 0 {
+        bail!("--repeats must be >= 1");
+    }
+    println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables); per case one untimed warm-up run, then {} timed runs: median [min, max]", o.preset, o.batch, o.steps, o.repeats);
     let flops = dlrm_train_flops_per_sample(&dlrm, 26);
     println!("MLP work: {:.3} MFLOP per training sample (forward + backward, 26 tables)\n", flops / 1e6);
-    println!("| case | model | method | rows per table | cap | samples/s | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|");
+    println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
     let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, ..Default::default() };
     for (name, model, method, vocab, cap) in CASES {
         if !wanted(name) {
             continue;
         }
         let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
-        let (sps, rows, gflops) = if model == "gmf" {
+        let (runs, rows, gflops_per_sps) = if model == "gmf" {
             // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32; 10x the steps (a GMF
             // step is ~100x cheaper than a DLRM step, and 20 steps are too short to time).
             let ds = random_gmf_dataset(o.batch * o.steps * 10, 6040, 3706, 7);
-            let sps = throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg)?;
-            (sps, "6040/3706".to_string(), None)
+            (repeated(o.repeats, || throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg))?, "6040/3706".to_string(), None)
         } else {
             let ds = random_dataset(o.batch * o.steps, 26, vocab, 7);
-            let sps = throughput(&ModelConfig::Dlrm(dlrm.clone()), &spec, &ds, &cfg)?;
-            (sps, vocab.to_string(), Some(sps * flops / 1e9))
+            (repeated(o.repeats, || throughput(&ModelConfig::Dlrm(dlrm.clone()), &spec, &ds, &cfg))?, vocab.to_string(), Some(flops / 1e9))
         };
+        let (sps, lo, hi) = median_range(&runs);
         let cap_s = if cap == u64::MAX { "-".to_string() } else { cap.to_string() };
-        let (g, f) = gflops.map_or(("-".into(), "-".into()), |g| (format!("{g:.1}"), format!("{:.0}%", 100.0 * g / peak)));
-        println!("| {name} | {model} | {method} | {rows} | {cap_s} | {sps:.0} | {g} | {f} |");
+        let (g, f) = gflops_per_sps.map_or(("-".into(), "-".into()), |k| (format!("{:.1}", sps * k), format!("{:.0}%", 100.0 * sps * k / peak)));
+        println!("| {name} | {model} | {method} | {rows} | {cap_s} | {sps:.0} | {lo:.0}-{hi:.0} | {g} | {f} |");
     }
     if wanted("cluster-kaggle") {
         let options = match &o.cluster_options {
@@ -106,6 +110,21 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         ingest(o, &dlrm, &cfg)?;
     }
     Ok(())
+}
+
+/// One untimed warm-up run, then `repeats` timed ones (samples/s each).
+fn repeated(repeats: usize, mut run: impl FnMut() -> Result<f64, cqr_models::TrainError>) -> Result<Vec<f64>> {
+    run()?;
+    Ok((0..repeats).map(|_| run()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Median (the mean of the middle two for an even count), minimum and maximum.
+pub fn median_range(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    (median, s[0], s[n - 1])
 }
 
 /// Raw-TSV ingest: writes `ingest_rows` lines of planted Criteo TSV to a temporary directory,
@@ -165,4 +184,16 @@ fn cluster_kaggle(rows: usize, options: serde_json::Value) -> Result<()> {
         r.cqr_tables, r.total_ids, r.seen_ids, r.cluster_s, r.touch_s
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_range;
+
+    #[test]
+    fn median_and_range_of_odd_and_even_counts() {
+        assert_eq!(median_range(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(median_range(&[4.0, 1.0, 3.0, 2.0]), (2.5, 1.0, 4.0));
+        assert_eq!(median_range(&[7.0]), (7.0, 7.0, 7.0));
+    }
 }

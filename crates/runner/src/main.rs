@@ -92,12 +92,16 @@ enum Cmd {
         preset: String,
         #[arg(long, default_value_t = 2048)]
         batch: usize,
-        /// Training steps per case.
+        /// Training steps per case and repeat.
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Timed runs per case, after one untimed warm-up run; the table gives their median and
+        /// range.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
         /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m,
         /// hashing-1m, gmf-ml1m, bloom-1m, hashednets-1m, robe-1m, hash_embedding-1m,
-        /// lowdim-1m, ttrec-1m, dhe-1m, cluster-kaggle, ingest.
+        /// lowdim-1m, ttrec-1m, dhe-1m, cafe-1m, adaembed-1m, cluster-kaggle, ingest.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// Backend of the MLPs (wgpu needs a build with `--features wgpu`).
@@ -296,8 +300,8 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
         }
-        Cmd::Bench { preset, batch, steps, cases, backend, cluster_rows, cluster_options, ingest_rows } => {
-            bench::run(&bench::BenchOptions { preset, batch, steps, cases, backend: backend.into(), cluster_rows, cluster_options, ingest_rows })?
+        Cmd::Bench { preset, batch, steps, repeats, cases, backend, cluster_rows, cluster_options, ingest_rows } => {
+            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), cluster_rows, cluster_options, ingest_rows })?
         }
     }
     Ok(())
