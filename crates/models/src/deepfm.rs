@@ -14,71 +14,39 @@
 //! 400-400-400 with ReLU, at dim 16, without its dropout (no backbone here uses dropout).
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::net::{check_sizes, flat_input, linear, Mlp};
+pub use crate::net::DeepConfig as DeepFmConfig;
+use crate::net::LinearDeep;
 
-/// Sizes of DeepFM: embedding `dim` and the DNN's hidden sizes (input derived, output 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeepFmConfig {
-    pub dim: usize,
-    pub deep: Vec<usize>,
+/// The paper's Criteo DNN, 400-400-400, at dim 16 (preset `criteo`, alias `kaggle`).
+pub fn criteo() -> DeepFmConfig {
+    DeepFmConfig { dim: 16, deep: vec![400, 400, 400] }
 }
 
-impl DeepFmConfig {
-    /// The paper's Criteo DNN, 400-400-400, at dim 16.
-    pub fn criteo() -> Self {
-        DeepFmConfig { dim: 16, deep: vec![400, 400, 400] }
-    }
-    /// Small sizes for tests and quick sweeps.
-    pub fn small() -> Self {
-        DeepFmConfig { dim: 16, deep: vec![64] }
-    }
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "kaggle" | "criteo" => Some(Self::criteo()),
-            "small" => Some(Self::small()),
-            _ => None,
-        }
-    }
-    pub fn validate(&self) -> Result<(), String> {
-        if self.dim == 0 {
-            return Err("deepfm: dim must be >= 1".into());
-        }
-        check_sizes("deepfm: deep", &self.deep)
+/// Presets: `criteo` (= `kaggle`), and `small` (deep 64) for tests and quick sweeps.
+pub fn preset(name: &str) -> Option<DeepFmConfig> {
+    match name {
+        "kaggle" | "criteo" => Some(criteo()),
+        "small" => Some(DeepFmConfig { dim: 16, deep: vec![64] }),
+        _ => None,
     }
 }
 
-/// DeepFM as a burn module.
+/// DeepFM as a burn module: the first-order and DNN parts, plus the FM term.
 #[derive(Module, Debug)]
 pub struct DeepFm {
-    first_order: Linear,
-    deep: Mlp,
-    #[module(skip)]
-    n_dense: usize,
+    body: LinearDeep,
 }
 
 impl DeepFm {
     pub fn new(cfg: &DeepFmConfig, n_dense: usize, n_tables: usize, seed: u64, device: &Device) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = n_dense + n_tables * cfg.dim;
-        let first_order = linear(n, 1, &mut rng, device);
-        let mut sizes = vec![n];
-        sizes.extend(&cfg.deep);
-        sizes.push(1);
-        let deep = Mlp::new(&sizes, false, &mut rng, device);
-        DeepFm { first_order, deep, n_dense }
+        DeepFm { body: LinearDeep::new(cfg, n_dense, n_tables, seed, device) }
     }
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
-        let x0 = flat_input(dense, emb.clone(), self.n_dense); // [batch, n]
-        self.first_order.forward(x0.clone()) + fm_pairwise(emb) + self.deep.forward(x0)
+        self.body.forward(dense, emb.clone()) + fm_pairwise(emb)
     }
 }
 
@@ -111,7 +79,8 @@ mod tests {
 
     #[test]
     fn sizes_are_checked() {
-        assert!(DeepFmConfig::criteo().validate().is_ok());
-        assert!(DeepFmConfig { dim: 0, ..DeepFmConfig::small() }.validate().is_err());
+        assert!(criteo().validate("deepfm").is_ok());
+        assert!(DeepFmConfig { dim: 0, ..preset("small").unwrap() }.validate("deepfm").is_err());
+        assert_eq!(preset("kaggle"), Some(criteo()));
     }
 }

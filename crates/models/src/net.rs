@@ -92,6 +92,54 @@ pub fn check_sizes(what: &str, sizes: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
+/// Sizes shared by DeepFM and Wide & Deep: embedding `dim` and the DNN's hidden sizes (input
+/// derived, output 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepConfig {
+    pub dim: usize,
+    pub deep: Vec<usize>,
+}
+
+impl DeepConfig {
+    /// `what` names the model in the error.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        if self.dim == 0 {
+            return Err(format!("{what}: dim must be >= 1"));
+        }
+        check_sizes(&format!("{what}: deep"), &self.deep)
+    }
+}
+
+/// A linear logit plus a DNN logit over the flat input `[dense, e_1, ..., e_T]`: the whole of
+/// Wide & Deep, and DeepFM's first-order and DNN parts.
+#[derive(Module, Debug)]
+pub struct LinearDeep {
+    pub linear: Linear,
+    pub deep: Mlp,
+    #[module(skip)]
+    n_dense: usize,
+}
+
+impl LinearDeep {
+    pub fn new(cfg: &DeepConfig, n_dense: usize, n_tables: usize, seed: u64, device: &Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = n_dense + n_tables * cfg.dim;
+        let linear = linear(n, 1, &mut rng, device);
+        let mut sizes = vec![n];
+        sizes.extend(&cfg.deep);
+        sizes.push(1);
+        let deep = Mlp::new(&sizes, false, &mut rng, device);
+        LinearDeep { linear, deep, n_dense }
+    }
+
+    /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> `w·x0 + b + deep(x0)`, `[batch, 1]`.
+    pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+        let x0 = flat_input(dense, emb, self.n_dense); // [batch, n]
+        self.linear.forward(x0.clone()) + self.deep.forward(x0)
+    }
+}
+
 /// A stack of linear layers with ReLU between them (and after the last when `relu_last`).
 #[derive(Module, Debug)]
 pub struct Mlp {

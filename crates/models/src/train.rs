@@ -434,11 +434,11 @@ impl Net {
                 Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device))
             }
             ModelConfig::Deepfm(c) => {
-                c.validate().map_err(TrainError::Config)?;
+                c.validate("deepfm").map_err(TrainError::Config)?;
                 Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device))
             }
             ModelConfig::Wdl(c) => {
-                c.validate().map_err(TrainError::Config)?;
+                c.validate("wdl").map_err(TrainError::Config)?;
                 Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device))
             }
         })

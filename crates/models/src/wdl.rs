@@ -11,71 +11,39 @@
 //! Hetu benchmark's deep network, 256-256, at dim 16.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::net::{check_sizes, flat_input, linear, Mlp};
+pub use crate::net::DeepConfig as WdlConfig;
+use crate::net::LinearDeep;
 
-/// Sizes of Wide & Deep: embedding `dim` and the deep MLP's hidden sizes (input derived, output 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WdlConfig {
-    pub dim: usize,
-    pub deep: Vec<usize>,
+/// Deep 256-256 at dim 16 (preset `criteo`, alias `kaggle`; see the module docs).
+pub fn criteo() -> WdlConfig {
+    WdlConfig { dim: 16, deep: vec![256, 256] }
 }
 
-impl WdlConfig {
-    /// Deep 256-256 at dim 16 (see the module docs).
-    pub fn criteo() -> Self {
-        WdlConfig { dim: 16, deep: vec![256, 256] }
-    }
-    /// Small sizes for tests and quick sweeps.
-    pub fn small() -> Self {
-        WdlConfig { dim: 16, deep: vec![64] }
-    }
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "kaggle" | "criteo" => Some(Self::criteo()),
-            "small" => Some(Self::small()),
-            _ => None,
-        }
-    }
-    pub fn validate(&self) -> Result<(), String> {
-        if self.dim == 0 {
-            return Err("wdl: dim must be >= 1".into());
-        }
-        check_sizes("wdl: deep", &self.deep)
+/// Presets: `criteo` (= `kaggle`), and `small` (deep 64) for tests and quick sweeps.
+pub fn preset(name: &str) -> Option<WdlConfig> {
+    match name {
+        "kaggle" | "criteo" => Some(criteo()),
+        "small" => Some(WdlConfig { dim: 16, deep: vec![64] }),
+        _ => None,
     }
 }
 
-/// Wide & Deep as a burn module.
+/// Wide & Deep as a burn module: `logit = w·x0 + b + deep(x0)`.
 #[derive(Module, Debug)]
 pub struct Wdl {
-    wide: Linear,
-    deep: Mlp,
-    #[module(skip)]
-    n_dense: usize,
+    body: LinearDeep,
 }
 
 impl Wdl {
     pub fn new(cfg: &WdlConfig, n_dense: usize, n_tables: usize, seed: u64, device: &Device) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = n_dense + n_tables * cfg.dim;
-        let wide = linear(n, 1, &mut rng, device);
-        let mut sizes = vec![n];
-        sizes.extend(&cfg.deep);
-        sizes.push(1);
-        let deep = Mlp::new(&sizes, false, &mut rng, device);
-        Wdl { wide, deep, n_dense }
+        Wdl { body: LinearDeep::new(cfg, n_dense, n_tables, seed, device) }
     }
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
-        let x0 = flat_input(dense, emb, self.n_dense); // [batch, n]
-        self.wide.forward(x0.clone()) + self.deep.forward(x0)
+        self.body.forward(dense, emb)
     }
 }
 
@@ -91,7 +59,7 @@ mod tests {
         let dense = Tensor::<2>::from_data(TensorData::new(vec![0.5f32], [1, 1]), &device);
         let emb = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 2.0, -1.0, 0.5], [2, 1, 2]), &device);
         let x0 = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, 1.0, 2.0, -1.0, 0.5], [1, 5]), &device);
-        let want: f32 = (m.wide.forward(x0.clone()) + m.deep.forward(x0)).into_scalar();
+        let want: f32 = (m.body.linear.forward(x0.clone()) + m.body.deep.forward(x0)).into_scalar();
         let got: f32 = m.forward(dense, emb).into_scalar();
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         // Without dense features the input is the embeddings alone.
@@ -103,7 +71,7 @@ mod tests {
 
     #[test]
     fn sizes_are_checked() {
-        assert!(WdlConfig::criteo().validate().is_ok());
-        assert!(WdlConfig { deep: vec![0], ..WdlConfig::small() }.validate().is_err());
+        assert!(criteo().validate("wdl").is_ok());
+        assert!(WdlConfig { deep: vec![0], ..preset("small").unwrap() }.validate("wdl").is_err());
     }
 }

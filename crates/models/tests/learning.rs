@@ -2,7 +2,7 @@
 
 use cqr_data::synthetic::{generate_criteo, generate_gmf, CriteoSynthConfig, GmfSynthConfig};
 use cqr_methods::Quantize;
-use cqr_models::{train, DcnConfig, DeepFmConfig, DlrmConfig, EmbeddingSpec, WdlConfig, ModelConfig, OptimizerKind, TrainConfig, TrainError};
+use cqr_models::{train, DcnConfig, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig, TrainError};
 use serde_json::json;
 
 fn spec(method: &str, budget: u64, options: serde_json::Value) -> EmbeddingSpec {
@@ -50,7 +50,7 @@ fn the_click_backbones_learn_planted_criteo_and_are_reproducible() {
     let ds = generate_criteo(&CriteoSynthConfig { rows: 60_000, cardinality_scale: 0.001, max_cardinality: 20, seed: 2, ..Default::default() }).unwrap();
     let cfg = TrainConfig { lr: 1e-2, embedding_lr: Some(3e-3), batch_size: 256, epochs: 3, seed: 5, ..Default::default() };
     let teacher = ds.teacher.unwrap();
-    for model in [ModelConfig::Dcn(DcnConfig::small()), ModelConfig::Deepfm(DeepFmConfig::small()), ModelConfig::Wdl(WdlConfig::small())] {
+    for model in [ModelConfig::Dcn(DcnConfig::small()), ModelConfig::Deepfm(cqr_models::deepfm::preset("small").unwrap()), ModelConfig::Wdl(cqr_models::wdl::preset("small").unwrap())] {
         let r = train(&ds, &model, &spec("dense", u64::MAX, json!(null)), &cfg).unwrap();
         eprintln!("{model:?}: auc {:.4} bce {:.4} (teacher {:.4} {:.4})", r.reported.test_auc, r.reported.test_bce, teacher.test_auc, teacher.test_bce);
         assert!(r.reported.test_auc > teacher.test_auc - 0.05, "{model:?} auc {:.4} vs teacher {:.4}", r.reported.test_auc, teacher.test_auc);

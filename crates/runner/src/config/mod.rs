@@ -144,11 +144,11 @@ impl ModelSpec {
                 ModelConfig::Dcn(DcnConfig { dim: dim(c.dim), cross_layers: self.cross_layers.unwrap_or(c.cross_layers), deep: deep(c.deep) })
             }
             ModelKind::Deepfm => {
-                let c = DeepFmConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
+                let c = cqr_models::deepfm::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
                 ModelConfig::Deepfm(DeepFmConfig { dim: dim(c.dim), deep: deep(c.deep) })
             }
             ModelKind::Wdl => {
-                let c = WdlConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
+                let c = cqr_models::wdl::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
                 ModelConfig::Wdl(WdlConfig { dim: dim(c.dim), deep: deep(c.deep) })
             }
         })
