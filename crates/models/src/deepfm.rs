@@ -46,7 +46,9 @@ impl DeepFm {
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
-        self.body.forward(dense, emb.clone()) + fm_pairwise(emb)
+        let x0 = self.body.input(dense, emb.clone()); // [batch, n]
+        // In this order (first order, FM, DNN): the stored records' float sums.
+        self.body.linear.forward(x0.clone()) + fm_pairwise(emb) + self.body.deep.forward(x0)
     }
 }
 

@@ -133,9 +133,14 @@ impl LinearDeep {
         LinearDeep { linear, deep, n_dense }
     }
 
+    /// The flat input `x0`: `[batch, n_dense + tables * dim]`.
+    pub fn input(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+        flat_input(dense, emb, self.n_dense)
+    }
+
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> `w·x0 + b + deep(x0)`, `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
-        let x0 = flat_input(dense, emb, self.n_dense); // [batch, n]
+        let x0 = self.input(dense, emb); // [batch, n]
         self.linear.forward(x0.clone()) + self.deep.forward(x0)
     }
 }
