@@ -54,6 +54,7 @@ pub struct AdaEmbed {
     steps: usize,
     rebuilds: u64,
     rows_buf: Vec<u32>,
+    importance_buf: Vec<f32>,
 }
 
 impl AdaEmbed {
@@ -74,7 +75,7 @@ impl AdaEmbed {
         table.init_uniform(p.init_scale, &mut rng);
         let mut id_of = vec![u32::MAX; rows];
         id_of[0] = u32::MAX - 1; // the shared row, never given away
-        Ok(AdaEmbed { table, row_of: vec![0; p.vocab], id_of, score: vec![0.0; p.vocab], check_every, decay_every, steps: 0, rebuilds: 0, rows_buf: vec![] })
+        Ok(AdaEmbed { table, row_of: vec![0; p.vocab], id_of, score: vec![0.0; p.vocab], check_every, decay_every, steps: 0, rebuilds: 0, rows_buf: vec![], importance_buf: vec![] })
     }
 
     fn capacity(&self) -> usize {
@@ -154,12 +155,12 @@ impl EmbeddingMethod for AdaEmbed {
         rows.extend(ids.iter().map(|&id| self.row_of[id as usize]));
         self.table.update(&rows, grad);
         self.rows_buf = rows;
-        let norms: Vec<f32> = grad.chunks_exact(d).map(|g| g.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
-        let sum: f64 = norms.iter().map(|&x| x as f64).sum();
-        let scale = if sum > 0.0 { (ids.len() as f64 / sum) as f32 } else { 0.0 };
-        for (&id, &n) in ids.iter().zip(&norms) {
-            self.score[id as usize] += if sum > 0.0 { n * scale } else { 1.0 };
+        let mut v = std::mem::take(&mut self.importance_buf);
+        crate::normalised_grad_norms(grad, d, &mut v);
+        for (&id, &vi) in ids.iter().zip(&v) {
+            self.score[id as usize] += vi;
         }
+        self.importance_buf = v;
         self.steps += 1;
         if self.steps == 1 || self.steps % self.check_every == 0 {
             self.maybe_rebuild();

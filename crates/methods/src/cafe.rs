@@ -111,6 +111,7 @@ pub struct Cafe {
     hash_rows: Vec<u32>,
     hash_grads: Vec<f32>,
     weights_buf: Vec<f32>,
+    importance_buf: Vec<f32>,
 }
 
 impl Cafe {
@@ -136,7 +137,7 @@ impl Cafe {
         hashed.init_uniform(p.init_scale, &mut rng);
         let hot = Table::new(h, p.dim, p.optimizer);
         let sketch = Sketch { slots: vec![EMPTY; h * SLOTS], free: (0..h as u32).collect(), inserted: 0.0, promotions: 0, demotions: 0 };
-        Ok(Cafe { vocab: p.vocab, hot, hashed, row_hash, bucket_hash, sketch, o, hot_rows: vec![], hot_grads: vec![], hash_rows: vec![], hash_grads: vec![], weights_buf: vec![] })
+        Ok(Cafe { vocab: p.vocab, hot, hashed, row_hash, bucket_hash, sketch, o, hot_rows: vec![], hot_grads: vec![], hash_rows: vec![], hash_grads: vec![], weights_buf: vec![], importance_buf: vec![] })
     }
 
     /// The hot row of `id`, if it has one.
@@ -199,20 +200,17 @@ impl Cafe {
         sk.inserted = 0.0;
     }
 
-    /// Importance of each lookup of a batch (`grad`: `[ids, dim]`).
-    fn importances(&self, grad: &[f32], n: usize) -> Vec<f32> {
-        let d = self.hashed.dim;
-        if self.o.importance == Importance::Frequency {
-            return vec![1.0; n];
+    /// Importance of each lookup of a batch (`grad`: `[ids, dim]`), into `self.importance_buf`.
+    fn importances(&mut self, grad: &[f32], n: usize) {
+        let mut v = std::mem::take(&mut self.importance_buf);
+        match self.o.importance {
+            Importance::Frequency => {
+                v.clear();
+                v.resize(n, 1.0);
+            }
+            Importance::Gradient => crate::normalised_grad_norms(grad, self.hashed.dim, &mut v),
         }
-        let norms: Vec<f32> = grad.chunks_exact(d).map(|g| g.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
-        let sum: f64 = norms.iter().map(|&x| x as f64).sum();
-        if sum > 0.0 {
-            let scale = (n as f64 / sum) as f32;
-            norms.iter().map(|x| x * scale).collect()
-        } else {
-            vec![1.0; n]
-        }
+        self.importance_buf = v;
     }
 }
 
@@ -260,7 +258,8 @@ impl EmbeddingMethod for Cafe {
         if !sr.is_empty() {
             self.hashed.update(&sr, &sg);
         }
-        let v = self.importances(grad, ids.len());
+        self.importances(grad, ids.len());
+        let v = std::mem::take(&mut self.importance_buf);
         for (&id, &vi) in ids.iter().zip(&v) {
             if let Some(row) = self.insert(id, vi) {
                 // Migration: the new hot row starts from the id's shared row.
@@ -271,6 +270,7 @@ impl EmbeddingMethod for Cafe {
                 self.hot.reset_row_state(row as usize);
             }
         }
+        self.importance_buf = v;
         self.maybe_decay();
         (self.hot_rows, self.hot_grads, self.hash_rows, self.hash_grads) = (hr, hg, sr, sg);
     }

@@ -248,6 +248,20 @@ pub trait EmbeddingMethod: Send + Sync {
     fn restore_layout(&mut self, _layout: &Layout) {}
 }
 
+/// Each lookup's gradient L2 norm over the batch's mean norm (mean 1 per lookup; all 1 when every
+/// norm is 0), written into `out`: the importance CAFE and AdaEmbed accumulate per id.
+pub(crate) fn normalised_grad_norms(grad: &[f32], dim: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(grad.chunks_exact(dim).map(|g| g.iter().map(|x| x * x).sum::<f32>().sqrt()));
+    let sum: f64 = out.iter().map(|&x| x as f64).sum();
+    if sum > 0.0 {
+        let scale = (out.len() as f64 / sum) as f32;
+        out.iter_mut().for_each(|x| *x *= scale);
+    } else {
+        out.iter_mut().for_each(|x| *x = 1.0);
+    }
+}
+
 /// A method's opaque layout state (see [`EmbeddingMethod::layout_snapshot`]).
 pub type Layout = Box<dyn std::any::Any + Send + Sync>;
 
