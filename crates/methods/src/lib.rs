@@ -5,6 +5,7 @@
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
 pub mod adaembed;
+pub mod alpt;
 pub mod bloom;
 pub mod cafe;
 pub mod ce;
@@ -19,6 +20,7 @@ pub mod index;
 pub mod kmeans;
 pub mod least_squares;
 pub mod lowdim;
+pub mod mdfreq;
 pub mod nearest;
 pub mod optim;
 pub mod pq;
@@ -76,11 +78,16 @@ pub struct MethodParams {
     /// rules that size tables jointly (low-dim's α rule).
     #[serde(default)]
     pub table_vocabs: Vec<usize>,
+    /// How often each id of this table occurs in the training split (`None` when unknown), for
+    /// methods that size rows by frequency before training (`registry::needs_counts`). Never
+    /// serialised: it is data, not configuration.
+    #[serde(skip)]
+    pub id_counts: Option<std::sync::Arc<[u32]>>,
 }
 
 impl MethodParams {
     pub fn new(vocab: usize, dim: usize, budget: u64) -> Self {
-        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null, table_vocabs: vec![] }
+        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null, table_vocabs: vec![], id_counts: None }
     }
     pub fn with_options(mut self, options: serde_json::Value) -> Self {
         self.options = options;

@@ -59,12 +59,92 @@ pub fn alpha_dims(vocabs: &[usize], dim: usize, budget: u64, alpha: f64) -> Resu
 }
 
 pub struct LowDim {
-    table: Table,
-    proj: Table,
-    dim: usize,
+    t: ProjectedTable,
     rows_buf: Vec<u32>,
+}
+
+/// A table of width d' with an optional learned `d' x dim` projection (`None`: d' = dim, the
+/// rows are the vectors): `e(r) = P^T t[r]`. Shared by low-dim and the frequency blocks of
+/// mixed dimension.
+pub(crate) struct ProjectedTable {
+    pub table: Table,
+    pub proj: Option<Table>,
+    pub dim: usize,
     grad_buf: Vec<f32>,
     proj_grad: Vec<f32>,
+    proj_rows: Vec<u32>,
+}
+
+impl ProjectedTable {
+    /// `rows x low` entries U(-init, init); the projection, when `low < dim` or `always_project`,
+    /// U(-√(3/d'), √(3/d')): unit variance of each output coordinate's weight sum, so e(r)
+    /// starts with the spread of the table rows.
+    pub fn new(rows: usize, low: usize, dim: usize, always_project: bool, opt: crate::RowOptimizer, init: f32, rng: &mut impl rand::Rng) -> Self {
+        let mut table = Table::new(rows, low, opt);
+        table.init_uniform(init, rng);
+        let proj = (always_project || low < dim).then(|| {
+            let mut p = Table::new(low, dim, opt);
+            p.init_uniform((3.0 / low as f32).sqrt(), rng);
+            p
+        });
+        ProjectedTable { table, proj, dim, grad_buf: vec![], proj_grad: vec![], proj_rows: vec![] }
+    }
+
+    pub fn forward_row(&self, r: usize, o: &mut [f32]) {
+        match &self.proj {
+            None => o.copy_from_slice(self.table.row(r)),
+            Some(proj) => {
+                o.fill(0.0);
+                for (a, &t) in self.table.row(r).iter().enumerate() {
+                    o.iter_mut().zip(proj.row(a)).for_each(|(o, &p)| *o += t * p);
+                }
+            }
+        }
+    }
+
+    /// One optimizer step: `rows[i]` received output gradient `grad[i*dim..]`.
+    pub fn backward(&mut self, rows: &[u32], grad: &[f32]) {
+        let Some(proj) = &mut self.proj else { return self.table.update(rows, grad) };
+        let (d, low) = (self.dim, self.table.dim);
+        // dP[a][j] = sum over the batch of t[r][a] g[j]; dt[r][a] = sum_j P[a][j] g[j].
+        self.proj_grad.clear();
+        self.proj_grad.resize(low * d, 0.0);
+        self.grad_buf.clear();
+        for (g, &r) in grad.chunks_exact(d).zip(rows) {
+            let t = self.table.row(r as usize);
+            for a in 0..low {
+                let pa = proj.row(a);
+                self.grad_buf.push(pa.iter().zip(g).map(|(p, g)| p * g).sum());
+                self.proj_grad[a * d..(a + 1) * d].iter_mut().zip(g).for_each(|(s, &gj)| *s += t[a] * gj);
+            }
+        }
+        self.table.update(rows, &self.grad_buf);
+        self.proj_rows.clear();
+        self.proj_rows.extend(0..low as u32);
+        proj.update(&self.proj_rows, &self.proj_grad);
+    }
+
+    pub fn param_count(&self) -> u64 {
+        self.table.param_count() + self.proj.as_ref().map_or(0, |p| p.param_count())
+    }
+    pub fn state_bytes(&self) -> u64 {
+        self.table.state_bytes() + self.proj.as_ref().map_or(0, |p| p.state_bytes())
+    }
+    /// The weights (table, then projection) and their row widths.
+    pub fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut v = vec![&mut self.table.weights[..]];
+        if let Some(p) = &mut self.proj {
+            v.push(&mut p.weights[..]);
+        }
+        v
+    }
+    pub fn row_widths(&self) -> Vec<usize> {
+        let mut v = vec![self.table.dim];
+        if let Some(p) = &self.proj {
+            v.push(p.dim);
+        }
+        v
+    }
 }
 
 impl LowDim {
@@ -103,13 +183,8 @@ impl LowDim {
             });
         }
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-        let mut table = Table::new(p.vocab, low, p.optimizer);
-        table.init_uniform(p.init_scale, &mut rng);
-        // Projection entries U(-√(3/d'), √(3/d')): unit variance per output coordinate's weights
-        // sum, so e(id) starts with the spread of the table rows.
-        let mut proj = Table::new(low, p.dim, p.optimizer);
-        proj.init_uniform((3.0 / low as f32).sqrt(), &mut rng);
-        Ok(LowDim { table, proj, dim: p.dim, rows_buf: vec![], grad_buf: vec![], proj_grad: vec![] })
+        let t = ProjectedTable::new(p.vocab, low, p.dim, true, p.optimizer, p.init_scale, &mut rng);
+        Ok(LowDim { t, rows_buf: vec![] })
     }
 }
 
@@ -118,54 +193,29 @@ impl EmbeddingMethod for LowDim {
         Self::NAME
     }
     fn vocab(&self) -> usize {
-        self.table.rows
+        self.t.table.rows
     }
     fn dim(&self) -> usize {
-        self.dim
+        self.t.dim
     }
     fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        for (o, &id) in out.chunks_exact_mut(self.dim).zip(ids) {
-            o.fill(0.0);
-            for (a, &t) in self.table.row(id as usize).iter().enumerate() {
-                o.iter_mut().zip(self.proj.row(a)).for_each(|(o, &p)| *o += t * p);
-            }
+        for (o, &id) in out.chunks_exact_mut(self.t.dim).zip(ids) {
+            self.t.forward_row(id as usize, o);
         }
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let (d, low) = (self.dim, self.table.dim);
-        // dP[a][j] = sum over the batch of t[id][a] g[j]; dt[id][a] = sum_j P[a][j] g[j].
-        self.proj_grad.clear();
-        self.proj_grad.resize(low * d, 0.0);
-        self.grad_buf.clear();
-        for (g, &id) in grad.chunks_exact(d).zip(ids) {
-            let t = self.table.row(id as usize);
-            for a in 0..low {
-                let pa = self.proj.row(a);
-                self.grad_buf.push(pa.iter().zip(g).map(|(p, g)| p * g).sum());
-                self.proj_grad[a * d..(a + 1) * d].iter_mut().zip(g).for_each(|(s, &gj)| *s += t[a] * gj);
-            }
-        }
         self.rows_buf.clear();
         self.rows_buf.extend_from_slice(ids);
-        self.table.update(&self.rows_buf, &self.grad_buf);
-        self.rows_buf.clear();
-        self.rows_buf.extend(0..low as u32);
-        self.proj.update(&self.rows_buf, &self.proj_grad);
+        self.t.backward(&self.rows_buf, grad);
     }
     fn accounting(&self) -> Accounting {
-        Accounting {
-            trainable_params: self.table.param_count() + self.proj.param_count(),
-            optimizer_state_bytes: self.table.state_bytes() + self.proj.state_bytes(),
-            index_bytes: 0,
-            other_bytes: 0,
-            quantized_param_bytes: None,
-        }
+        Accounting { trainable_params: self.t.param_count(), optimizer_state_bytes: self.t.state_bytes(), index_bytes: 0, other_bytes: 0, quantized_param_bytes: None }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
-        vec![&mut self.table.weights, &mut self.proj.weights]
+        self.t.parameters_mut()
     }
     fn row_widths(&mut self) -> Vec<usize> {
-        vec![self.table.dim, self.proj.dim]
+        self.t.row_widths()
     }
 }
 
@@ -185,7 +235,7 @@ mod tests {
         check_gradients(&build, &MethodParams::new(30, 4, 1000).with_options(json!({"low_dim": 1})), &[3, 5, 3, 29]);
         // 10,000 ids, dim 16: d' = ⌊50,000 / 10,016⌋ = 4, 40,064 parameters.
         let m = LowDim::new(&MethodParams::new(10_000, 16, 50_000)).unwrap();
-        assert_eq!((m.table.dim, m.accounting().trainable_params), (4, 40_064));
+        assert_eq!((m.t.table.dim, m.accounting().trainable_params), (4, 40_064));
         assert!(LowDim::new(&MethodParams::new(10_000, 16, 10_000)).is_err(), "not even d' = 1 fits");
         assert!(LowDim::new(&MethodParams::new(10_000, 16, 50_000).with_options(json!({"low_dim": 5}))).is_err());
     }
@@ -212,7 +262,7 @@ mod tests {
         let p = MethodParams { table_vocabs: vec![30, 300, 3000], ..MethodParams::new(300, 8, 2000) }.with_options(json!({"alpha": 0.5}));
         let want = alpha_dims(&[30, 300, 3000], 8, 2000, 0.5).unwrap()[1].unwrap();
         assert_eq!(want, 3);
-        assert_eq!(LowDim::new(&p).unwrap().table.dim, want);
+        assert_eq!(LowDim::new(&p).unwrap().t.table.dim, want);
         check_gradients(&build, &p, &[3, 5, 3, 299]);
         assert!(LowDim::new(&p.clone().with_options(json!({"alpha": 0.5, "low_dim": 2}))).is_err());
     }

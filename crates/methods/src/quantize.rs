@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn every_method_quantizes_its_own_rows() {
         for name in crate::method_names() {
-            let p = MethodParams::new(2000, 16, 16 * 400);
+            let p = crate::testing::with_counts(name, MethodParams::new(2000, 16, 16 * 400));
             let mut m = Quantized::new(build_method(name, &p).unwrap_or_else(|e| panic!("{name}: {e}")), Quantize::Int8);
             m.on_train_end().unwrap();
             // After training: PQ/RQ have compressed (their rows are now codewords).

@@ -26,6 +26,8 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::dhe::Dhe::NAME, |p| boxed(crate::dhe::Dhe::new(p))),
     (crate::cafe::Cafe::NAME, |p| boxed(crate::cafe::Cafe::new(p))),
     (crate::adaembed::AdaEmbed::NAME, |p| boxed(crate::adaembed::AdaEmbed::new(p))),
+    (crate::alpt::Alpt::NAME, |p| boxed(crate::alpt::Alpt::new(p))),
+    (crate::mdfreq::MdFreq::NAME, |p| boxed(crate::mdfreq::MdFreq::new(p))),
 ];
 
 /// Names of every registered method.
@@ -37,6 +39,11 @@ pub fn method_names() -> Vec<&'static str> {
 pub fn build_method(name: &str, params: &MethodParams) -> Result<Box<dyn EmbeddingMethod>, MethodError> {
     let (_, build) = REGISTRY.iter().find(|(n, _)| *n == name).ok_or_else(|| MethodError::UnknownMethod(name.to_string()))?;
     build(params)
+}
+
+/// Whether the method needs each id's training count (`MethodParams::id_counts`) to be built.
+pub fn needs_counts(name: &str) -> bool {
+    name == crate::mdfreq::MdFreq::NAME
 }
 
 /// Whether the method trains a full table and compresses after training (PQ, RQ).
@@ -51,7 +58,12 @@ mod tests {
     #[test]
     fn every_method_builds_by_name_and_unknown_names_fail() {
         for name in method_names() {
-            let m = build_method(name, &MethodParams::new(1000, 16, 16 * 64)).unwrap();
+            let mut p = crate::testing::with_counts(name, MethodParams::new(1000, 16, 16 * 64));
+            if needs_counts(name) {
+                // One block: 1,000 rows of width 1 and a 1 x 16 projection fit 1,024.
+                p.options = serde_json::json!({"blocks": 1});
+            }
+            let m = build_method(name, &p).unwrap();
             assert_eq!(m.name(), name);
             let mut out = vec![0.0; 3 * 16];
             m.forward(&[0, 999, 500], &mut out);

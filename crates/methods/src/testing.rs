@@ -81,3 +81,13 @@ pub fn check_budgets(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>, 
         assert!(t <= b && b - t < dim as u64, "{}: budget {b}: {t} trainable params", m.name());
     }
 }
+
+/// `p` with Zipf-like training counts (id i seen ⌊vocab / (i + 1)⌋ times) when `name` needs
+/// them (`registry::needs_counts`), unchanged otherwise.
+pub fn with_counts(name: &str, mut p: MethodParams) -> MethodParams {
+    if crate::registry::needs_counts(name) {
+        let n = p.vocab as u32;
+        p.id_counts = Some((0..n).map(|i| n / (i + 1)).collect::<Vec<_>>().into());
+    }
+    p
+}

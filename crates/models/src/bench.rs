@@ -102,8 +102,8 @@ pub struct ClusterBench {
 /// planted data of that many rows.
 pub fn cluster_step(cards: &[usize], dim: usize, cap: u64, rows: usize, zipf_s: f64, options: serde_json::Value, seed: u64) -> Result<ClusterBench, TrainError> {
     let names: Vec<String> = (1..=cards.len()).map(|i| format!("C{i}")).collect();
-    let spec = EmbeddingSpec { method: "cqr".into(), budget: cap, options, init_scale: 0.05, quantize: None };
-    let mut tables = EmbeddingTables::new(&spec, &names, cards, dim, cqr_methods::RowOptimizer::default(), 2, (0, None), seed)?;
+    let spec = EmbeddingSpec { method: "cqr".into(), budget: cap, options, init_scale: 0.05, quantize: None, dense_under_cap: true };
+    let mut tables = EmbeddingTables::new(&spec, &names, cards, dim, cqr_methods::RowOptimizer::default(), 2, (0, None), seed, &[])?;
     let t0 = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let batch = 1 << 16;

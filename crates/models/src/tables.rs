@@ -24,6 +24,19 @@ pub struct EmbeddingSpec {
     /// stay dense under the cap included; scored and counted as quantized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<Quantize>,
+    /// `false`: a table whose full size fits the cap gets the method too, instead of a dense
+    /// table (the default rule). For methods that store every table their way (ALPT's int8
+    /// rows) and for isolating what a full small table does to a method's curve. Not
+    /// serialised when true, so earlier cell ids stay the same.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub dense_under_cap: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Accounting of one table, recorded per run.
@@ -49,7 +62,9 @@ pub struct EmbeddingTables {
 }
 
 impl EmbeddingTables {
-    /// Builds one method per column. Columns with `vocab * dim <= budget` stay dense.
+    /// Builds one method per column. Columns with `vocab * dim <= budget` stay dense unless
+    /// `spec.dense_under_cap` is false. `id_counts`: each table's training count per id, for the
+    /// methods that need them (`cqr_methods::registry::needs_counts`; empty otherwise).
     pub fn new(
         spec: &EmbeddingSpec,
         columns: &[String],
@@ -59,10 +74,11 @@ impl EmbeddingTables {
         epochs: usize,
         steps: (usize, Option<usize>),
         seed: u64,
+        id_counts: &[std::sync::Arc<[u32]>],
     ) -> Result<Self, MethodError> {
         let mut methods = Vec::with_capacity(cardinalities.len());
         for (c, &vocab) in cardinalities.iter().enumerate() {
-            let name = if (vocab as u64) * (dim as u64) <= spec.budget { "dense" } else { spec.method.as_str() };
+            let name = if spec.dense_under_cap && (vocab as u64) * (dim as u64) <= spec.budget { "dense" } else { spec.method.as_str() };
             let options = if name == spec.method { spec.options.clone() } else { serde_json::Value::Null };
             let p = MethodParams {
                 vocab,
@@ -77,6 +93,7 @@ impl EmbeddingTables {
                 init_scale: spec.init_scale,
                 options,
                 table_vocabs: cardinalities.to_vec(),
+                id_counts: id_counts.get(c).cloned(),
             };
             let m = build_method(name, &p).map_err(|e| match e {
                 // Keep the kind: an impossible budget is a property of the cell, not a bug.
@@ -186,9 +203,9 @@ mod tests {
     /// pointers and T1 hash together (the weights alone would be read through new pointers).
     #[test]
     fn a_snapshot_restores_cqr_across_a_cluster_step() {
-        let spec = EmbeddingSpec { method: "cqr".into(), budget: 16 * 8, options: serde_json::json!({ "n_chunks": 2 }), init_scale: 0.05, quantize: None };
+        let spec = EmbeddingSpec { method: "cqr".into(), budget: 16 * 8, options: serde_json::json!({ "n_chunks": 2 }), init_scale: 0.05, quantize: None, dense_under_cap: true };
         let cols = vec!["a".to_string()];
-        let mut t = EmbeddingTables::new(&spec, &cols, &[300], 8, RowOptimizer::default(), 3, (10, None), 1).unwrap();
+        let mut t = EmbeddingTables::new(&spec, &cols, &[300], 8, RowOptimizer::default(), 3, (10, None), 1, &[]).unwrap();
         let ids: Vec<u32> = (0..300).collect();
         let grad: Vec<f32> = (0..300 * 8).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.01).collect();
         let mut before = vec![];
@@ -204,5 +221,19 @@ mod tests {
         t.restore(&snap);
         t.forward(&ids, &mut after);
         assert_eq!(after, before);
+    }
+
+    /// A table that fits the cap is dense by default and gets the method with
+    /// `dense_under_cap: false`; a table over the cap gets the method either way.
+    #[test]
+    fn dense_under_cap_decides_small_tables() {
+        let cols = vec!["small".to_string(), "large".to_string()];
+        let names = |under: bool| {
+            let spec = EmbeddingSpec { method: "hashing".into(), budget: 64 * 8, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: under };
+            let t = EmbeddingTables::new(&spec, &cols, &[50, 1000], 8, RowOptimizer::default(), 1, (10, None), 1, &[]).unwrap();
+            t.methods.iter().map(|m| m.name()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(true), ["dense", "hashing"]);
+        assert_eq!(names(false), ["hashing", "hashing"]);
     }
 }

@@ -344,6 +344,29 @@ pub struct FrequencyBce {
     pub rows: [u64; 3],
 }
 
+/// Row ranges of 2^16 rows covering `range`.
+fn row_blocks(range: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (range.start..range.end).step_by(1 << 16).map(move |a| a..(a + (1 << 16)).min(range.end))
+}
+
+/// How often each id of each column in `cols` occurs in the training split (saturating at
+/// u32::MAX). Out of core: one pass in blocks, each released once counted, so the pass does not
+/// make the mapped arrays resident.
+pub fn train_counts(ds: &Dataset, cols: &[usize]) -> Vec<Vec<u32>> {
+    let mut counts: Vec<Vec<u32>> = cols.iter().map(|&c| vec![0u32; ds.cardinalities[c]]).collect();
+    for block in row_blocks(ds.splits.train.clone()) {
+        for r in block.clone() {
+            let row = ds.cat_row(r);
+            for (k, &c) in cols.iter().enumerate() {
+                let id = row[c] as usize;
+                counts[k][id] = counts[k][id].saturating_add(1);
+            }
+        }
+        ds.release(block);
+    }
+    counts
+}
+
 /// The frequency bucket of each test row, by the training count of its id in the table with the
 /// largest vocabulary (where compression bites hardest and clustering should help rare ids).
 struct FrequencyBuckets {
@@ -353,20 +376,10 @@ struct FrequencyBuckets {
 impl FrequencyBuckets {
     fn new(ds: &Dataset) -> Self {
         let Some(col) = (0..ds.n_cat()).max_by_key(|&c| (ds.cardinalities[c], std::cmp::Reverse(c))) else { return FrequencyBuckets { buckets: vec![] } };
-        let mut counts = vec![0u32; ds.cardinalities[col]];
-        // Out of core: one pass in blocks, each released once counted, so the pass does not
-        // make the mapped arrays resident.
-        let blocks = |range: std::ops::Range<usize>| (range.start..range.end).step_by(1 << 16).map(move |a| a..(a + (1 << 16)).min(range.end));
-        for block in blocks(ds.splits.train.clone()) {
-            for r in block.clone() {
-                let id = ds.cat_row(r)[col] as usize;
-                counts[id] = counts[id].saturating_add(1);
-            }
-            ds.release(block);
-        }
+        let counts = train_counts(ds, &[col]).pop().unwrap_or_default();
         let bucket = |c: u32| if c >= FREQ_BOUNDS[1] { 0 } else if c >= FREQ_BOUNDS[0] { 1 } else { 2 };
         let mut buckets = Vec::with_capacity(ds.splits.test.len());
-        for block in blocks(ds.splits.test.clone()) {
+        for block in row_blocks(ds.splits.test.clone()) {
             buckets.extend(block.clone().map(|r| bucket(counts[ds.cat_row(r)[col] as usize])));
             ds.release(block);
         }
@@ -695,7 +708,8 @@ impl<'a> Trainer<'a> {
         let device = base.clone().autodiff();
         let net = Net::new(model, ds, cfg.seed, &device)?;
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
-        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed)?;
+        let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) { train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect() } else { vec![] };
+        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed, &counts)?;
         // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
         // model: it is snapshotted at each new best validation BCE.
         let post_training = spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
@@ -935,7 +949,7 @@ mod tests {
         assert!(TrainConfig { evals_per_epoch: Some(2), eval_every_steps: Some(5), ..Default::default() }.validate().is_err());
         for rows in [2000, 8000] {
             let ds = generate_gmf(&GmfSynthConfig { rows, users: 30, items: 30, ..Default::default() }).unwrap();
-            let spec = EmbeddingSpec { method: "dense".into(), budget: u64::MAX, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
+            let spec = EmbeddingSpec { method: "dense".into(), budget: u64::MAX, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
             let cfg = TrainConfig { epochs: 2, batch_size: 64, evals_per_epoch: Some(4), ..Default::default() };
             let r = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
             let steps = ds.splits.train.len().div_ceil(64);

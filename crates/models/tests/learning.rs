@@ -6,7 +6,7 @@ use cqr_models::{train, DcnConfig, DlrmConfig, EmbeddingSpec, ModelConfig, Optim
 use serde_json::json;
 
 fn spec(method: &str, budget: u64, options: serde_json::Value) -> EmbeddingSpec {
-    EmbeddingSpec { method: method.into(), budget, options, init_scale: 0.05, quantize: None }
+    EmbeddingSpec { method: method.into(), budget, options, init_scale: 0.05, quantize: None, dense_under_cap: true }
 }
 
 fn gmf_data() -> cqr_data::Dataset {

@@ -69,7 +69,7 @@ fn wgpu_loss_and_gradients_match_flex_on_one_batch() {
 #[test]
 fn wgpu_matches_flex_over_an_epoch_of_training() {
     let ds = generate_criteo(&CriteoSynthConfig { rows: 6000, cardinality_scale: 0.001, max_cardinality: 50, seed: 2, ..Default::default() }).unwrap();
-    let spec = EmbeddingSpec { method: "hashing".into(), budget: 160, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
+    let spec = EmbeddingSpec { method: "hashing".into(), budget: 160, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
     let model = ModelConfig::Dlrm(DlrmConfig::small());
     let cfg = |backend| TrainConfig { lr: 3e-3, batch_size: 256, epochs: 1, eval_every_steps: Some(4), seed: 1, backend, ..Default::default() };
     let flex = train(&ds, &model, &spec, &cfg(Backend::Flex)).unwrap();

@@ -84,7 +84,7 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         if !wanted(name) {
             continue;
         }
-        let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
+        let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
         let (runs, rows, gflops_per_sps) = if model == "gmf" {
             // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32; 10x the steps (a GMF
             // step is ~100x cheaper than a DLRM step, and 20 steps are too short to time).
@@ -149,7 +149,7 @@ fn ingest(o: &BenchOptions, dlrm: &DlrmConfig, cfg: &TrainConfig) -> Result<()> 
         let s = t.elapsed().as_secs_f64();
         println!("ingest run {}: {:.1} s, {:.0} MB/s of raw TSV, {:.0} rows/s ({} rows, 26 vocabularies of {} ids in all)", rep + 1, s, mb / s, ds.n_rows() as f64 / s, ds.n_rows(), ds.cardinalities.iter().sum::<usize>());
     }
-    let spec = EmbeddingSpec { method: "hashing".into(), budget: 3200, options: serde_json::Value::Null, init_scale: 0.05, quantize: None };
+    let spec = EmbeddingSpec { method: "hashing".into(), budget: 3200, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
     let model = ModelConfig::Dlrm(dlrm.clone());
     let tc = TrainConfig { shuffle: cqr_models::Shuffle::Blocks { block_rows: 65_536, window: 8 }, ..cfg.clone() };
     for rep in 0..2 {

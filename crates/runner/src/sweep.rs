@@ -143,7 +143,7 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             };
             let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve_for(ds.n_dense())?;
             let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
-            let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale, quantize: method.quantize };
+            let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale, quantize: method.quantize, dense_under_cap: method.dense_under_cap };
             let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
             match train(&ds, &model, &spec, &tc) {
                 Ok(r) => (label, CellOutput::Train(Box::new(r))),

@@ -128,7 +128,7 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
             let cfg = &mut in_memory.config;
             let model = cfg.model.as_ref().unwrap().resolve_for(ds.n_dense()).unwrap();
             let m = cfg.method.as_ref().unwrap();
-            let spec = cqr_models::EmbeddingSpec { method: m.name.clone(), budget: cfg.budget.unwrap(), options: m.options.clone(), init_scale: m.init_scale, quantize: m.quantize };
+            let spec = cqr_models::EmbeddingSpec { method: m.name.clone(), budget: cfg.budget.unwrap(), options: m.options.clone(), init_scale: m.init_scale, quantize: m.quantize, dense_under_cap: m.dense_under_cap };
             cqr_models::train(&ds, &model, &spec, &cqr_models::TrainConfig { seed: cfg.seed, ..cfg.training.clone() }).unwrap()
         };
         let CellOutput::Train(a) = a.output else { panic!("not trained") };

@@ -178,8 +178,8 @@ fn method_entries(methods: Option<&Value>, ctx: &Ctx) -> Result<Vec<Entry>> {
         if let Value::Mapping(mm) = m {
             for k in mm.keys() {
                 let k = k.as_str().unwrap_or("?");
-                if !["name", "options", "overrides", "init_scale", "quantize"].contains(&k) {
-                    return Err(ctx.err(&format!("{p}.{k}"), "unknown key (expected name, options, overrides, init_scale, quantize)"));
+                if !["name", "options", "overrides", "init_scale", "quantize", "dense_under_cap"].contains(&k) {
+                    return Err(ctx.err(&format!("{p}.{k}"), "unknown key (expected name, options, overrides, init_scale, quantize, dense_under_cap)"));
                 }
             }
         }
@@ -227,7 +227,7 @@ impl Grid<'_> {
                 deep_merge(&mut cell_base, o);
             }
             let mut method = Mapping::new();
-            for k in ["name", "options", "init_scale", "quantize"] {
+            for k in ["name", "options", "init_scale", "quantize", "dense_under_cap"] {
                 if let Some(v) = m.get(k) {
                     method.insert(k.into(), v.clone());
                 }
@@ -259,6 +259,9 @@ impl Grid<'_> {
         // Quantized cells are always named so (their method is the unquantized one's).
         if let Some(q) = entry.as_ref().and_then(|m| m.get("quantize")) {
             labels.push(format!("quantize={}", short(q)));
+        }
+        if let Some(d) = entry.as_ref().and_then(|m| m.get("dense_under_cap")) {
+            labels.push(format!("dense_under_cap={}", short(d)));
         }
         labels
     }

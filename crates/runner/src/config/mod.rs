@@ -203,6 +203,17 @@ pub struct MethodSpec {
     /// `cqr_methods::quantize`). Not serialised when unset, so earlier cell ids stay the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantize: Option<cqr_methods::Quantize>,
+    /// `false`: tables under the cap get the method too (see `cqr_models::EmbeddingSpec`). Not
+    /// serialised when true, so earlier cell ids stay the same.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub dense_under_cap: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_init_scale() -> f32 {
@@ -493,5 +504,21 @@ seeds: [0, 1]
         assert_eq!(plain.cells[0].id, e.cells[0].id);
         let bad = err(&text.replace("quantize: int8", "quantize: int3"));
         assert!(bad.contains("int3"), "{bad}");
+    }
+
+    /// `dense_under_cap: false` reaches the cell and names it; the default entry's id is the
+    /// same as without the key, and a non-boolean value is an error.
+    #[test]
+    fn dense_under_cap_is_a_method_entry_key() {
+        let text = "name: t\ndataset:\n  kind: synthetic_criteo\n  rows: 1000\nmodel:\n  kind: dlrm\nmethods:\n  - name: ttrec\n  - name: ttrec\n    dense_under_cap: false\nbudgets: [64]\n";
+        let e = parse(text).unwrap();
+        let names: Vec<&str> = e.cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["ttrec-b64-s0", "ttrec-b64-dense_under_cap=false-s0"]);
+        let flags: Vec<bool> = e.cells.iter().map(|c| c.config.method.as_ref().unwrap().dense_under_cap).collect();
+        assert_eq!(flags, [true, false]);
+        let plain = parse(&text.replace("  - name: ttrec\n    dense_under_cap: false\n", "")).unwrap();
+        assert_eq!(plain.cells[0].id, e.cells[0].id);
+        let bad = err(&text.replace("dense_under_cap: false", "dense_under_cap: sometimes"));
+        assert!(bad.contains("dense_under_cap") || bad.contains("sometimes"), "{bad}");
     }
 }
