@@ -10,7 +10,7 @@ use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gfl
 use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
-const CASES: [(&str, &str, &str, usize, u64); 17] = [
+const CASES: [(&str, &str, &str, usize, u64); 19] = [
     ("dense-10k", "dlrm", "dense", 10_000, u64::MAX),
     ("dense-1m", "dlrm", "dense", 1_000_000, u64::MAX),
     ("hashing", "dlrm", "hashing", 10_000, 3200),
@@ -29,6 +29,9 @@ const CASES: [(&str, &str, &str, usize, u64); 17] = [
     ("dhe-1m", "dlrm", "dhe", 1_000_000, 3200),
     ("cafe-1m", "dlrm", "cafe", 1_000_000, 3200),
     ("adaembed-1m", "dlrm", "adaembed", 1_000_000, 3200),
+    ("alpt-1m", "dlrm", "alpt", 1_000_000, 3200),
+    // Widths by training count in 4 blocks, about d' = 4 on average: the low-dim case's budget.
+    ("mdfreq-1m", "dlrm", "mdfreq", 1_000_000, 4_000_064),
 ];
 
 /// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark).

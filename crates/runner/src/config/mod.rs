@@ -312,10 +312,13 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
             // Budget problems depend on the real vocabularies and surface when the cell runs.
             let dim = model.dim();
             // The training schedule is the cell's (steps per epoch: a stand-in, the data decides).
-            let p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64)
+            let mut p = cqr_methods::MethodParams::new(4096, dim, 1024 * dim as u64)
                 .with_epochs(cfg.training.epochs)
                 .with_steps(1000, cfg.training.eval_interval(1000))
                 .with_options(m.options.clone());
+            if cqr_methods::registry::needs_counts(&m.name) {
+                p.id_counts = Some(vec![1u32; 4096].into());
+            }
             match cqr_methods::build_method(&m.name, &p) {
                 Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) => {
                     return Err(ctx.err(&format!("methods[{i}].options"), e));
@@ -520,5 +523,15 @@ seeds: [0, 1]
         assert_eq!(plain.cells[0].id, e.cells[0].id);
         let bad = err(&text.replace("dense_under_cap: false", "dense_under_cap: sometimes"));
         assert!(bad.contains("dense_under_cap") || bad.contains("sometimes"), "{bad}");
+    }
+
+    /// A method that needs training counts (mdfreq) is checked on a stand-in table with counts:
+    /// good options parse, bad ones name their line.
+    #[test]
+    fn count_methods_are_checked_before_running() {
+        let text = "name: t\ndataset:\n  kind: synthetic_criteo\n  rows: 1000\nmodel:\n  kind: dlrm\nmethods:\n  - name: mdfreq\n    options: { blocks: 3 }\nbudgets: [640]\n";
+        assert_eq!(parse(text).unwrap().cells.len(), 1);
+        let bad = err(&text.replace("blocks: 3", "blocks: 40"));
+        assert!(bad.contains("blocks must be in 1..=16"), "{bad}");
     }
 }
