@@ -5,7 +5,9 @@ Usage: python3 results/reach_table.py LABEL=summary.csv[+summary.csv[#OLD=NEW]..
 
 Per dataset (several summaries joined with "+" are read as one, e.g. a grid and its baselines
 grid on the same data), per method variant: the smallest per-table cap whose mean test BCE over
-seeds is within one dense seed std of the dense mean or better, as "cap (parameters kept)";
+seeds is within one dense seed std of the dense mean or better, as "cap (parameters kept;
+served MB)" (MB: `total_bytes`, index arrays included, all tables), with "full-table training"
+marked † (PQ, RQ, PEP: `train_total_bytes` is the full table);
 "not reached (≤ largest cap)" otherwise; "-" where the method was not run. Same rule as
 reach_dense.py. `#OLD=NEW` renames a method of one summary (a grid that lists a method once
 with options that another grid's variant names do not show, e.g. criteo-scale-baselines'
@@ -16,6 +18,9 @@ import csv
 import re
 import statistics as st
 import sys
+
+# Methods whose training memory is the full table (cqr_methods::registry::trains_full_table).
+FULL_TABLE = {"pq", "rq", "pep"}
 
 
 def reach(rows, metric="test_bce"):
@@ -33,7 +38,9 @@ def reach(rows, metric="test_bce"):
         for b in caps:
             if st.mean(float(r[metric]) for r in by[(m, b)]) <= mean + sd:
                 kept = st.mean(float(r["params"]) for r in by[(m, b)])
-                out[m] = f"{b:,} ({kept:,.0f})"
+                mb = st.mean(float(r["total_bytes"]) for r in by[(m, b)]) / 1e6
+                full = " †" if m.split("-")[0] in FULL_TABLE else ""
+                out[m] = f"{b:,} ({kept:,.0f}; {mb:.3g} MB){full}"
                 break
     return out, (mean, sd, len(dense))
 

@@ -23,6 +23,7 @@ pub mod lowdim;
 pub mod mdfreq;
 pub mod nearest;
 pub mod optim;
+pub mod pep;
 pub mod pq;
 pub mod qr;
 pub mod quantize;

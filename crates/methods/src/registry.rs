@@ -28,6 +28,7 @@ const REGISTRY: &[(&str, Builder)] = &[
     (crate::adaembed::AdaEmbed::NAME, |p| boxed(crate::adaembed::AdaEmbed::new(p))),
     (crate::alpt::Alpt::NAME, |p| boxed(crate::alpt::Alpt::new(p))),
     (crate::mdfreq::MdFreq::NAME, |p| boxed(crate::mdfreq::MdFreq::new(p))),
+    (crate::pep::Pep::NAME, |p| boxed(crate::pep::Pep::new(p))),
 ];
 
 /// Names of every registered method.
@@ -49,6 +50,12 @@ pub fn needs_counts(name: &str) -> bool {
 /// Whether the method trains a full table and compresses after training (PQ, RQ).
 pub fn is_post_training(name: &str) -> bool {
     matches!(name, "pq" | "rq")
+}
+
+/// Whether the method's training memory is the full table (PQ and RQ compress after training,
+/// PEP prunes a full table): only the served table is within the budget. Reports label them.
+pub fn trains_full_table(name: &str) -> bool {
+    is_post_training(name) || name == crate::pep::Pep::NAME
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gfl
 use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
-const CASES: [(&str, &str, &str, usize, u64); 19] = [
+const CASES: [(&str, &str, &str, usize, u64); 20] = [
     ("dense-10k", "dlrm", "dense", 10_000, u64::MAX),
     ("dense-1m", "dlrm", "dense", 1_000_000, u64::MAX),
     ("hashing", "dlrm", "hashing", 10_000, 3200),
@@ -32,11 +32,14 @@ const CASES: [(&str, &str, &str, usize, u64); 19] = [
     ("alpt-1m", "dlrm", "alpt", 1_000_000, 3200),
     // Widths by training count in 4 blocks, about d' = 4 on average: the low-dim case's budget.
     ("mdfreq-1m", "dlrm", "mdfreq", 1_000_000, 4_000_064),
+    // The full 1M x 16 table with its thresholds while searching (the budget binds at the prune).
+    ("pep-1m", "dlrm", "pep", 1_000_000, 3200),
 ];
 
-/// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark).
+/// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark, `ingest`,
+/// and `gemm`, every matrix product of one DLRM step through each kernel).
 pub fn case_names() -> Vec<&'static str> {
-    CASES.iter().map(|c| c.0).chain(["cluster-kaggle", "ingest"]).collect()
+    CASES.iter().map(|c| c.0).chain(["cluster-kaggle", "ingest", "gemm"]).collect()
 }
 
 pub struct BenchOptions {
@@ -112,6 +115,36 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     if wanted("ingest") {
         ingest(o, &dlrm, &cfg)?;
     }
+    if wanted("gemm") {
+        gemm_shapes(o, &dlrm, threads)?;
+    }
+    Ok(())
+}
+
+/// Every matrix product of one DLRM step at `--batch`, through the backend's matmul (as training
+/// calls it) and through the `gemm` crate directly on 1 and on all threads: GFLOP/s per shape
+/// (median over `--repeats`, min-max), the fastest marked, and the step's GEMM time at each.
+fn gemm_shapes(o: &BenchOptions, dlrm: &DlrmConfig, threads: usize) -> Result<()> {
+    use cqr_models::bench::{dlrm_step_gemms, gemm_backend_gflops, gemm_direct_gflops};
+    let device = &o.backend.device()?;
+    let reps = o.repeats.max(3);
+    println!("\ngemm: the matrix products of one DLRM `{}` step at batch {} (GFLOP/s, median of {reps} [min-max]; * = fastest)", o.preset, o.batch);
+    println!("| layer | pass | m x k x n | backend matmul | gemm, 1 thread | gemm, {threads} threads |\n|---|---|---|---:|---:|---:|");
+    let mut time = [0.0f64; 3];
+    let mut best_time = 0.0;
+    for s in dlrm_step_gemms(dlrm, o.batch, 26) {
+        let r = [gemm_backend_gflops(device, &s, reps), gemm_direct_gflops(&s, 1, reps), gemm_direct_gflops(&s, threads, reps)];
+        let best = (0..3).max_by(|&a, &b| r[a].0.total_cmp(&r[b].0)).unwrap_or(0);
+        let cell = |i: usize| format!("{:.1} [{:.0}-{:.0}]{}", r[i].0, r[i].1, r[i].2, if i == best { " *" } else { "" });
+        println!("| {} | {} | {} x {} x {} | {} | {} | {} |", s.layer, s.pass, s.m, s.k, s.n, cell(0), cell(1), cell(2));
+        let gflop = s.flops() / 1e9;
+        (0..3).for_each(|i| time[i] += gflop / r[i].0);
+        best_time += gflop / r[best].0;
+    }
+    println!(
+        "step GEMM time: backend {:.2} ms, gemm 1 thread {:.2} ms, gemm {threads} threads {:.2} ms, fastest per shape {:.2} ms",
+        time[0] * 1e3, time[1] * 1e3, time[2] * 1e3, best_time * 1e3
+    );
     Ok(())
 }
 

@@ -91,9 +91,11 @@ pub fn markdown_table(rows: &[GroupRow]) -> String {
     let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | best val AUC (mean ± std) | NE | emb. params | MB (final) | MB (training) | peak RSS MB | train samples/s | skipped rows |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
+        // PQ, RQ and PEP train the full table: the training column says so.
+        let full = if cqr_methods::registry::trains_full_table(&r.method) { " (full table)" } else { "" };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.4} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.4} | {:.0} | {:.3} | {:.3}{full} | {:.0} | {:.0} | {:.0} |",
             r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.normalized_entropy, r.params,
             r.total_bytes / 1e6, r.train_total_bytes / 1e6, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
         );
@@ -278,5 +280,18 @@ mod tests {
         let want = fmt_interval(&crate::paired::t_interval(&[-0.002, -0.0021, -0.0022]), 4);
         assert!(s.contains(&format!("| d | rows=400 | {want} | {want} |")), "{s}");
         assert!(cqr_map_section(&o[..0]).is_empty());
+    }
+
+    #[test]
+    fn the_training_column_labels_methods_that_train_the_full_table() {
+        let row = |method: &str| GroupRow {
+            dataset: "d".into(), variant: method.into(), method: method.into(), budget: 8, n: 1, test_bce: (0.5, 0.0), test_auc: (0.5, 0.0), best_val_auc: (0.5, 0.0),
+            params: 8.0, total_bytes: 32.0, train_total_bytes: 4e6, peak_rss_mb: 1.0, samples_per_s: 1.0, skipped_rows: 0.0, normalized_entropy: 1.0,
+            bce_by_frequency: [0.0; 3], rows_by_frequency: [0.0; 3],
+        };
+        let t = markdown_table(&[row("pep"), row("pq"), row("cqr")]);
+        let lines: Vec<&str> = t.lines().skip(2).collect();
+        assert!(lines[0].contains("| 4.000 (full table) |") && lines[1].contains("(full table)"), "{t}");
+        assert!(!lines[2].contains("full table"), "{t}");
     }
 }
