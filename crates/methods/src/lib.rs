@@ -230,6 +230,13 @@ pub trait EmbeddingMethod: Send + Sync {
         false
     }
 
+    /// Whether the table as it is now is the method's model within its budget (default: always).
+    /// PEP's full table before its prune is not: the training loop picks the best evaluation,
+    /// and the best-model snapshot, among evaluations taken while every table was within budget.
+    fn within_budget(&self) -> bool {
+        true
+    }
+
     /// Called once after training. PQ and RQ compress here.
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
         Ok(HookReport::default())

@@ -18,13 +18,19 @@
 //!    index per value at the narrowest width for `dim`, and `vocab + 1` u32 row offsets (index
 //!    bytes). With fewer than two steps scheduled the prune happens at the end, with no retraining.
 //!
+//! Only evaluations after the prune are the method's ([`EmbeddingMethod::within_budget`]): the
+//! training loop takes the best of those (its early stopping, as for every method), never one of
+//! the full table's.
+//!
 //! Where we chose: the paper stops the search when the sparsity reached by the learned
 //! thresholds meets the target and saves that mask; at this harness's run lengths the thresholds
 //! move little, so the cut at `prune_at` ranks entries by the thresholded magnitude and the
 //! budget decides how many stay (the hook log reports how many the thresholds had zeroed).
 //! `threshold_init` is −15 (`g ≈ 3e-7`): the reference code's −150 underflows `g'` to 0 in f32,
 //! and the thresholds could then never learn. Feature-wise thresholds (one per id) are not
-//! offered: they would add a second full-size table.
+//! offered: they would add a second full-size table. The paper's retraining starts the whole
+//! model from its initialisation; a table method cannot rewind the MLPs, so `rewind: true`
+//! rewinds the table only (the MLPs keep their trained weights).
 //!
 //! Memory, exactly: search, `vocab·dim + |s|` trainable floats and their optimizer state;
 //! retrain, `vocab·dim` floats and the mask (one bit per weight, stored in u64 words, index
@@ -313,19 +319,20 @@ impl EmbeddingMethod for Pep {
         let (keep, alive) = self.prune();
         Ok(HookReport { changed: true, detail: format!("pep: pruned at step {step}: {keep} of {} weights kept ({alive} left non-zero by the thresholds), rewind {}", self.vocab * self.dim, self.rewind) })
     }
+    fn within_budget(&self) -> bool {
+        !matches!(self.stage, Stage::Search { .. })
+    }
+    /// Prunes here if the schedule had no step for it (the model changes: `changed`), then
+    /// stores the table sparse, which changes no embedding (tested), so evaluations after the
+    /// prune stay the method's.
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
-        let mut detail = String::new();
+        let mut report = HookReport::default();
         if matches!(self.stage, Stage::Search { .. }) {
             let (keep, alive) = self.prune();
-            detail = format!("pep: pruned at the end (no retraining): {keep} kept ({alive} non-zero); ");
-        }
-        if self.is_sparse() {
-            return Ok(HookReport::default());
+            report = HookReport { changed: true, detail: format!("pep: pruned at the end (no retraining): {keep} kept ({alive} non-zero)") };
         }
         self.to_sparse();
-        let a = self.accounting();
-        detail += &format!("pep: stored sparse, {} values, {} index bytes", a.trainable_params, a.index_bytes);
-        Ok(HookReport { changed: true, detail })
+        Ok(report)
     }
 }
 
@@ -454,7 +461,12 @@ mod tests {
         assert!(m.on_step(5).unwrap().changed);
         assert!(matches!(m.stage, Stage::Retrain { .. }));
         assert!(!m.on_step(5).unwrap().changed, "prunes once");
-        assert!(m.on_train_end().unwrap().changed);
+        assert!(m.within_budget());
+        assert!(!m.on_train_end().unwrap().changed, "storing sparse changes no embedding");
+        assert!(m.is_sparse());
+        let mut late = Pep::new(&params(30)).unwrap();
+        assert!(!late.within_budget() && !late.uses_step_hook(), "no steps known: prunes at the end");
+        assert!(late.on_train_end().unwrap().changed);
         assert!(Pep::new(&params(30).with_options(json!({"prune_at": 1.0}))).is_err());
         assert!(Pep::new(&params(30).with_options(json!({"prun_at": 0.5}))).is_err());
         assert!(Pep::new(&params(3)).is_err(), "less than one row of budget");

@@ -186,6 +186,11 @@ impl EmbeddingTables {
             .collect()
     }
 
+    /// Whether every table is within its budget now ([`EmbeddingMethod::within_budget`]).
+    pub fn within_budget(&self) -> bool {
+        self.methods.iter().all(|m| m.within_budget())
+    }
+
     pub fn total(&self) -> Accounting {
         let mut a = Accounting::default();
         for m in &self.methods {

@@ -688,6 +688,9 @@ struct Trainer<'a> {
     /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
     last_freq: FrequencyBce,
     freq_evals: Vec<FrequencyBce>,
+    /// Per evaluation: whether every table was within budget then; the best such val BCE.
+    eligible: Vec<bool>,
+    best_eligible_bce: f64,
 }
 
 fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -731,6 +734,8 @@ impl<'a> Trainer<'a> {
             test_buckets: FrequencyBuckets::new(ds),
             last_freq: FrequencyBce::default(),
             freq_evals: vec![],
+            eligible: vec![],
+            best_eligible_bce: f64::INFINITY,
             batch: Batch::default(),
             step: 0,
             samples: 0,
@@ -816,7 +821,11 @@ impl<'a> Trainer<'a> {
     fn record(&mut self, epoch: usize, scores: Scores) -> bool {
         push_eval(&mut self.evals, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, &mut self.since_best);
         self.freq_evals.push(self.last_freq);
-        if self.post_training && self.since_best == 0 {
+        // Only a model within budget can be the best one (PEP before its prune is not).
+        let eligible = self.tables.within_budget();
+        self.eligible.push(eligible);
+        if self.post_training && eligible && scores.val_bce < self.best_eligible_bce {
+            self.best_eligible_bce = scores.val_bce;
             self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
         }
         self.cfg.early_stopping_patience.is_some_and(|p| self.since_best > p)
@@ -849,13 +858,15 @@ impl<'a> Trainer<'a> {
             self.hook_log.extend(log);
             Some(self.evaluate())
         };
-        let (best_i, best) = self.evals.iter().enumerate().min_by(|a, b| a.1.scores.val_bce.total_cmp(&b.1.scores.val_bce)).map(|(i, e)| (i, *e)).expect("at least one evaluation");
+        // The best evaluation among those within budget (all of them, if none was).
+        let any_eligible = self.eligible.iter().any(|&e| e);
+        let (best_i, best) = self.evals.iter().enumerate().filter(|(i, _)| !any_eligible || self.eligible[*i]).min_by(|a, b| a.1.scores.val_bce.total_cmp(&b.1.scores.val_bce)).map(|(i, e)| (i, *e)).expect("at least one evaluation");
         let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { self.freq_evals[best_i] };
         // PQ/RQ: the compressed model is evaluated once; the trained dense model's AUCs are not
         // the method's.
         let best_val_auc = match compressed {
             Some(c) => c.val_auc,
-            None => self.evals.iter().map(|e| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max),
+            None => self.evals.iter().zip(&self.eligible).filter(|(_, &ok)| !any_eligible || ok).map(|(e, _)| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max),
         };
         Ok(RunResult {
             reported: compressed.unwrap_or(best.scores),

@@ -203,3 +203,23 @@ fn loss_curve_matches_the_recorded_one() {
 }
 
 const RECORDED_LOSSES: [f64; 5] = [0.7126919825871786, 0.5766750574111938, 0.5193355878194174, 0.5664714376131693, 0.4917745590209961];
+
+#[test]
+fn pep_reports_a_model_after_its_prune_and_is_counted_sparse() {
+    // 188 steps an epoch, 2 epochs, evaluations every 40 steps; the prune at 25% = step 94.
+    let ds = gmf_data();
+    let cfg = TrainConfig { eval_every_steps: Some(40), ..gmf_cfg(2) };
+    let model = ModelConfig::Gmf { dim: 8 };
+    let r = train(&ds, &model, &spec("pep", 8 * 40, json!({"prune_at": 0.25})), &cfg).unwrap();
+    assert!(r.hook_log.iter().any(|l| l.starts_with("step 94:") && l.contains("320 of 3200 weights kept")), "{:?}", r.hook_log);
+    assert!(r.best.step > 94, "the best evaluation is one after the prune, not step {}", r.best.step);
+    assert!(r.compressed.is_none(), "storing sparse changes no embedding: no second scoring");
+    assert_eq!(r.reported, r.best.scores);
+    let best_after = r.evals.iter().filter(|e| e.step > 94).map(|e| e.scores.val_bce).fold(f64::INFINITY, f64::min);
+    assert_eq!(r.best.scores.val_bce, best_after);
+    // Training held both full tables (400 x 8 each, with 8 thresholds or a mask); served: 320
+    // values per table, u8 columns, 401 u32 offsets.
+    assert!(r.total_train.trainable_params >= 2 * 3200);
+    assert_eq!(r.total_final.trainable_params, 2 * 320);
+    assert_eq!(r.total_final.index_bytes, 2 * (320 + 4 * 401));
+}
