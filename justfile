@@ -36,3 +36,12 @@ verify N="3":
 # Debian's mesa-vulkan-drivers for software Vulkan)
 test-gpu:
     CQR_REQUIRE_WGPU=1 cargo test --profile gpu-check -p cqr-models --features wgpu --test wgpu_backend -- --nocapture
+
+# A stripped release binary with the wgpu backend for bench/gpu.sh (built in its own target
+# directory, target-gpu/, ignored by git); copies this machine's Vulkan loader beside it if any
+gpu-build:
+    CARGO_TARGET_DIR=target-gpu/build cargo build --release -p cqr-runner --features wgpu
+    mkdir -p target-gpu/lib
+    cp target-gpu/build/release/cqr target-gpu/cqr && strip target-gpu/cqr
+    cp -L "$(ldconfig -p | awk '/libvulkan.so.1 /{print $NF; exit}')" target-gpu/lib/ 2>/dev/null || echo "no libvulkan.so.1 here: the GPU machine's own loader is needed"
+    du -ch target-gpu/cqr target-gpu/lib | tail -1
