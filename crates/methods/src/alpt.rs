@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use crate::hash::UniversalHash;
-use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, RowOptimizer, Table};
+use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
 
 /// How updated weights return to the integer grid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -129,7 +129,8 @@ impl Alpt {
         let mut table = Table::new(rows, p.dim, p.optimizer);
         table.init_uniform(p.init_scale, &mut rng);
         let (lo, hi) = (-((1u32 << (o.bits - 1)) as f32), ((1u32 << (o.bits - 1)) - 1) as f32);
-        let step_opt = with_lr(p.optimizer, o.step_lr.unwrap_or(p.optimizer.lr()));
+        // No decay of the step sizes: shrinking Δ is not a regulariser of the weights.
+        let step_opt = p.optimizer.with_lr_without_decay(o.step_lr.unwrap_or(p.optimizer.lr()));
         let mut step = Table::new(rows, 1, step_opt);
         step.weights.fill(p.init_scale.max(1e-3) / hi.sqrt());
         let mut m = Alpt { vocab: p.vocab, table, step, hash, bits: o.bits, lo, hi, rounding: o.rounding, learn_step: o.learn_step, rng, rows_buf: vec![], touched: vec![], step_grad: vec![] };
@@ -173,17 +174,6 @@ impl Alpt {
             let dot: f32 = w.iter().zip(g).map(|(&w, &g)| g * lsq_grad(w / s, self.lo, self.hi)).sum();
             self.step_grad.push(scale * dot);
         }
-    }
-}
-
-/// The optimizer `o` with learning rate `lr`.
-fn with_lr(o: RowOptimizer, lr: f32) -> RowOptimizer {
-    match o {
-        RowOptimizer::Sgd { .. } => RowOptimizer::Sgd { lr },
-        RowOptimizer::Adagrad { eps, .. } => RowOptimizer::Adagrad { lr, eps },
-        RowOptimizer::RowWiseAdagrad { eps, .. } => RowOptimizer::RowWiseAdagrad { lr, eps },
-        // No decay of the step sizes: shrinking Δ is not a regulariser of the weights.
-        RowOptimizer::LazyAdam { beta1, beta2, eps, .. } => RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay: 0.0 },
     }
 }
 
@@ -248,6 +238,7 @@ impl EmbeddingMethod for Alpt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RowOptimizer;
     use crate::testing::check_gradients;
     use serde_json::json;
 

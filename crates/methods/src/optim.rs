@@ -62,6 +62,16 @@ impl RowOptimizer {
             RowOptimizer::Sgd { lr } | RowOptimizer::Adagrad { lr, .. } | RowOptimizer::RowWiseAdagrad { lr, .. } | RowOptimizer::LazyAdam { lr, .. } => lr,
         }
     }
+    /// The same optimizer kind with learning rate `lr` and no weight decay: for a method's
+    /// auxiliary parameters (ALPT's step sizes, PEP's thresholds), which decay would bias.
+    pub fn with_lr_without_decay(self, lr: f32) -> Self {
+        match self {
+            RowOptimizer::Sgd { .. } => RowOptimizer::Sgd { lr },
+            RowOptimizer::Adagrad { eps, .. } => RowOptimizer::Adagrad { lr, eps },
+            RowOptimizer::RowWiseAdagrad { eps, .. } => RowOptimizer::RowWiseAdagrad { lr, eps },
+            RowOptimizer::LazyAdam { beta1, beta2, eps, .. } => RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay: 0.0 },
+        }
+    }
     pub fn validate(&self) -> Result<(), String> {
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {

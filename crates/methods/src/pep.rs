@@ -130,7 +130,8 @@ impl Pep {
             Threshold::Global => 1,
             Threshold::Dimension => p.dim,
         };
-        let mut thr = Table::new(1, n_thr, p.optimizer);
+        // No decay of the thresholds: decay would pull s to 0, a threshold of 1/2.
+        let mut thr = Table::new(1, n_thr, p.optimizer.with_lr_without_decay(p.optimizer.lr()));
         thr.weights.fill(o.threshold_init);
         let mut m = Pep { vocab: p.vocab, dim: p.dim, budget: p.budget, seed: p.seed, init_scale: p.init_scale, optimizer: p.optimizer, rewind: o.rewind, prune_step, table: Table::new(p.vocab, p.dim, p.optimizer), stage: Stage::Search { thr }, grad_buf: vec![], rows_buf: vec![] };
         m.init_weights();
@@ -434,6 +435,15 @@ mod tests {
         m.prune();
         let a = m.accounting();
         assert_eq!((a.trainable_params, a.index_bytes), (80, 8 * 2), "80 mask bits in two u64 words");
+    }
+
+    #[test]
+    fn thresholds_take_no_weight_decay() {
+        let adamw = RowOptimizer::LazyAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+        let m = Pep::new(&params(30).with_optimizer(adamw)).unwrap();
+        let Stage::Search { thr } = &m.stage else { panic!() };
+        assert!(matches!(thr.optimizer(), RowOptimizer::LazyAdam { weight_decay: 0.0, lr: 1e-3, .. }));
+        assert_eq!(m.table.optimizer(), adamw, "the table keeps its decay");
     }
 
     #[test]
