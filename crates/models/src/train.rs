@@ -374,9 +374,18 @@ struct FrequencyBuckets {
 }
 
 impl FrequencyBuckets {
-    fn new(ds: &Dataset) -> Self {
+    /// `counts`: every column's training counts when the caller has them (methods that need
+    /// counts), so the training split is not counted twice; empty otherwise.
+    fn new(ds: &Dataset, counts: &[std::sync::Arc<[u32]>]) -> Self {
         let Some(col) = (0..ds.n_cat()).max_by_key(|&c| (ds.cardinalities[c], std::cmp::Reverse(c))) else { return FrequencyBuckets { buckets: vec![] } };
-        let counts = train_counts(ds, &[col]).pop().unwrap_or_default();
+        let counted;
+        let counts: &[u32] = match counts.get(col) {
+            Some(c) => c,
+            None => {
+                counted = train_counts(ds, &[col]).pop().unwrap_or_default();
+                &counted
+            }
+        };
         let bucket = |c: u32| if c >= FREQ_BOUNDS[1] { 0 } else if c >= FREQ_BOUNDS[0] { 1 } else { 2 };
         let mut buckets = Vec::with_capacity(ds.splits.test.len());
         for block in row_blocks(ds.splits.test.clone()) {
@@ -731,7 +740,7 @@ impl<'a> Trainer<'a> {
             timings: Timings::default(),
             evals: vec![],
             hook_log: vec![],
-            test_buckets: FrequencyBuckets::new(ds),
+            test_buckets: FrequencyBuckets::new(ds, &counts),
             last_freq: FrequencyBce::default(),
             freq_evals: vec![],
             eligible: vec![],
