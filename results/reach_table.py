@@ -6,7 +6,7 @@ Usage: python3 results/reach_table.py LABEL=summary.csv[+summary.csv[#OLD=NEW]..
 Per dataset (several summaries joined with "+" are read as one, e.g. a grid and its baselines
 grid on the same data), per method variant: the smallest per-table cap whose mean test BCE over
 seeds is within one dense seed std of the dense mean or better, as "cap (parameters kept;
-served MB)" (MB: `total_bytes`, index arrays included, all tables), with "full-table training"
+MB)" (MB: the final `total_bytes` of all tables: weights, their optimizer state and index arrays), with "full-table training"
 marked † (PQ, RQ, PEP: `train_total_bytes` is the full table);
 "not reached (≤ largest cap)" otherwise; "-" where the method was not run. Same rule as
 reach_dense.py. `#OLD=NEW` renames a method of one summary (a grid that lists a method once
