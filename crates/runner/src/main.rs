@@ -183,6 +183,9 @@ fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: us
         } else {
             bad += 1;
             println!("DIFFERENT  {} ({} metrics):", v.name, v.differences.len());
+            if v.stored_cpu != v.cpu {
+                println!("    trained on {}, re-run on {}", v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"), v.cpu.as_deref().unwrap_or("?"));
+            }
             for d in v.differences.iter().take(10) {
                 println!("    {d}");
             }

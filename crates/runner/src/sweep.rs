@@ -38,6 +38,10 @@ pub struct CellRecord {
     pub config: CellConfig,
     pub output: CellOutput,
     pub wall_s: f64,
+    /// The CPU that trained the cell ([`crate::bench::cpu_model`]); absent in records written
+    /// before it was stored. Not compared by `--verify`, which names both when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
 }
 
 pub fn cells_dir(results: &Path) -> PathBuf {
@@ -152,7 +156,7 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             }
         }
     };
-    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64() }, outcome))
+    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64(), cpu: Some(crate::bench::cpu_model()) }, outcome))
 }
 
 /// Writes a record atomically: into a hidden temporary directory, then renamed into place, so
@@ -280,7 +284,7 @@ pub fn with_results_lock<T>(results: &Path, f: impl FnOnce() -> Result<T>) -> Re
 }
 
 /// Keys of a record that measure the machine, not the model: left out of `--verify`.
-const VOLATILE: [&str; 4] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s"];
+const VOLATILE: [&str; 5] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu"];
 
 /// Paths (`a.b[3].c`) where two JSON values differ, ignoring [`VOLATILE`] keys.
 fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
@@ -314,6 +318,9 @@ pub struct Verified {
     pub wall_s: f64,
     /// Every metric that differs from the stored record (empty: identical, bit for bit).
     pub differences: Vec<String>,
+    /// The CPU of the stored record (if it has one) and of this run.
+    pub stored_cpu: Option<String>,
+    pub cpu: Option<String>,
 }
 
 /// Re-runs `n` finished cells, chosen by `seed`, and compares every stored metric with the new
@@ -339,7 +346,34 @@ pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Res
         // Through text, as stored: f32 fields are written in their shortest f32 form.
         let now: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&rec)?)?;
         json_diff(&stored, &now, "", &mut differences);
-        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences });
+        let stored_cpu = stored.get("cpu").and_then(|v| v.as_str()).map(str::to_string);
+        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences, stored_cpu, cpu: rec.cpu.clone() });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn verify_compares_metrics_not_the_machine() {
+        let stored = json!({"cpu": "Intel Xeon (family 6, model 207, AVX-512)", "wall_s": 3.0, "output": {"reported": {"test_bce": 0.5}}});
+        let mut out = vec![];
+        json_diff(&stored, &json!({"cpu": "AMD EPYC (family 25, model 17, AVX-512)", "wall_s": 9.0, "output": {"reported": {"test_bce": 0.5}}}), "", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        json_diff(&stored, &json!({"output": {"reported": {"test_bce": 0.50000001}}}), "", &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with(".output.reported.test_bce"), "{out:?}");
+    }
+
+    #[test]
+    fn the_cpu_is_named_with_family_model_and_simd() {
+        let c = crate::bench::cpu_model();
+        assert!(c.contains("AVX-512"), "{c}");
+        if std::path::Path::new("/proc/cpuinfo").exists() && std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("cpu family") {
+            assert!(c.contains("family") && c.contains("model"), "{c}");
+        }
+    }
 }
