@@ -8,7 +8,9 @@ reps="${2:-3}"
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 cqr="${CARGO_TARGET_DIR:-target}/release/cqr"
-echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+cpu() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | xargs; }
+simd=$(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo "no AVX-512")
+echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(cpu 'model name') (family $(cpu 'cpu family'), model $(cpu 'model[[:space:]]*:'), $simd), $(nproc) cores"
 sps() { awk '/samples\/s/ {for (i = 1; i <= NF; i++) if ($i == "samples/s") print $(i + 1)}'; }
 ours() { "$cqr" bench --steps 50 --repeats 1 --cases "$1" | awk -F'|' -v c="$1" '$2 ~ " "c" " {gsub(/ /, "", $7); print $7}'; }
 for r in $(seq 1 "$reps"); do
