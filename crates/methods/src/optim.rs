@@ -200,6 +200,7 @@ impl Table {
         self.order.sort_unstable();
         self.step += 1;
         let mut i = 0;
+        let bias = self.bias_correction();
         let mut order = std::mem::take(&mut self.order);
         let mut agg = std::mem::take(&mut self.agg);
         agg.resize(d, 0.0);
@@ -212,15 +213,29 @@ impl Table {
                 agg.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
                 i += 1;
             }
-            self.apply_row(r as usize, &agg);
+            self.apply_row(r as usize, &agg, bias);
         }
         order.clear();
         self.order = order;
         self.agg = agg;
     }
 
+    /// Adam's step size and denominator epsilon at this step, `(lr·sqrt(bc2)/bc1, eps·sqrt(bc2))`,
+    /// computed once per update rather than per row (the same values, so the same bits).
+    fn bias_correction(&self) -> (f32, f32) {
+        match self.opt {
+            RowOptimizer::LazyAdam { lr, beta1, beta2, eps, .. } => {
+                let t = self.step as i32;
+                let bc1 = 1.0 - beta1.powi(t);
+                let bc2 = 1.0 - beta2.powi(t);
+                (lr * bc2.sqrt() / bc1, eps * bc2.sqrt())
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+
     #[inline]
-    fn apply_row(&mut self, r: usize, g: &[f32]) {
+    fn apply_row(&mut self, r: usize, g: &[f32], (step, eps_hat): (f32, f32)) {
         let d = self.dim;
         let w = &mut self.weights[r * d..(r + 1) * d];
         match self.opt {
@@ -238,21 +253,17 @@ impl Table {
                 let scale = lr / (s.sqrt() + eps);
                 w.iter_mut().zip(g).for_each(|(w, &g)| *w -= scale * g);
             }
-            RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay } => {
+            RowOptimizer::LazyAdam { lr, beta1, beta2, weight_decay, .. } => {
                 if weight_decay > 0.0 {
                     let keep = 1.0 - lr * weight_decay;
                     w.iter_mut().for_each(|w| *w *= keep);
                 }
-                let t = self.step as i32;
-                let bc1 = 1.0 - beta1.powi(t);
-                let bc2 = 1.0 - beta2.powi(t);
-                let step = lr * bc2.sqrt() / bc1;
                 let m = &mut self.s1[r * d..(r + 1) * d];
                 let v = &mut self.s2[r * d..(r + 1) * d];
-                for k in 0..d {
-                    m[k] = beta1 * m[k] + (1.0 - beta1) * g[k];
-                    v[k] = beta2 * v[k] + (1.0 - beta2) * g[k] * g[k];
-                    w[k] -= step * m[k] / (v[k].sqrt() + eps * bc2.sqrt());
+                for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    *w -= step * *m / (v.sqrt() + eps_hat);
                 }
             }
         }
