@@ -59,6 +59,9 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
     for i in 0..df.height() {
         groups.entry((ds[i].clone(), me[i].clone(), bu[i] as u64, va[i].clone())).or_default().push(i);
     }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    // Variants in natural order (rows=11460 before rows=45840 before rows=183360).
+    groups.sort_by(|(a, _), (b, _)| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)).then_with(|| natural_cmp(&a.3, &b.3)));
     Ok(groups
         .into_iter()
         .map(|((dataset, method, budget, variant), rows)| {
@@ -186,13 +189,46 @@ pub fn cqr_map_section(obs: &[Obs]) -> String {
         let caps: Vec<String> = budgets.iter().map(|b| b.to_string()).collect();
         let _ = writeln!(s, "| dataset | grid point | {} |", caps.join(" | "));
         let _ = writeln!(s, "|---|---|{}", "---:|".repeat(caps.len()));
-        for ((ds, point), cells) in &grid {
+        // Grid points in natural order (rows=11460 before rows=45840 before rows=183360).
+        let mut points: Vec<_> = grid.iter().collect();
+        points.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then_with(|| natural_cmp(&a.0 .1, &b.0 .1)));
+        for ((ds, point), cells) in points {
             let vals: Vec<String> = budgets.iter().map(|b| cells.get(b).cloned().unwrap_or_else(|| "-".into())).collect();
             let _ = writeln!(s, "| {ds} | {point} | {} |", vals.join(" | "));
         }
         s.push('\n');
     }
     s
+}
+
+/// Compares strings with their digit runs read as numbers: `rows=45840` < `rows=183360`.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = vec![];
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, xa), (db, xb)) in ca.iter().zip(&cb) {
+        let o = if *da && *db {
+            // Numbers: shorter (after leading zeros) is smaller; equal lengths compare as text.
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len())
 }
 
 /// Methods every other method is compared against in the paired section by default.
@@ -293,5 +329,13 @@ mod tests {
         let lines: Vec<&str> = t.lines().skip(2).collect();
         assert!(lines[0].contains("| 4.000 (full table) |") && lines[1].contains("(full table)"), "{t}");
         assert!(!lines[2].contains("full table"), "{t}");
+    }
+
+    #[test]
+    fn grid_points_sort_by_their_numbers() {
+        let mut v = vec!["rows=183360-groups=100", "rows=11460-groups=3000", "rows=45840-groups=100", "rows=11460-groups=100", "rows=11460-groups=null"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["rows=11460-groups=100", "rows=11460-groups=3000", "rows=11460-groups=null", "rows=45840-groups=100", "rows=183360-groups=100"]);
+        assert!(natural_cmp("a2", "a10").is_lt() && natural_cmp("a10", "a10").is_eq() && natural_cmp("a", "a1").is_lt());
     }
 }
