@@ -299,9 +299,10 @@ pub struct RunResult {
     /// The evaluation with the lowest validation BCE.
     pub best: EvalPoint,
     /// The highest validation AUC over all evaluations (what the CQR authors' MovieLens script
-    /// reports), whichever evaluation it came from; PQ/RQ: the compressed model's.
-    #[serde(default)]
-    pub best_val_auc: f64,
+    /// reports), whichever evaluation it came from; PQ/RQ: the compressed model's. NaN when read
+    /// from a record written before the field existed: [`RunResult::best_val_auc`] derives it.
+    #[serde(default = "nan", rename = "best_val_auc")]
+    pub stored_best_val_auc: f64,
     /// PQ/RQ: the scores of the compressed model (compressed from the best validation evaluation).
     pub compressed: Option<Scores>,
     /// What a summary reports: the compressed scores for PQ/RQ, else the best evaluation's.
@@ -329,6 +330,25 @@ pub struct RunResult {
     /// training split (see [`FrequencyBuckets`]); `None` in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_bce_by_frequency: Option<FrequencyBce>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+impl RunResult {
+    /// The best validation AUC as training computed it; for records that predate the field,
+    /// the same rule applied to what they stored (the compressed model's AUC where there is one,
+    /// else the highest over the evaluations, all of which were within budget then).
+    pub fn best_val_auc(&self) -> f64 {
+        if !self.stored_best_val_auc.is_nan() {
+            return self.stored_best_val_auc;
+        }
+        match self.compressed {
+            Some(c) => c.val_auc,
+            None => self.evals.iter().map(|e| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
 }
 
 /// Training-count bounds of the frequency buckets: head ids occur in at least
@@ -880,7 +900,7 @@ impl<'a> Trainer<'a> {
         Ok(RunResult {
             reported: compressed.unwrap_or(best.scores),
             best,
-            best_val_auc,
+            stored_best_val_auc: best_val_auc,
             compressed,
             tables_train,
             tables_final: self.tables.records(),

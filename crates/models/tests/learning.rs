@@ -86,6 +86,12 @@ fn pq_and_rq_report_dense_and_compressed() {
         assert_eq!(r.total_train.trainable_params, 2 * 400 * 8);
         assert_eq!(r.total_final.trainable_params, 2 * 8 * 32);
         assert!(r.total_final.index_bytes > 0);
+        assert_eq!(r.best_val_auc(), c.val_auc);
+        // A record written before `best_val_auc` existed: derived by the same rule.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("best_val_auc").expect("serialised under its old name");
+        let old: cqr_models::RunResult = serde_json::from_value(v).unwrap();
+        assert_eq!(old.best_val_auc(), c.val_auc);
     }
 }
 

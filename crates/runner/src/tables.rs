@@ -71,7 +71,7 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_u("best_step", u(&|_, t| t.best.step as u64)),
         col_f("val_bce", f(&|_, t| t.reported.val_bce)),
         col_f("val_auc", f(&|_, t| t.reported.val_auc)),
-        col_f("best_val_auc", f(&|_, t| t.best_val_auc)),
+        col_f("best_val_auc", f(&|_, t| t.best_val_auc())),
         col_f("test_bce", f(&|_, t| t.reported.test_bce)),
         col_f("test_auc", f(&|_, t| t.reported.test_auc)),
         col_f("dense_test_bce", f(&|_, t| t.best.scores.test_bce)),
