@@ -38,10 +38,14 @@ test-gpu:
     CQR_REQUIRE_WGPU=1 cargo test --profile gpu-check -p cqr-models --features wgpu --test wgpu_backend -- --nocapture
 
 # A stripped release binary with the wgpu backend for bench/gpu.sh (built in its own target
-# directory, target-gpu/, ignored by git); copies this machine's Vulkan loader beside it if any
-gpu-build:
-    CARGO_TARGET_DIR=target-gpu/build cargo build --release -p cqr-runner --features wgpu
+# directory, target-gpu/build, ignored by git: ~25 min cold on 2 cores; set GPU_TARGET to an
+# existing target directory to reuse its dependencies); copies this machine's Vulkan loader
+# beside it if any. The stripped binary is ~109 MB (2026-12-04), over the 64 MiB a device call
+# carries; gzip takes it to ~26 MB, and bench/gpu.sh unpacks target-gpu/cqr.gz itself
+gpu-build GPU_TARGET="target-gpu/build":
+    CARGO_TARGET_DIR={{GPU_TARGET}} cargo build --release -p cqr-runner --features wgpu
     mkdir -p target-gpu/lib
-    cp target-gpu/build/release/cqr target-gpu/cqr && strip target-gpu/cqr
+    cp {{GPU_TARGET}}/release/cqr target-gpu/cqr && strip target-gpu/cqr
+    gzip -9 -c target-gpu/cqr > target-gpu/cqr.gz
     cp -L "$(ldconfig -p | awk '/libvulkan.so.1 /{print $NF; exit}')" target-gpu/lib/ 2>/dev/null || echo "no libvulkan.so.1 here: the GPU machine's own loader is needed"
-    du -ch target-gpu/cqr target-gpu/lib | tail -1
+    du -ch target-gpu/cqr.gz target-gpu/lib | tail -1
