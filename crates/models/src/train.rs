@@ -717,9 +717,8 @@ struct Trainer<'a> {
     /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
     last_freq: FrequencyBce,
     freq_evals: Vec<FrequencyBce>,
-    /// Per evaluation: whether every table was within budget then; the best such val BCE.
+    /// Per evaluation: whether every table was within budget then.
     eligible: Vec<bool>,
-    best_eligible_bce: f64,
 }
 
 fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -764,7 +763,6 @@ impl<'a> Trainer<'a> {
             last_freq: FrequencyBce::default(),
             freq_evals: vec![],
             eligible: vec![],
-            best_eligible_bce: f64::INFINITY,
             batch: Batch::default(),
             step: 0,
             samples: 0,
@@ -848,13 +846,13 @@ impl<'a> Trainer<'a> {
     /// Records an evaluation, snapshots the best model for post-training methods, and returns
     /// whether early stopping says to stop.
     fn record(&mut self, epoch: usize, scores: Scores) -> bool {
-        push_eval(&mut self.evals, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, &mut self.since_best);
-        self.freq_evals.push(self.last_freq);
-        // Only a model within budget can be the best one (PEP before its prune is not).
+        // Only a model within budget can be the best one (PEP before its prune is not): the
+        // best evaluation, the snapshot and early stopping all count eligible evaluations only.
         let eligible = self.tables.within_budget();
+        push_eval(&mut self.evals, &self.eligible, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, eligible, &mut self.since_best);
         self.eligible.push(eligible);
-        if self.post_training && eligible && scores.val_bce < self.best_eligible_bce {
-            self.best_eligible_bce = scores.val_bce;
+        self.freq_evals.push(self.last_freq);
+        if self.post_training && eligible && self.since_best == 0 {
             self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
         }
         self.cfg.early_stopping_patience.is_some_and(|p| self.since_best > p)
@@ -920,9 +918,13 @@ impl<'a> Trainer<'a> {
     }
 }
 
-fn push_eval(evals: &mut Vec<EvalPoint>, epoch: usize, step: usize, loss_sum: &mut f64, loss_n: &mut usize, scores: Scores, since_best: &mut usize) {
-    let best = evals.iter().map(|e| e.scores.val_bce).fold(f64::INFINITY, f64::min);
-    *since_best = if scores.val_bce < best { 0 } else { *since_best + 1 };
+/// Appends an evaluation and updates `since_best`, the evaluations since the best eligible one
+/// (`eligible[i]`: evaluation `i` was within budget). An ineligible evaluation leaves it at 0:
+/// patience starts counting at the first model within budget.
+#[allow(clippy::too_many_arguments)]
+fn push_eval(evals: &mut Vec<EvalPoint>, eligible: &[bool], epoch: usize, step: usize, loss_sum: &mut f64, loss_n: &mut usize, scores: Scores, is_eligible: bool, since_best: &mut usize) {
+    let best = evals.iter().zip(eligible).filter(|(_, &ok)| ok).map(|(e, _)| e.scores.val_bce).fold(f64::INFINITY, f64::min);
+    *since_best = if !is_eligible || scores.val_bce < best { 0 } else { *since_best + 1 };
     let train_loss = if *loss_n > 0 { *loss_sum / *loss_n as f64 } else { f64::NAN };
     evals.push(EvalPoint { epoch, step, train_loss, scores });
     *loss_sum = 0.0;

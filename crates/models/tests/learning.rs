@@ -228,4 +228,9 @@ fn pep_reports_a_model_after_its_prune_and_is_counted_sparse() {
     assert!(r.total_train.trainable_params >= 2 * 3200);
     assert_eq!(r.total_final.trainable_params, 2 * 320);
     assert_eq!(r.total_final.index_bytes, 2 * (320 + 4 * 401));
+    // Early stopping counts from the prune: the full table's evaluations cannot exhaust the
+    // patience of the pruned one (patience 1: at least two evaluations after step 94).
+    let early = train(&ds, &model, &spec("pep", 8 * 40, json!({"prune_at": 0.25})), &TrainConfig { early_stopping_patience: Some(1), ..cfg }).unwrap();
+    assert!(early.evals.iter().filter(|e| e.step > 94).count() >= 2, "{:?}", early.evals.iter().map(|e| e.step).collect::<Vec<_>>());
+    assert!(early.best.step > 94);
 }
