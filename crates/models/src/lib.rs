@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod dcn;
 pub mod deepfm;
+pub mod fused;
 pub mod net;
 pub mod tables;
 pub mod train;

@@ -5,6 +5,8 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
+
+use crate::fused;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -160,14 +162,28 @@ impl Mlp {
         Mlp { layers, relu_last }
     }
 
-    /// `[batch, in] -> [batch, out]`.
-    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+    /// `[batch, in] -> [batch, out]`, with the fused kernels where the device has them.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let fused = fused::fused_available(&x.device());
+        self.forward_with(x, fused)
+    }
+
+    /// [`Mlp::forward`] through the fused linear+bias+ReLU op (`fused`) or burn's graph.
+    pub fn forward_with(&self, mut x: Tensor<2>, fused: bool) -> Tensor<2> {
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(x);
-            if i + 1 < n || self.relu_last {
-                x = relu(x);
-            }
+            let act = i + 1 < n || self.relu_last;
+            x = match (&l.bias, fused) {
+                (Some(b), true) => fused::linear(x, l.weight.val(), b.val(), act),
+                _ => {
+                    let y = l.forward(x);
+                    if act {
+                        relu(y)
+                    } else {
+                        y
+                    }
+                }
+            };
         }
         x
     }
@@ -201,11 +217,29 @@ impl Dlrm {
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+        let fused = fused::fused_available(&emb.device());
+        self.forward_with(dense, emb, fused)
+    }
+
+    /// [`Dlrm::forward`] through the fused ops (`fused`: MLP layers, and the interaction when
+    /// there is a bottom MLP) or burn's graph.
+    pub fn forward_with(&self, dense: Tensor<2>, emb: Tensor<3>, fused: bool) -> Tensor<2> {
+        match (&self.bottom, fused) {
+            (Some(bottom), true) => {
+                let x = bottom.forward_with(dense, true); // [batch, dim]
+                self.top.forward_with(fused::interaction(x, emb), true) // [batch, dim + pairs]
+            }
+            _ => self.forward_graph(dense, emb, fused),
+        }
+    }
+
+    /// The interaction as burn graph ops (`fused` still applies to the MLP layers).
+    fn forward_graph(&self, dense: Tensor<2>, emb: Tensor<3>, fused: bool) -> Tensor<2> {
         let [t, b, d] = emb.dims();
         let e = emb.swap_dims(0, 1); // [batch, tables, dim]
         let (vectors, x) = match &self.bottom {
             Some(bottom) => {
-                let x = bottom.forward(dense); // [batch, dim]
+                let x = bottom.forward_with(dense, fused); // [batch, dim]
                 (Tensor::cat(vec![x.clone().reshape([b, 1, d]), e], 1), Some(x))
             }
             None => (e, None),
@@ -219,7 +253,16 @@ impl Dlrm {
             None => inter,
         };
         debug_assert_eq!(d, self.dim);
-        self.top.forward(top_in)
+        self.top.forward_with(top_in, fused)
+    }
+}
+
+/// The training loss: mean BCE-with-logits, through the fused op where the device has it.
+pub fn loss(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+    if fused::fused_available(&logits.device()) {
+        fused::bce(logits, labels)
+    } else {
+        bce_with_logits(logits, labels)
     }
 }
 

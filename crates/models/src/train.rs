@@ -16,7 +16,7 @@ use cqr_methods::{Accounting, EmbeddingMethod, RowOptimizer};
 
 use crate::dcn::{Dcn, DcnConfig};
 use crate::deepfm::{DeepFm, DeepFmConfig};
-use crate::net::{bce_with_logits, gmf_forward, Dlrm, DlrmConfig};
+use crate::net::{gmf_forward, loss, Dlrm, DlrmConfig};
 use crate::wdl::{Wdl, WdlConfig};
 use crate::tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
 
@@ -786,7 +786,7 @@ impl<'a> Trainer<'a> {
         let dense = Tensor::<2>::from_data(TensorData::new(self.batch.dense.clone(), [b, self.dense_w]), device);
         let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut self.batch.emb), [t_count, b, dim]), device).require_grad();
         let labels = Tensor::<2>::from_data(TensorData::new(self.batch.labels.clone(), [b, 1]), device);
-        let loss = bce_with_logits(self.net.forward(dense, emb.clone()), labels);
+        let loss = loss(self.net.forward(dense, emb.clone()), labels);
         let loss_value: f32 = loss.clone().into_scalar();
         if !loss_value.is_finite() {
             return Err(TrainError::NonFinite { epoch, step: self.step, loss: loss_value as f64 });

@@ -83,7 +83,7 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     let threads = rayon::current_num_threads();
     let device = o.backend.device()?;
     let peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
-    println!("{}, {threads} threads, backend {:?}", cpu_model(), o.backend);
+    println!("{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph)", cpu_model(), o.backend, cqr_models::fused::kernels());
     println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5): {peak:.1} GFLOP/s");
     if o.repeats == 0 {
         bail!("--repeats must be >= 1");

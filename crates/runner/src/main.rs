@@ -186,6 +186,9 @@ fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: us
             if v.stored_cpu != v.cpu {
                 println!("    trained on {}, re-run on {}", v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"), v.cpu.as_deref().unwrap_or("?"));
             }
+            if v.stored_kernels != v.kernels {
+                println!("    trained with the {} kernels, re-run with the {} ones (CQR_KERNELS=burn selects burn's op graph)", v.stored_kernels, v.kernels);
+            }
             for d in v.differences.iter().take(10) {
                 println!("    {d}");
             }

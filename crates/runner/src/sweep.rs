@@ -42,7 +42,14 @@ pub struct CellRecord {
     /// before it was stored. Not compared by `--verify`, which names both when they differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// The kernels that trained the cell: `fused` (cqr-models' fused ops, the default since
+    /// 2026-12-06) or `burn` (burn's op graph, `CQR_KERNELS=burn`); absent in records written
+    /// before the fused ops, which the burn graph trained. They round differently in the last
+    /// bits, so `--verify` names both when they differ, as it does for the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
 }
+
 
 pub fn cells_dir(results: &Path) -> PathBuf {
     results.join("cells")
@@ -156,7 +163,7 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             }
         }
     };
-    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64(), cpu: Some(crate::bench::cpu_model()) }, outcome))
+    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64(), cpu: Some(crate::bench::cpu_model()), kernels: Some(cqr_models::fused::kernels().to_string()) }, outcome))
 }
 
 /// Writes a record atomically: into a hidden temporary directory, then renamed into place, so
@@ -284,7 +291,7 @@ pub fn with_results_lock<T>(results: &Path, f: impl FnOnce() -> Result<T>) -> Re
 }
 
 /// Keys of a record that measure the machine, not the model: left out of `--verify`.
-const VOLATILE: [&str; 5] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu"];
+const VOLATILE: [&str; 6] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu", "kernels"];
 
 /// Paths (`a.b[3].c`) where two JSON values differ, ignoring [`VOLATILE`] keys.
 fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
@@ -321,6 +328,9 @@ pub struct Verified {
     /// The CPU of the stored record (if it has one) and of this run.
     pub stored_cpu: Option<String>,
     pub cpu: Option<String>,
+    /// The kernels of the stored record (`burn` when it predates the field) and of this run.
+    pub stored_kernels: String,
+    pub kernels: String,
 }
 
 /// Re-runs `n` finished cells, chosen by `seed`, and compares every stored metric with the new
@@ -347,7 +357,9 @@ pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Res
         let now: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&rec)?)?;
         json_diff(&stored, &now, "", &mut differences);
         let stored_cpu = stored.get("cpu").and_then(|v| v.as_str()).map(str::to_string);
-        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences, stored_cpu, cpu: rec.cpu.clone() });
+        let stored_kernels = stored.get("kernels").and_then(|v| v.as_str()).unwrap_or("burn").to_string();
+        let kernels = rec.kernels.clone().unwrap_or_default();
+        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences, stored_cpu, cpu: rec.cpu.clone(), stored_kernels, kernels });
     }
     Ok(out)
 }

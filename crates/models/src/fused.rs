@@ -1,0 +1,603 @@
+//! Fused DLRM kernels on the Flex CPU backend, as a burn backend extension (issue 20).
+//!
+//! burn-flex runs one kernel per graph op: a linear layer is a GEMM, a broadcast bias add and a
+//! ReLU, each its own pass over `[batch, out]`, and DLRM's interaction is a transpose, a
+//! concatenation, a batched `V·Vᵀ`, a reshape, a `select` of the lower triangle and another
+//! concatenation, with a strided scatter and copies in its backward. [`FusedOps`] replaces them with
+//! three ops, each one kernel forward and one backward, while the model stays a burn module trained
+//! by burn's autodiff:
+//!
+//! - [`FusedOps::fused_linear`]: `x [b, i] · w [i, o] + bias [o]`, then ReLU when `relu`. Forward: the
+//!   GEMM writes its own output buffer (same `gemm` call, threads and arithmetic as burn-flex's
+//!   matmul, so forward values are bit-identical to `Linear::forward` + `relu`); bias and ReLU are
+//!   one pass over it. Backward: the ReLU mask (from the saved output) and the bias gradient (column
+//!   sums, fixed-order partial sums so it is deterministic) in one pass, then `dW = xᵀ·g` and
+//!   `dX = g·wᵀ` as strided GEMMs (no transposed copies; `dX` only when `x` needs a gradient).
+//! - [`FusedOps::fused_interaction`]: `x [b, d]` (bottom MLP output) and `emb [t, b, d]` ->
+//!   `[b, d + f(f-1)/2]` with `f = t + 1`: `x`, then the dot products `<v_i, v_j>` for `i > j` in
+//!   row-major order of the strict lower triangle (`v_0 = x`, `v_{k+1} = emb[k]`), written straight
+//!   into the top MLP's input. Backward: `dv_i += g_ij v_j`, `dv_j += g_ij v_i`, written straight
+//!   into `dx [b, d]` and `demb [t, b, d]` (the table layout, so the tables read it without a copy).
+//! - [`FusedOps::fused_bce`]: mean BCE-with-logits of `z [b, 1]` against `y [b, 1]` -> `[1]`
+//!   (`max(z, 0) - z y + ln(1 + e^{-|z|})`); backward `dz = g (σ(z) - y) / b`.
+//!
+//! Only Flex (and `Autodiff<Flex>`) implement it; [`fused_available`] says whether a device gets
+//! it, and the model falls back to the plain burn graph elsewhere (wgpu) or when the environment
+//! sets `CQR_KERNELS=burn` (the graph the records before this change were trained with). The unit
+//! tests below compare every op's values and gradients with that burn graph.
+
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex};
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The fused ops (see the module docs for shapes and semantics).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `x [b, i]`, `w [i, o]`, `bias [o]` -> `act(x·w + bias)` `[b, o]`.
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
+    /// `x [b, d]`, `emb [t, b, d]` -> `[b, d + (t+1)t/2]`.
+    fn fused_interaction(x: FloatTensor<Self>, emb: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `z [b, 1]`, `y [b, 1]` -> mean BCE-with-logits `[1]`.
+    fn fused_bce(z: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Whether the fused ops run on `device`: Flex (with or without autodiff), unless the environment
+/// says `CQR_KERNELS=burn`.
+pub fn fused_available(device: &Device) -> bool {
+    static BURN_ONLY: OnceLock<bool> = OnceLock::new();
+    let burn_only = *BURN_ONLY.get_or_init(|| std::env::var("CQR_KERNELS").is_ok_and(|v| v == "burn"));
+    !burn_only && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// The kernels this process trains with on the CPU: `fused`, or `burn` under `CQR_KERNELS=burn`.
+pub fn kernels() -> &'static str {
+    if fused_available(&Device::flex()) {
+        "fused"
+    } else {
+        "burn"
+    }
+}
+
+/// [`FusedOps::fused_linear`] on tensors.
+pub fn linear(x: Tensor<2>, w: Tensor<2>, bias: Tensor<1>, relu: bool) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), bias.into_dispatch(), relu))
+}
+
+/// [`FusedOps::fused_interaction`] on tensors.
+pub fn interaction(x: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_interaction(x.into_dispatch(), emb.into_dispatch()))
+}
+
+/// [`FusedOps::fused_bce`] on tensors.
+pub fn bce(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_bce(z.into_dispatch(), y.into_dispatch()))
+}
+
+impl FusedOps for Flex {
+    fn fused_linear(x: FlexTensor, w: FlexTensor, bias: FlexTensor, relu: bool) -> FlexTensor {
+        kernels::linear_forward(&x, &w, &bias, relu)
+    }
+    fn fused_interaction(x: FlexTensor, emb: FlexTensor) -> FlexTensor {
+        kernels::interaction_forward(&x, &emb)
+    }
+    fn fused_bce(z: FlexTensor, y: FlexTensor) -> FlexTensor {
+        kernels::bce_forward(&z, &y)
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    /// x, w, the output (for the ReLU mask), relu.
+    type State = (FlexTensor, FlexTensor, FlexTensor, bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w, y, relu) = ops.state;
+        let g = grads.consume::<Flex>(&ops.node);
+        let [px, pw, pb] = ops.parents;
+        let (dx, dw, db) = kernels::linear_backward(&x, &w, &y, g, relu, px.is_some(), pw.is_some());
+        if let (Some(p), Some(d)) = (px, dx) {
+            grads.register::<Flex>(p.id, d);
+        }
+        if let (Some(p), Some(d)) = (pw, dw) {
+            grads.register::<Flex>(p.id, d);
+        }
+        if let Some(p) = pb {
+            grads.register::<Flex>(p.id, db);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct InteractionBackward;
+
+impl Backward<Flex, 2> for InteractionBackward {
+    /// x, emb.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, emb) = ops.state;
+        let g = grads.consume::<Flex>(&ops.node);
+        let [px, pe] = ops.parents;
+        let (dx, demb) = kernels::interaction_backward(&x, &emb, &g);
+        if let Some(p) = px {
+            grads.register::<Flex>(p.id, dx);
+        }
+        if let Some(p) = pe {
+            grads.register::<Flex>(p.id, demb);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BceBackward;
+
+impl Backward<Flex, 2> for BceBackward {
+    /// z, y.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (z, y) = ops.state;
+        let g = grads.consume::<Flex>(&ops.node);
+        let [pz, _] = ops.parents;
+        if let Some(p) = pz {
+            grads.register::<Flex>(p.id, kernels::bce_backward(&z, &y, &g));
+        }
+    }
+}
+
+type Ad<C> = Autodiff<Flex, C>;
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool) -> FloatTensor<Self> {
+        let prep = LinearBackward.prepare::<C>([x.node(), w.node(), bias.node()]).compute_bound().stateful();
+        let (x, w, bias) = (Ad::<C>::inner(x), Ad::<C>::inner(w), Ad::<C>::inner(bias));
+        let y = kernels::linear_forward(&x, &w, &bias, relu);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, w, y.clone(), relu), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_interaction(x: FloatTensor<Self>, emb: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = InteractionBackward.prepare::<C>([x.node(), emb.node()]).compute_bound().stateful();
+        let (x, emb) = (Ad::<C>::inner(x), Ad::<C>::inner(emb));
+        let out = kernels::interaction_forward(&x, &emb);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, emb), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_bce(z: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = BceBackward.prepare::<C>([z.node(), y.node()]).compute_bound().stateful();
+        let (z, y) = (Ad::<C>::inner(z), Ad::<C>::inner(y));
+        let loss = kernels::bce_forward(&z, &y);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((z, y), loss),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
+        }
+    }
+}
+
+/// The kernels on Flex tensors (f32). Outputs are new contiguous tensors.
+pub(crate) mod kernels {
+    use super::*;
+
+    /// burn-flex's rule for threading a GEMM (`m·n·k ≥ 192³`), kept so forward values match it.
+    fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+        if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+
+    /// A 2-D f32 operand: base pointer (start offset applied), row stride, column stride.
+    struct View {
+        ptr: *const f32,
+        rs: isize,
+        cs: isize,
+        rows: usize,
+        cols: usize,
+    }
+
+    impl View {
+        fn of(t: &FlexTensor) -> View {
+            let l = t.layout();
+            let shape = l.shape();
+            assert_eq!(shape.num_dims(), 2, "fused op: expected a 2-D tensor, got {shape:?}");
+            let s = l.strides();
+            let data: &[f32] = t.storage();
+            // SAFETY: the layout's start offset lies inside the storage.
+            View { ptr: unsafe { data.as_ptr().add(l.start_offset()) }, rs: s[0], cs: s[1], rows: shape[0], cols: shape[1] }
+        }
+        fn t(self) -> View {
+            View { ptr: self.ptr, rs: self.cs, cs: self.rs, rows: self.cols, cols: self.rows }
+        }
+    }
+
+    /// `dst [m, n] (row-major, contiguous) = a [m, k] · b [k, n]`.
+    fn gemm_into(dst: &mut [f32], a: &View, b: &View) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        assert_eq!(k, b.rows, "fused op: inner dimensions differ");
+        assert_eq!(dst.len(), m * n);
+        // SAFETY: the views describe valid strided matrices of the given sizes (from their
+        // tensors' layouts); dst is a contiguous m x n buffer, not read (read_dst = false).
+        unsafe {
+            gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0f32, 1.0f32, false, false, false, parallelism(m, n, k));
+        }
+    }
+
+    fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+        }
+    }
+
+    fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    fn dims<const N: usize>(t: &FlexTensor) -> [usize; N] {
+        let s = t.layout().shape();
+        assert_eq!(s.num_dims(), N, "fused op: expected {N} dimensions, got {s:?}");
+        std::array::from_fn(|i| s[i])
+    }
+
+    /// Rows per parallel chunk of the element-wise passes: fixed, so sums are in a fixed order.
+    const ROWS: usize = 64;
+
+    /// Runs `f` compiled for AVX2 where the CPU has it (the crate's baseline is SSE2, so plain
+    /// loops would use 4-wide vectors). No FMA is enabled: `a * b + c` rounds twice on either path,
+    /// so the results are the same bits with and without AVX2.
+    #[inline(always)]
+    fn simd<R>(f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { avx2(f) };
+            }
+        }
+        f()
+    }
+
+    /// ReLU as burn-flex computes it (a select, so the loops vectorise).
+    #[inline(always)]
+    fn relu1(v: f32) -> f32 {
+        if v > 0.0 {
+            v
+        } else {
+            0.0
+        }
+    }
+
+    pub fn linear_forward(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor, relu: bool) -> FlexTensor {
+        let (xv, wv) = (View::of(x), View::of(w));
+        let (b, o) = (xv.rows, wv.cols);
+        let bias = contiguous(bias);
+        assert_eq!(bias.len(), o, "fused linear: bias has {} values for {o} outputs", bias.len());
+        let mut out = vec![0.0f32; b * o];
+        gemm_into(&mut out, &xv, &wv);
+        out.par_chunks_mut(ROWS * o).for_each(|chunk| {
+            simd(|| {
+                for row in chunk.chunks_exact_mut(o) {
+                    if relu {
+                        row.iter_mut().zip(bias.iter()).for_each(|(v, &c)| *v = relu1(*v + c));
+                    } else {
+                        row.iter_mut().zip(bias.iter()).for_each(|(v, &c)| *v += c);
+                    }
+                }
+            })
+        });
+        tensor(out, vec![b, o])
+    }
+
+    /// `(dx, dw, db)`; `dx` only when `want_dx`, `dw` only when `want_dw`.
+    /// The upstream gradient `g` is masked in place when its buffer is not shared.
+    pub fn linear_backward(x: &FlexTensor, w: &FlexTensor, y: &FlexTensor, g: FlexTensor, relu: bool, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+        let [b, o] = dims::<2>(&g);
+        let mut g = if g.is_contiguous() && g.layout().start_offset() == 0 { g } else { g.to_contiguous() };
+        let gm: &mut [f32] = &mut g.storage_mut::<f32>()[..b * o];
+        let y = contiguous(y);
+        // One pass: mask by the output (ReLU) and column sums per chunk of rows.
+        let partial: Vec<Vec<f32>> = gm
+            .par_chunks_mut(ROWS * o)
+            .zip(y.par_chunks(ROWS * o))
+            .map(|(gc, yc)| {
+                simd(|| {
+                    let mut sum = vec![0.0f32; o];
+                    for (gr, yr) in gc.chunks_exact_mut(o).zip(yc.chunks_exact(o)) {
+                        if relu {
+                            gr.iter_mut().zip(yr).for_each(|(gv, &yv)| *gv = if yv > 0.0 { *gv } else { 0.0 });
+                        }
+                        sum.iter_mut().zip(gr.iter()).for_each(|(s, &gv)| *s += gv);
+                    }
+                    sum
+                })
+            })
+            .collect();
+        let mut db = vec![0.0f32; o];
+        for p in &partial {
+            db.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+        }
+        let gv = View { ptr: gm.as_ptr(), rs: o as isize, cs: 1, rows: b, cols: o };
+        let (xv, wv) = (View::of(x), View::of(w));
+        let dw = want_dw.then(|| {
+            let mut dw = vec![0.0f32; xv.cols * o];
+            gemm_into(&mut dw, &View::of(x).t(), &gv);
+            tensor(dw, vec![xv.cols, o])
+        });
+        let dx = want_dx.then(|| {
+            let mut dx = vec![0.0f32; b * wv.rows];
+            gemm_into(&mut dx, &gv, &View::of(w).t());
+            tensor(dx, vec![b, wv.rows])
+        });
+        (dx, dw, tensor(db, vec![o]))
+    }
+
+    /// The number of pairs of `f` vectors.
+    fn n_pairs(f: usize) -> usize {
+        f * (f - 1) / 2
+    }
+
+    /// Copies sample `s`'s `f` vectors (`x[s]`, then `emb[k, s]`) into `v [f, d]`.
+    #[inline(always)]
+    fn gather(v: &mut [f32], x: &[f32], emb: &[f32], s: usize, b: usize, d: usize) {
+        v[..d].copy_from_slice(&x[s * d..(s + 1) * d]);
+        for (k, vk) in v[d..].chunks_exact_mut(d).enumerate() {
+            let at = (k * b + s) * d;
+            vk.copy_from_slice(&emb[at..at + d]);
+        }
+    }
+
+    /// Lanes of the register blocks below (one AVX2 vector of f32).
+    const L: usize = 8;
+
+    fn round_up(n: usize) -> usize {
+        n.div_ceil(L) * L
+    }
+
+    /// `out[j] += sum_k a[k] * m[k * stride + j0 + j]` for `j < out.len() <= L`, accumulated in a
+    /// register block: the small products of the interaction (rows of `f` vectors of `d`
+    /// values) as axpys that vectorise. `m` is padded so that `L` lanes can always be read.
+    #[inline(always)]
+    fn block_axpy(out: &mut [f32], a: &[f32], m: &[f32], stride: usize, j0: usize) {
+        let mut acc = [0.0f32; L];
+        for (k, &ak) in a.iter().enumerate() {
+            let src = &m[k * stride + j0..k * stride + j0 + L];
+            acc.iter_mut().zip(src).for_each(|(c, &x)| *c += ak * x);
+        }
+        out.iter_mut().zip(acc).for_each(|(o, c)| *o += c);
+    }
+
+    pub fn interaction_forward(x: &FlexTensor, emb: &FlexTensor) -> FlexTensor {
+        let [t, b, d] = dims::<3>(emb);
+        assert_eq!(dims::<2>(x), [b, d], "fused interaction: x must be [batch, dim]");
+        let (x, emb) = (contiguous(x), contiguous(emb));
+        let f = t + 1;
+        let width = d + n_pairs(f);
+        let fp = round_up(f);
+        let mut out = vec![0.0f32; b * width];
+        out.par_chunks_mut(ROWS * width).enumerate().for_each(|(c, chunk)| simd(|| {
+            // v [f, d] and its transpose vt [d, fp] (zero padding), so row i of the Gram matrix
+            // is vt's rows weighted by v_i.
+            let (mut v, mut vt) = (vec![0.0f32; f * d], vec![0.0f32; d * fp]);
+            for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
+                let s = c * ROWS + r;
+                gather(&mut v, &x, &emb, s, b, d);
+                for (i, vi) in v.chunks_exact(d).enumerate() {
+                    vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
+                }
+                row[..d].copy_from_slice(&v[..d]);
+                row[d..].fill(0.0);
+                let mut p = d;
+                for i in 1..f {
+                    let vi = &v[i * d..(i + 1) * d];
+                    for j0 in (0..i).step_by(L) {
+                        block_axpy(&mut row[p + j0..p + i.min(j0 + L)], vi, &vt, fp, j0);
+                    }
+                    p += i;
+                }
+            }
+        }));
+        tensor(out, vec![b, width])
+    }
+
+    /// A pointer that chunks of a parallel loop write through at disjoint offsets.
+    #[derive(Clone, Copy)]
+    struct Shared(*mut f32);
+    // SAFETY: every use writes disjoint elements (one sample's rows per iteration).
+    unsafe impl Send for Shared {}
+    unsafe impl Sync for Shared {}
+
+    /// `(dx [b, d], demb [t, b, d])`.
+    pub fn interaction_backward(x: &FlexTensor, emb: &FlexTensor, g: &FlexTensor) -> (FlexTensor, FlexTensor) {
+        let [t, b, d] = dims::<3>(emb);
+        let f = t + 1;
+        let width = d + n_pairs(f);
+        assert_eq!(dims::<2>(g), [b, width], "fused interaction: gradient shape");
+        let (x, emb, g) = (contiguous(x), contiguous(emb), contiguous(g));
+        let mut dx = vec![0.0f32; b * d];
+        let mut demb = vec![0.0f32; t * b * d];
+        let de = Shared(demb.as_mut_ptr());
+        let dp = round_up(d);
+        dx.par_chunks_mut(ROWS * d).enumerate().for_each(|(c, dxc)| simd(|| {
+            let de = de;
+            // v [f, dp] (zero padding), sym [f, f], dv [f, d].
+            let (mut v, mut dv, mut sym) = (vec![0.0f32; f * dp], vec![0.0f32; f * d], vec![0.0f32; f * f]);
+            let mut vs = vec![0.0f32; f * d];
+            for (r, dxr) in dxc.chunks_exact_mut(d).enumerate() {
+                let s = c * ROWS + r;
+                gather(&mut vs, &x, &emb, s, b, d);
+                for (vp, vr) in v.chunks_exact_mut(dp).zip(vs.chunks_exact(d)) {
+                    vp[..d].copy_from_slice(vr);
+                }
+                let gr = &g[s * width..(s + 1) * width];
+                // dV = S V with S symmetric, S_ij = S_ji = g_ij (i > j), zero diagonal.
+                let mut p = d;
+                for i in 1..f {
+                    for j in 0..i {
+                        sym[i * f + j] = gr[p];
+                        sym[j * f + i] = gr[p];
+                        p += 1;
+                    }
+                }
+                dv.fill(0.0);
+                for (i, dvi) in dv.chunks_exact_mut(d).enumerate() {
+                    for e0 in (0..d).step_by(L) {
+                        block_axpy(&mut dvi[e0..d.min(e0 + L)], &sym[i * f..(i + 1) * f], &v, dp, e0);
+                    }
+                }
+                dv[..d].iter_mut().zip(&gr[..d]).for_each(|(a, &b)| *a += b);
+                dxr.copy_from_slice(&dv[..d]);
+                for k in 0..t {
+                    // SAFETY: row (k, s) of demb belongs to sample s alone; the buffer outlives the loop.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(de.0.add((k * b + s) * d), d) };
+                    dst.copy_from_slice(&dv[(k + 1) * d..(k + 2) * d]);
+                }
+            }
+        }));
+        (tensor(dx, vec![b, d]), tensor(demb, vec![t, b, d]))
+    }
+
+    fn bce_term(z: f32, y: f32) -> f32 {
+        z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
+    }
+
+    pub fn bce_forward(z: &FlexTensor, y: &FlexTensor) -> FlexTensor {
+        let (z, y) = (contiguous(z), contiguous(y));
+        assert_eq!(z.len(), y.len(), "fused bce: logits and labels differ in length");
+        let sum: f64 = z.iter().zip(y.iter()).map(|(&z, &y)| bce_term(z, y) as f64).sum();
+        tensor(vec![(sum / z.len() as f64) as f32], vec![1])
+    }
+
+    pub fn bce_backward(z: &FlexTensor, y: &FlexTensor, g: &FlexTensor) -> FlexTensor {
+        let (zs, ys, g) = (contiguous(z), contiguous(y), contiguous(g));
+        let scale = g[0] / zs.len() as f32;
+        let dz: Vec<f32> = zs.iter().zip(ys.iter()).map(|(&z, &y)| (1.0 / (1.0 + (-z).exp()) - y) * scale).collect();
+        tensor(dz, z.layout().shape().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::bce_with_logits;
+    use burn::tensor::activation::relu;
+    use burn::tensor::Int;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn rand_tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}[{i}]: fused {x} vs burn {y}");
+        }
+    }
+
+    /// Values and gradients (x, w, bias) of the fused linear against `Linear`'s burn graph; the
+    /// forward is bit-identical by construction (same GEMM call).
+    #[test]
+    fn linear_matches_burn_graph() {
+        let device = Device::flex().autodiff();
+        for (relu_on, (b, i, o), tracked_x) in [(true, (300, 13, 64), false), (false, (257, 64, 1), true), (true, (130, 40, 512), true)] {
+            let x = rand_tensor([b, i], 1, &device);
+            let x = if tracked_x { x.require_grad() } else { x };
+            let w = rand_tensor([i, o], 2, &device).require_grad();
+            let bias = rand_tensor([o], 3, &device).require_grad();
+            let up = rand_tensor([b, o], 4, &device); // a random upstream gradient via <y, up>
+            let ours = linear(x.clone(), w.clone(), bias.clone(), relu_on);
+            let plain = x.clone().matmul(w.clone()) + bias.clone().unsqueeze::<2>();
+            let plain = if relu_on { relu(plain) } else { plain };
+            assert_eq!(vec(ours.clone()), vec(plain.clone()), "forward must be bit-identical");
+            let g1 = (ours * up.clone()).sum().backward();
+            let g2 = (plain * up).sum().backward();
+            assert_close("dw", &vec(w.grad(&g1).unwrap()), &vec(w.grad(&g2).unwrap()), 1e-5);
+            assert_close("dbias", &vec(bias.grad(&g1).unwrap()), &vec(bias.grad(&g2).unwrap()), 1e-5);
+            assert_eq!(x.grad(&g1).is_some(), tracked_x);
+            if tracked_x {
+                assert_close("dx", &vec(x.grad(&g1).unwrap()), &vec(x.grad(&g2).unwrap()), 1e-5);
+            }
+        }
+    }
+
+    /// The interaction against DLRM's burn graph (cat, batched Gram, select of the lower triangle),
+    /// at a dim below one register block (padding) and at the Kaggle shape (26 tables, dim 16).
+    #[test]
+    fn interaction_matches_burn_graph() {
+        let device = Device::flex().autodiff();
+        for (t, b, d) in [(5, 133, 4), (26, 70, 16), (2, 65, 9)] {
+            let x = rand_tensor([b, d], 5, &device).require_grad();
+            let emb = rand_tensor([t, b, d], 6, &device).require_grad();
+            let f = t + 1;
+            let pairs: Vec<i64> = (0..f).flat_map(|i| (0..i).map(move |j| (i * f + j) as i64)).collect();
+            let up = rand_tensor([b, d + pairs.len()], 7, &device);
+            let ours = interaction(x.clone(), emb.clone());
+            let v = Tensor::cat(vec![x.clone().reshape([b, 1, d]), emb.clone().swap_dims(0, 1)], 1);
+            let gram = v.clone().matmul(v.swap_dims(1, 2)).reshape([b, f * f]);
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(pairs.clone(), [pairs.len()]), &device);
+            let plain = Tensor::cat(vec![x.clone(), gram.select(1, idx)], 1);
+            assert_close("forward", &vec(ours.clone()), &vec(plain.clone()), 1e-5);
+            let g1 = (ours * up.clone()).sum().backward();
+            let g2 = (plain * up).sum().backward();
+            assert_close("dx", &vec(x.grad(&g1).unwrap()), &vec(x.grad(&g2).unwrap()), 1e-5);
+            assert_close("demb", &vec(emb.grad(&g1).unwrap()), &vec(emb.grad(&g2).unwrap()), 1e-5);
+        }
+    }
+
+    /// BCE value and gradient against the burn graph, with large logits in both directions.
+    #[test]
+    fn bce_matches_burn_graph() {
+        let device = Device::flex().autodiff();
+        let z = (rand_tensor([200, 1], 8, &device) * 30.0).require_grad();
+        let z = z.detach().require_grad();
+        let y = rand_tensor([200, 1], 9, &device).greater_elem(0.0).float();
+        let ours = bce(z.clone(), y.clone());
+        let plain = bce_with_logits(z.clone(), y);
+        assert_close("loss", &vec(ours.clone()), &vec(plain.clone()), 1e-6);
+        let g1 = (ours * 3.0).backward();
+        let g2 = (plain * 3.0).backward();
+        assert_close("dz", &vec(z.grad(&g1).unwrap()), &vec(z.grad(&g2).unwrap()), 1e-6);
+    }
+
+    /// Without autodiff (evaluation) the ops run on Flex directly and give the same values.
+    #[test]
+    fn inference_path_matches_autodiff_path() {
+        let (ad, plain) = (Device::flex().autodiff(), Device::flex());
+        assert!(fused_available(&ad) && fused_available(&plain));
+        let run = |device: &Device| {
+            let x = rand_tensor([70, 8], 10, device);
+            let e = rand_tensor([3, 70, 8], 11, device);
+            let h = linear(x, rand_tensor([8, 8], 12, device), rand_tensor([8], 13, device), true);
+            vec(interaction(h, e))
+        };
+        assert_eq!(run(&ad), run(&plain));
+    }
+}
