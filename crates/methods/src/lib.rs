@@ -31,6 +31,7 @@ pub mod registry;
 pub mod robe;
 pub mod rq;
 pub mod shared_array;
+pub mod simd;
 pub mod ttrec;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -99,6 +99,12 @@ impl RowOptimizer {
     }
 }
 
+#[inline(always)]
+fn update_rows(t: &mut Table, rows: &[u32], grads: &[f32]) {
+    t.update_rows(rows, grads)
+}
+crate::avx2_fn!(fn update_wide => update_rows, (t: &mut Table, rows: &[u32], grads: &[f32]));
+
 /// A `rows x dim` f32 table with its optimizer state and reusable scratch buffers.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -193,6 +199,13 @@ impl Table {
     /// rows are summed first (the gradient of a sum of lookups), then each distinct row is updated
     /// once. Rows not listed are untouched.
     pub fn update(&mut self, rows: &[u32], grads: &[f32]) {
+        // AVX2 where the CPU has it: the same bits (no FMA), twice the lanes for Adam's divide
+        // and square root at dim 16.
+        update_wide(self, rows, grads)
+    }
+
+    #[inline(always)]
+    fn update_rows(&mut self, rows: &[u32], grads: &[f32]) {
         let d = self.dim;
         debug_assert_eq!(rows.len() * d, grads.len());
         self.order.clear();
@@ -234,7 +247,7 @@ impl Table {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn apply_row(&mut self, r: usize, g: &[f32], (step, eps_hat): (f32, f32)) {
         let d = self.dim;
         let w = &mut self.weights[r * d..(r + 1) * d];
@@ -310,6 +323,33 @@ mod tests {
             }
         }
         w
+    }
+
+    /// `update` (AVX2 where the CPU has it) and the same loop compiled for the baseline give the
+    /// same bits, for every optimizer, over several steps at dim 16 (two AVX2 vectors a row).
+    #[test]
+    fn avx2_update_gives_the_baseline_bits() {
+        use rand::SeedableRng;
+        let opts = [
+            RowOptimizer::Sgd { lr: 0.1 },
+            RowOptimizer::Adagrad { lr: 0.1, eps: 1e-8 },
+            RowOptimizer::RowWiseAdagrad { lr: 0.1, eps: 1e-8 },
+            RowOptimizer::LazyAdam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 },
+        ];
+        for opt in opts {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+            let mut a = Table::new(50, 16, opt);
+            a.init_uniform(0.5, &mut rng);
+            let mut b = a.clone();
+            for step in 0..4 {
+                let rows: Vec<u32> = (0..40).map(|i| ((i * 7 + step * 3) % 50) as u32).collect();
+                let grads: Vec<f32> = (0..rows.len() * 16).map(|i| ((i + step * 11) as f32 * 0.37).sin()).collect();
+                a.update(&rows, &grads);
+                b.update_rows(&rows, &grads);
+            }
+            let bits = |t: &Table| t.weights.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{opt:?}");
+        }
     }
 
     #[test]

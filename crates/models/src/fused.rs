@@ -258,25 +258,6 @@ pub(crate) mod kernels {
     /// Rows per parallel chunk of the element-wise passes: fixed, so sums are in a fixed order.
     const ROWS: usize = 64;
 
-    /// Runs `f` compiled for AVX2 where the CPU has it (the crate's baseline is SSE2, so plain
-    /// loops would use 4-wide vectors). No FMA is enabled: `a * b + c` rounds twice on either path,
-    /// so the results are the same bits with and without AVX2.
-    #[inline(always)]
-    fn simd<R>(f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { avx2(f) };
-            }
-        }
-        f()
-    }
-
     /// ReLU as burn-flex computes it (a select, so the loops vectorise).
     #[inline(always)]
     fn relu1(v: f32) -> f32 {
@@ -294,18 +275,27 @@ pub(crate) mod kernels {
         assert_eq!(bias.len(), o, "fused linear: bias has {} values for {o} outputs", bias.len());
         let mut out = vec![0.0f32; b * o];
         gemm_into(&mut out, &xv, &wv);
-        out.par_chunks_mut(ROWS * o).for_each(|chunk| {
-            simd(|| {
-                for row in chunk.chunks_exact_mut(o) {
-                    if relu {
-                        row.iter_mut().zip(bias.iter()).for_each(|(v, &c)| *v = relu1(*v + c));
-                    } else {
-                        row.iter_mut().zip(bias.iter()).for_each(|(v, &c)| *v += c);
-                    }
-                }
-            })
-        });
+        out.par_chunks_mut(ROWS * o).for_each(|chunk| bias_act_wide(chunk, &bias, relu));
         tensor(out, vec![b, o])
+    }
+
+    // The per-chunk loops below run compiled for AVX2 where the CPU has it (same bits, see
+    // cqr_methods::simd).
+    cqr_methods::avx2_fn!(fn bias_act_wide => bias_act, (chunk: &mut [f32], bias: &[f32], relu: bool));
+    cqr_methods::avx2_fn!(fn mask_colsum_wide => mask_colsum, (g: &mut [f32], y: &[f32], o: usize, relu: bool) -> Vec<f32>);
+    cqr_methods::avx2_fn!(fn gram_rows_wide => gram_rows, (chunk: &mut [f32], s0: usize, x: &[f32], emb: &[f32], shape: Shape3));
+    cqr_methods::avx2_fn!(fn gram_rows_backward_wide => gram_rows_backward, (dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], shape: Shape3));
+
+    /// `row += bias`, then ReLU when `relu`, for each row of `chunk`.
+    #[inline(always)]
+    fn bias_act(chunk: &mut [f32], bias: &[f32], relu: bool) {
+        for row in chunk.chunks_exact_mut(bias.len()) {
+            if relu {
+                row.iter_mut().zip(bias).for_each(|(v, &c)| *v = relu1(*v + c));
+            } else {
+                row.iter_mut().zip(bias).for_each(|(v, &c)| *v += c);
+            }
+        }
     }
 
     /// `(dx, dw, db)`; `dx` only when `want_dx`, `dw` only when `want_dw`.
@@ -319,18 +309,7 @@ pub(crate) mod kernels {
         let partial: Vec<Vec<f32>> = gm
             .par_chunks_mut(ROWS * o)
             .zip(y.par_chunks(ROWS * o))
-            .map(|(gc, yc)| {
-                simd(|| {
-                    let mut sum = vec![0.0f32; o];
-                    for (gr, yr) in gc.chunks_exact_mut(o).zip(yc.chunks_exact(o)) {
-                        if relu {
-                            gr.iter_mut().zip(yr).for_each(|(gv, &yv)| *gv = if yv > 0.0 { *gv } else { 0.0 });
-                        }
-                        sum.iter_mut().zip(gr.iter()).for_each(|(s, &gv)| *s += gv);
-                    }
-                    sum
-                })
-            })
+            .map(|(gc, yc)| mask_colsum_wide(gc, yc, o, relu))
             .collect();
         let mut db = vec![0.0f32; o];
         for p in &partial {
@@ -349,6 +328,19 @@ pub(crate) mod kernels {
             tensor(dx, vec![b, wv.rows])
         });
         (dx, dw, tensor(db, vec![o]))
+    }
+
+    /// Zeroes `g` where the output `y` is not positive (when `relu`) and returns its column sums.
+    #[inline(always)]
+    fn mask_colsum(g: &mut [f32], y: &[f32], o: usize, relu: bool) -> Vec<f32> {
+        let mut sum = vec![0.0f32; o];
+        for (gr, yr) in g.chunks_exact_mut(o).zip(y.chunks_exact(o)) {
+            if relu {
+                gr.iter_mut().zip(yr).for_each(|(gv, &yv)| *gv = if yv > 0.0 { *gv } else { 0.0 });
+            }
+            sum.iter_mut().zip(gr.iter()).for_each(|(s, &gv)| *s += gv);
+        }
+        sum
     }
 
     /// The number of pairs of `f` vectors.
@@ -386,36 +378,49 @@ pub(crate) mod kernels {
         out.iter_mut().zip(acc).for_each(|(o, c)| *o += c);
     }
 
+    /// `[tables, batch, dim]`.
+    #[derive(Clone, Copy)]
+    struct Shape3 {
+        t: usize,
+        b: usize,
+        d: usize,
+    }
+
+    /// The interaction's output rows `chunk` of the samples from `s0` on.
+    #[inline(always)]
+    fn gram_rows(chunk: &mut [f32], s0: usize, x: &[f32], emb: &[f32], Shape3 { t, b, d }: Shape3) {
+        let f = t + 1;
+        let (width, fp) = (d + n_pairs(f), round_up(f));
+        // v [f, d] and its transpose vt [d, fp] (zero padding), so row i of the Gram matrix is
+        // vt's rows weighted by v_i.
+        let (mut v, mut vt) = (vec![0.0f32; f * d], vec![0.0f32; d * fp]);
+        for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
+            gather(&mut v, x, emb, s0 + r, b, d);
+            for (i, vi) in v.chunks_exact(d).enumerate() {
+                vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
+            }
+            row[..d].copy_from_slice(&v[..d]);
+            row[d..].fill(0.0);
+            let mut p = d;
+            for i in 1..f {
+                let vi = &v[i * d..(i + 1) * d];
+                for j0 in (0..i).step_by(L) {
+                    block_axpy(&mut row[p + j0..p + i.min(j0 + L)], vi, &vt, fp, j0);
+                }
+                p += i;
+            }
+        }
+    }
+
     pub fn interaction_forward(x: &FlexTensor, emb: &FlexTensor) -> FlexTensor {
         let [t, b, d] = dims::<3>(emb);
         assert_eq!(dims::<2>(x), [b, d], "fused interaction: x must be [batch, dim]");
         let (x, emb) = (contiguous(x), contiguous(emb));
         let f = t + 1;
         let width = d + n_pairs(f);
-        let fp = round_up(f);
         let mut out = vec![0.0f32; b * width];
-        out.par_chunks_mut(ROWS * width).enumerate().for_each(|(c, chunk)| simd(|| {
-            // v [f, d] and its transpose vt [d, fp] (zero padding), so row i of the Gram matrix
-            // is vt's rows weighted by v_i.
-            let (mut v, mut vt) = (vec![0.0f32; f * d], vec![0.0f32; d * fp]);
-            for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
-                let s = c * ROWS + r;
-                gather(&mut v, &x, &emb, s, b, d);
-                for (i, vi) in v.chunks_exact(d).enumerate() {
-                    vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
-                }
-                row[..d].copy_from_slice(&v[..d]);
-                row[d..].fill(0.0);
-                let mut p = d;
-                for i in 1..f {
-                    let vi = &v[i * d..(i + 1) * d];
-                    for j0 in (0..i).step_by(L) {
-                        block_axpy(&mut row[p + j0..p + i.min(j0 + L)], vi, &vt, fp, j0);
-                    }
-                    p += i;
-                }
-            }
-        }));
+        let shape = Shape3 { t, b, d };
+        out.par_chunks_mut(ROWS * width).enumerate().for_each(|(c, chunk)| gram_rows_wide(chunk, c * ROWS, &x, &emb, shape));
         tensor(out, vec![b, width])
     }
 
@@ -425,6 +430,47 @@ pub(crate) mod kernels {
     // SAFETY: every use writes disjoint elements (one sample's rows per iteration).
     unsafe impl Send for Shared {}
     unsafe impl Sync for Shared {}
+
+    /// The gradients of the samples from `s0` on: `dxc` (their rows of dx) and their rows of demb
+    /// (through `de`), from the upstream gradient `g`.
+    #[inline(always)]
+    fn gram_rows_backward(dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], Shape3 { t, b, d }: Shape3) {
+        let f = t + 1;
+        let (width, dp) = (d + n_pairs(f), round_up(d));
+        // vs [f, d] as gathered, v [f, dp] (zero padding), sym [f, f], dv [f, d].
+        let (mut vs, mut v) = (vec![0.0f32; f * d], vec![0.0f32; f * dp]);
+        let (mut sym, mut dv) = (vec![0.0f32; f * f], vec![0.0f32; f * d]);
+        for (r, dxr) in dxc.chunks_exact_mut(d).enumerate() {
+            let s = s0 + r;
+            gather(&mut vs, x, emb, s, b, d);
+            for (vp, vr) in v.chunks_exact_mut(dp).zip(vs.chunks_exact(d)) {
+                vp[..d].copy_from_slice(vr);
+            }
+            let gr = &g[s * width..(s + 1) * width];
+            // dV = S V with S symmetric, S_ij = S_ji = g_ij (i > j), zero diagonal.
+            let mut p = d;
+            for i in 1..f {
+                for j in 0..i {
+                    sym[i * f + j] = gr[p];
+                    sym[j * f + i] = gr[p];
+                    p += 1;
+                }
+            }
+            dv.fill(0.0);
+            for (i, dvi) in dv.chunks_exact_mut(d).enumerate() {
+                for e0 in (0..d).step_by(L) {
+                    block_axpy(&mut dvi[e0..d.min(e0 + L)], &sym[i * f..(i + 1) * f], &v, dp, e0);
+                }
+            }
+            dv[..d].iter_mut().zip(&gr[..d]).for_each(|(a, &b)| *a += b);
+            dxr.copy_from_slice(&dv[..d]);
+            for k in 0..t {
+                // SAFETY: row (k, s) of demb belongs to sample s alone; the buffer outlives the loop.
+                let dst = unsafe { std::slice::from_raw_parts_mut(de.0.add((k * b + s) * d), d) };
+                dst.copy_from_slice(&dv[(k + 1) * d..(k + 2) * d]);
+            }
+        }
+    }
 
     /// `(dx [b, d], demb [t, b, d])`.
     pub fn interaction_backward(x: &FlexTensor, emb: &FlexTensor, g: &FlexTensor) -> (FlexTensor, FlexTensor) {
@@ -436,43 +482,8 @@ pub(crate) mod kernels {
         let mut dx = vec![0.0f32; b * d];
         let mut demb = vec![0.0f32; t * b * d];
         let de = Shared(demb.as_mut_ptr());
-        let dp = round_up(d);
-        dx.par_chunks_mut(ROWS * d).enumerate().for_each(|(c, dxc)| simd(|| {
-            let de = de;
-            // v [f, dp] (zero padding), sym [f, f], dv [f, d].
-            let (mut v, mut dv, mut sym) = (vec![0.0f32; f * dp], vec![0.0f32; f * d], vec![0.0f32; f * f]);
-            let mut vs = vec![0.0f32; f * d];
-            for (r, dxr) in dxc.chunks_exact_mut(d).enumerate() {
-                let s = c * ROWS + r;
-                gather(&mut vs, &x, &emb, s, b, d);
-                for (vp, vr) in v.chunks_exact_mut(dp).zip(vs.chunks_exact(d)) {
-                    vp[..d].copy_from_slice(vr);
-                }
-                let gr = &g[s * width..(s + 1) * width];
-                // dV = S V with S symmetric, S_ij = S_ji = g_ij (i > j), zero diagonal.
-                let mut p = d;
-                for i in 1..f {
-                    for j in 0..i {
-                        sym[i * f + j] = gr[p];
-                        sym[j * f + i] = gr[p];
-                        p += 1;
-                    }
-                }
-                dv.fill(0.0);
-                for (i, dvi) in dv.chunks_exact_mut(d).enumerate() {
-                    for e0 in (0..d).step_by(L) {
-                        block_axpy(&mut dvi[e0..d.min(e0 + L)], &sym[i * f..(i + 1) * f], &v, dp, e0);
-                    }
-                }
-                dv[..d].iter_mut().zip(&gr[..d]).for_each(|(a, &b)| *a += b);
-                dxr.copy_from_slice(&dv[..d]);
-                for k in 0..t {
-                    // SAFETY: row (k, s) of demb belongs to sample s alone; the buffer outlives the loop.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(de.0.add((k * b + s) * d), d) };
-                    dst.copy_from_slice(&dv[(k + 1) * d..(k + 2) * d]);
-                }
-            }
-        }));
+        let shape = Shape3 { t, b, d };
+        dx.par_chunks_mut(ROWS * d).enumerate().for_each(|(c, dxc)| gram_rows_backward_wide(dxc, de, c * ROWS, &x, &emb, &g, shape));
         (tensor(dx, vec![b, d]), tensor(demb, vec![t, b, d]))
     }
 
