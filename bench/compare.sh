@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Same-run comparison: `cqr bench` and the PyTorch scripts, alternating, REPEATS times.
 # Usage: bench/compare.sh PYTHON [REPEATS]   (PYTHON: a venv's python with torch installed)
-# Prints every figure and the ratios cqr-bench / PyTorch per repeat. Not part of CI.
+# Prints every figure and the ratios cqr-bench / PyTorch per repeat, for the fused kernels (the
+# default) and, in the same alternation, burn's op graph (CQR_KERNELS=burn). Not part of CI.
 set -euo pipefail
 py="${1:?usage: bench/compare.sh PYTHON [REPEATS]}"
 reps="${2:-3}"
@@ -12,12 +13,13 @@ cpu() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | xargs; }
 simd=$(grep -qw avx512f /proc/cpuinfo && echo AVX-512 || echo "no AVX-512")
 echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(cpu 'model name') (family $(cpu 'cpu family'), model $(cpu 'model[[:space:]]*:'), $simd), $(nproc) cores"
 sps() { awk '/samples\/s/ {for (i = 1; i <= NF; i++) if ($i == "samples/s") print $(i + 1)}'; }
-ours() { "$cqr" bench --steps 50 --repeats 1 --cases "$1" | awk -F'|' -v c="$1" '$2 ~ " "c" " {gsub(/ /, "", $7); print $7}'; }
+ours() { CQR_KERNELS="$2" "$cqr" bench --steps 50 --repeats 1 --cases "$1" | awk -F'|' -v c="$1" '$2 ~ " "c" " {gsub(/ /, "", $7); print $7}'; }
+x() { echo "scale=2; $1 / $2" | bc; }
 for r in $(seq 1 "$reps"); do
-  a=$(ours dense-10k);  b=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 10000 --variant dense | sps)
-  c=$(ours dense-1m);   d=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 1000000 --variant sparse | sps)
-  e=$(ours gmf-ml1m);   f=$("$py" bench/pytorch_gmf.py --steps 500 | sps)
-  echo "repeat $r: 26x10k dense: cqr $a vs torch (Adam) $b = $(echo "scale=2; $a / $b" | bc)x;" \
-       "26x1M sparse: cqr $c vs torch (SparseAdam) $d = $(echo "scale=2; $c / $d" | bc)x;" \
-       "GMF ML-1M: cqr $e vs torch $f = $(echo "scale=2; $e / $f" | bc)x"
+  a=$(ours dense-10k fused); a0=$(ours dense-10k burn); b=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 10000 --variant dense | sps)
+  c=$(ours dense-1m fused);  c0=$(ours dense-1m burn);  d=$("$py" bench/pytorch_dlrm.py --steps 50 --rows 1000000 --variant sparse | sps)
+  e=$(ours gmf-ml1m fused);  f=$("$py" bench/pytorch_gmf.py --steps 500 | sps)
+  echo "repeat $r: 26x10k dense: cqr $a (burn graph $a0) vs torch (Adam) $b = $(x "$a" "$b")x ($(x "$a0" "$b")x);" \
+       "26x1M sparse: cqr $c (burn graph $c0) vs torch (SparseAdam) $d = $(x "$c" "$d")x ($(x "$c0" "$d")x);" \
+       "GMF ML-1M: cqr $e vs torch $f = $(x "$e" "$f")x"
 done
