@@ -226,16 +226,21 @@ pub(crate) mod kernels {
         }
     }
 
-    /// `dst [m, n] (row-major, contiguous) = a [m, k] · b [k, n]`.
-    fn gemm_into(dst: &mut [f32], a: &View, b: &View) {
+    /// `a [m, k] · b [k, n]` as a new row-major `[m, n]` buffer. gemm writes every element
+    /// without reading the destination (`read_dst = false`), so the buffer is not zeroed first
+    /// (a memset of up to 4 MB per product otherwise).
+    fn gemm_new(a: &View, b: &View) -> Vec<f32> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         assert_eq!(k, b.rows, "fused op: inner dimensions differ");
-        assert_eq!(dst.len(), m * n);
+        let mut dst = Vec::<f32>::with_capacity(m * n);
         // SAFETY: the views describe valid strided matrices of the given sizes (from their
-        // tensors' layouts); dst is a contiguous m x n buffer, not read (read_dst = false).
+        // tensors' layouts); dst has room for m x n values, written (never read) through the raw
+        // pointer, all of them, before the length is set.
         unsafe {
             gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0f32, 1.0f32, false, false, false, parallelism(m, n, k));
+            dst.set_len(m * n);
         }
+        dst
     }
 
     fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -273,8 +278,7 @@ pub(crate) mod kernels {
         let (b, o) = (xv.rows, wv.cols);
         let bias = contiguous(bias);
         assert_eq!(bias.len(), o, "fused linear: bias has {} values for {o} outputs", bias.len());
-        let mut out = vec![0.0f32; b * o];
-        gemm_into(&mut out, &xv, &wv);
+        let mut out = gemm_new(&xv, &wv);
         out.par_chunks_mut(ROWS * o).for_each(|chunk| bias_act_wide(chunk, &bias, relu));
         tensor(out, vec![b, o])
     }
@@ -317,16 +321,8 @@ pub(crate) mod kernels {
         }
         let gv = View { ptr: gm.as_ptr(), rs: o as isize, cs: 1, rows: b, cols: o };
         let (xv, wv) = (View::of(x), View::of(w));
-        let dw = want_dw.then(|| {
-            let mut dw = vec![0.0f32; xv.cols * o];
-            gemm_into(&mut dw, &View::of(x).t(), &gv);
-            tensor(dw, vec![xv.cols, o])
-        });
-        let dx = want_dx.then(|| {
-            let mut dx = vec![0.0f32; b * wv.rows];
-            gemm_into(&mut dx, &gv, &View::of(w).t());
-            tensor(dx, vec![b, wv.rows])
-        });
+        let dw = want_dw.then(|| tensor(gemm_new(&View::of(x).t(), &gv), vec![xv.cols, o]));
+        let dx = want_dx.then(|| tensor(gemm_new(&gv, &View::of(w).t()), vec![b, wv.rows]));
         (dx, dw, tensor(db, vec![o]))
     }
 
