@@ -344,13 +344,14 @@ pub(crate) mod kernels {
         f * (f - 1) / 2
     }
 
-    /// Copies sample `s`'s `f` vectors (`x[s]`, then `emb[k, s]`) into `v [f, d]`.
+    /// Copies sample `s`'s `f` vectors (`x[s]`, then `emb[k, s]`) into the rows of `v`, `stride`
+    /// values apart (`stride >= d`; padding untouched).
     #[inline(always)]
-    fn gather(v: &mut [f32], x: &[f32], emb: &[f32], s: usize, b: usize, d: usize) {
-        v[..d].copy_from_slice(&x[s * d..(s + 1) * d]);
-        for (k, vk) in v[d..].chunks_exact_mut(d).enumerate() {
+    fn gather(v: &mut [f32], stride: usize, x: &[f32], emb: &[f32], s: usize, b: usize, d: usize) {
+        v[..d].iter_mut().zip(&x[s * d..(s + 1) * d]).for_each(|(o, &a)| *o = a);
+        for (k, vk) in v[stride..].chunks_exact_mut(stride).enumerate() {
             let at = (k * b + s) * d;
-            vk.copy_from_slice(&emb[at..at + d]);
+            vk[..d].iter_mut().zip(&emb[at..at + d]).for_each(|(o, &a)| *o = a);
         }
     }
 
@@ -391,7 +392,7 @@ pub(crate) mod kernels {
         // vt's rows weighted by v_i.
         let (mut v, mut vt) = (vec![0.0f32; f * d], vec![0.0f32; d * fp]);
         for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
-            gather(&mut v, x, emb, s0 + r, b, d);
+            gather(&mut v, d, x, emb, s0 + r, b, d);
             for (i, vi) in v.chunks_exact(d).enumerate() {
                 vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
             }
@@ -433,15 +434,12 @@ pub(crate) mod kernels {
     fn gram_rows_backward(dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], Shape3 { t, b, d }: Shape3) {
         let f = t + 1;
         let (width, dp) = (d + n_pairs(f), round_up(d));
-        // vs [f, d] as gathered, v [f, dp] (zero padding), sym [f, f], dv [f, d].
-        let (mut vs, mut v) = (vec![0.0f32; f * d], vec![0.0f32; f * dp]);
+        // v [f, dp] (zero padding), sym [f, f], dv [f, d].
+        let mut v = vec![0.0f32; f * dp];
         let (mut sym, mut dv) = (vec![0.0f32; f * f], vec![0.0f32; f * d]);
         for (r, dxr) in dxc.chunks_exact_mut(d).enumerate() {
             let s = s0 + r;
-            gather(&mut vs, x, emb, s, b, d);
-            for (vp, vr) in v.chunks_exact_mut(dp).zip(vs.chunks_exact(d)) {
-                vp[..d].copy_from_slice(vr);
-            }
+            gather(&mut v, dp, x, emb, s, b, d);
             let gr = &g[s * width..(s + 1) * width];
             // dV = S V with S symmetric, S_ij = S_ji = g_ij (i > j), zero diagonal.
             let mut p = d;
@@ -463,7 +461,7 @@ pub(crate) mod kernels {
             for k in 0..t {
                 // SAFETY: row (k, s) of demb belongs to sample s alone; the buffer outlives the loop.
                 let dst = unsafe { std::slice::from_raw_parts_mut(de.0.add((k * b + s) * d), d) };
-                dst.copy_from_slice(&dv[(k + 1) * d..(k + 2) * d]);
+                dst.iter_mut().zip(&dv[(k + 1) * d..(k + 2) * d]).for_each(|(o, &a)| *o = a);
             }
         }
     }
