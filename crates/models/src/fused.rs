@@ -592,6 +592,33 @@ mod tests {
         assert_close("dz", &vec(z.grad(&g1).unwrap()), &vec(z.grad(&g2).unwrap()), 1e-6);
     }
 
+    /// A whole DLRM step (bottom MLP, interaction, top MLP, loss) through the fused ops against
+    /// the same module through burn's graph: logits, loss and the embeddings' gradient (which
+    /// flows back through every layer of the top MLP and the interaction).
+    #[test]
+    fn dlrm_step_matches_burn_graph() {
+        use crate::net::{Dlrm, DlrmConfig};
+        let device = Device::flex().autodiff();
+        let (t, b) = (6, 300);
+        let model = Dlrm::new(&DlrmConfig::small(), 13, t, 3, &device);
+        let dense = rand_tensor([b, 13], 14, &device);
+        let labels = rand_tensor([b, 1], 15, &device).greater_elem(0.0).float();
+        let run = |fused: bool| {
+            let emb = rand_tensor([t, b, 16], 16, &device).require_grad();
+            let logits = model.forward_with(dense.clone(), emb.clone(), fused);
+            let loss = if fused { bce(logits.clone(), labels.clone()) } else { bce_with_logits(logits.clone(), labels.clone()) };
+            let grads = loss.clone().backward();
+            (vec(logits), vec(loss), vec(emb.grad(&grads).unwrap()))
+        };
+        let ((l1, loss1, g1), (l2, loss2, g2)) = (run(true), run(false));
+        assert_close("logits", &l1, &l2, 1e-5);
+        assert_close("loss", &loss1, &loss2, 1e-6);
+        // Against the largest gradient: entries are ~1e-3 (a mean over 300 samples).
+        let scale = g2.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = g1.iter().zip(&g2).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(scale > 0.0 && worst <= 1e-4 * scale, "d emb: worst difference {worst} at scale {scale}");
+    }
+
     /// Without autodiff (evaluation) the ops run on Flex directly and give the same values.
     #[test]
     fn inference_path_matches_autodiff_path() {
