@@ -1,17 +1,19 @@
 //! The networks: DLRM (Naumov et al., 2019) and GMF, as burn modules. Embedding tables are not
 //! part of these modules: their output arrives as one `[tables, batch, dim]` tensor (see
-//! `tables.rs` for why).
+//! `tables.rs` for why). On the Flex CPU backend the linear layers, DLRM's interaction and the loss
+//! run as the fused ops of `fused.rs`; elsewhere (wgpu) and under `CQR_KERNELS=burn` as burn's
+//! op graph, which stays here as the reference the fused ops are tested against.
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
-
-use crate::fused;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
+
+use crate::fused;
 
 /// Layer sizes of DLRM. `bottom` starts with the number of dense features and ends with the
 /// embedding dim; `top` lists the hidden sizes and ends with 1 (its input size is derived).
