@@ -29,8 +29,13 @@ pub use table::{load_table, TableConfig, TableFormat};
 pub mod samples {
     use std::path::PathBuf;
 
+    /// The checkout: two levels above a crate's manifest (every crate sits at `crates/<name>`).
+    /// Under cargo (tests, `cargo run`) the run-time `CARGO_MANIFEST_DIR` names the checkout
+    /// being tested; the compile-time one is only a fallback, since a target dir shared between
+    /// checkouts reuses this crate's build from another clone (seen 2026-12-06: tests here read
+    /// a deleted CI clone's path, and a CI clone would read the development tree's files).
     fn repo_root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from).join("../..")
     }
 
     /// The committed Criteo Terabyte sample (CC BY-NC-SA 4.0, see datasets/criteo/).

@@ -79,6 +79,11 @@ impl Dcn {
         Dcn { cross, deep, out, n_dense }
     }
 
+    /// The deep network at `precision` (cross layers and output stay f32).
+    pub fn with_precision(self, precision: crate::fused::Precision) -> Self {
+        Dcn { deep: self.deep.with_precision(precision), ..self }
+    }
+
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
         let x0 = flat_input(dense, emb, self.n_dense); // [batch, n]

@@ -44,6 +44,11 @@ impl DeepFm {
         DeepFm { body: LinearDeep::new(cfg, n_dense, n_tables, seed, device) }
     }
 
+    /// The DNN at `precision` (see [`LinearDeep::with_precision`]).
+    pub fn with_precision(self, precision: crate::fused::Precision) -> Self {
+        DeepFm { body: self.body.with_precision(precision) }
+    }
+
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
         let x0 = self.body.input(dense, emb.clone()); // [batch, n]

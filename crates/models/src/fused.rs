@@ -41,8 +41,9 @@ use rayon::prelude::*;
 /// The fused ops (see the module docs for shapes and semantics).
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
-    /// `x [b, i]`, `w [i, o]`, `bias [o]` -> `act(x·w + bias)` `[b, o]`.
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
+    /// `x [b, i]`, `w [i, o]`, `bias [o]` -> `act(x·w + bias)` `[b, o]`; with `bf16`, the GEMMs'
+    /// operands rounded to bf16 (see [`Precision`]).
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool, bf16: bool) -> FloatTensor<Self>;
     /// `x [b, d]`, `emb [t, b, d]` -> `[b, d + (t+1)t/2]`.
     fn fused_interaction(x: FloatTensor<Self>, emb: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `z [b, 1]`, `y [b, 1]` -> mean BCE-with-logits `[1]`.
@@ -66,9 +67,50 @@ pub fn kernels() -> &'static str {
     }
 }
 
+/// The arithmetic of the MLPs' matrix products (`precision` in a training config).
+///
+/// - `f32` (the default): f32 operands, f32 accumulation.
+/// - `bf16`: the numerics of bf16 GEMMs with f32 accumulation and f32 master weights, as mixed
+///   precision training uses them: each linear layer rounds its input `x` and weight `w` to bf16
+///   (round to nearest, ties to even) for `x·w`; the backward pass rounds the upstream gradient
+///   (after the ReLU mask; the bias gradient sums it unrounded) for `dW = xᵀ·g` and `dX = g·wᵀ`.
+///   Products of bf16 values are exact in f32, so running them through the f32 GEMM gives what a
+///   bf16 GEMM accumulating in f32 gives (up to summation order). Bias, ReLU, the optimizer state
+///   and the weights themselves stay f32, as do the embedding tables, DLRM's interaction, DCN's
+///   cross layers and the linear ("wide") parts. This build has no native bf16 kernel: the values
+///   are rounded in f32 buffers and multiplied by the f32 GEMM, so bf16 costs a rounding pass per
+///   operand and saves neither time nor memory; it answers what bf16 does to accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
 /// [`FusedOps::fused_linear`] on tensors.
-pub fn linear(x: Tensor<2>, w: Tensor<2>, bias: Tensor<1>, relu: bool) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), bias.into_dispatch(), relu))
+pub fn linear(x: Tensor<2>, w: Tensor<2>, bias: Tensor<1>, relu: bool, precision: Precision) -> Tensor<2> {
+    let bf16 = precision == Precision::Bf16;
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), bias.into_dispatch(), relu, bf16))
+}
+
+/// `v` rounded to the nearest bf16 value (ties to even), as an f32: the low 16 bits cleared.
+/// NaN stays NaN; values beyond bf16's largest finite value round to infinity.
+#[inline(always)]
+pub fn round_bf16(v: f32) -> f32 {
+    let b = v.to_bits();
+    let r = f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000);
+    if v.is_nan() {
+        v
+    } else {
+        r
+    }
 }
 
 /// [`FusedOps::fused_interaction`] on tensors.
@@ -82,7 +124,8 @@ pub fn bce(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
 }
 
 impl FusedOps for Flex {
-    fn fused_linear(x: FlexTensor, w: FlexTensor, bias: FlexTensor, relu: bool) -> FlexTensor {
+    fn fused_linear(x: FlexTensor, w: FlexTensor, bias: FlexTensor, relu: bool, bf16: bool) -> FlexTensor {
+        let (x, w) = kernels::operands(x, w, bf16);
         kernels::linear_forward(&x, &w, &bias, relu)
     }
     fn fused_interaction(x: FlexTensor, emb: FlexTensor) -> FlexTensor {
@@ -97,14 +140,15 @@ impl FusedOps for Flex {
 struct LinearBackward;
 
 impl Backward<Flex, 3> for LinearBackward {
-    /// x, w, the output (for the ReLU mask), relu.
-    type State = (FlexTensor, FlexTensor, FlexTensor, bool);
+    /// x, w (both rounded when bf16), the output (for the ReLU mask), relu, bf16.
+    type State = (FlexTensor, FlexTensor, FlexTensor, bool, bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, w, y, relu) = ops.state;
+        let (x, w, y, relu, bf16) = ops.state;
         let g = grads.consume::<Flex>(&ops.node);
         let [px, pw, pb] = ops.parents;
-        let (dx, dw, db) = kernels::linear_backward(&x, &w, &y, g, relu, px.is_some(), pw.is_some());
+        let act = kernels::Act { relu, bf16 };
+        let (dx, dw, db) = kernels::linear_backward(&x, &w, &y, g, act, px.is_some(), pw.is_some());
         if let (Some(p), Some(d)) = (px, dx) {
             grads.register::<Flex>(p.id, d);
         }
@@ -158,12 +202,13 @@ impl Backward<Flex, 2> for BceBackward {
 type Ad<C> = Autodiff<Flex, C>;
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool) -> FloatTensor<Self> {
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool, bf16: bool) -> FloatTensor<Self> {
         let prep = LinearBackward.prepare::<C>([x.node(), w.node(), bias.node()]).compute_bound().stateful();
-        let (x, w, bias) = (Ad::<C>::inner(x), Ad::<C>::inner(w), Ad::<C>::inner(bias));
+        let (x, w) = kernels::operands(Ad::<C>::inner(x), Ad::<C>::inner(w), bf16);
+        let bias = Ad::<C>::inner(bias);
         let y = kernels::linear_forward(&x, &w, &bias, relu);
         match prep {
-            OpsKind::Tracked(prep) => prep.finish((x, w, y.clone(), relu), y),
+            OpsKind::Tracked(prep) => prep.finish((x, w, y.clone(), relu, bf16), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -286,9 +331,38 @@ pub(crate) mod kernels {
     // The per-chunk loops below run compiled for AVX2 where the CPU has it (same bits, see
     // cqr_methods::simd).
     cqr_methods::avx2_fn!(fn bias_act_wide => bias_act, (chunk: &mut [f32], bias: &[f32], relu: bool));
-    cqr_methods::avx2_fn!(fn mask_colsum_wide => mask_colsum, (g: &mut [f32], y: &[f32], o: usize, relu: bool) -> Vec<f32>);
+    cqr_methods::avx2_fn!(fn mask_colsum_wide => mask_colsum, (g: &mut [f32], y: &[f32], o: usize, act: Act) -> Vec<f32>);
+    cqr_methods::avx2_fn!(fn round_bf16_all_wide => round_bf16_all, (chunk: &mut [f32]));
     cqr_methods::avx2_fn!(fn gram_rows_wide => gram_rows, (chunk: &mut [f32], s0: usize, x: &[f32], emb: &[f32], shape: Shape3));
     cqr_methods::avx2_fn!(fn gram_rows_backward_wide => gram_rows_backward, (dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], shape: Shape3));
+
+    /// The GEMM operands of a linear layer: `x` and `w` as they are, or (`bf16`) new contiguous
+    /// copies rounded to bf16.
+    pub fn operands(x: FlexTensor, w: FlexTensor, bf16: bool) -> (FlexTensor, FlexTensor) {
+        if !bf16 {
+            return (x, w);
+        }
+        let round = |t: FlexTensor| {
+            let shape = dims::<2>(&t).to_vec();
+            let mut v = contiguous(&t).into_owned();
+            v.par_chunks_mut(ROWS * shape[1]).for_each(round_bf16_all_wide);
+            tensor(v, shape)
+        };
+        (round(x), round(w))
+    }
+
+    #[inline(always)]
+    fn round_bf16_all(chunk: &mut [f32]) {
+        chunk.iter_mut().for_each(|v| *v = round_bf16(*v));
+    }
+
+    /// What a linear layer's backward pass applies to the upstream gradient: the ReLU mask
+    /// (`relu`), then rounding to bf16 (`bf16`) after the bias gradient has summed it.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Act {
+        pub relu: bool,
+        pub bf16: bool,
+    }
 
     /// `row += bias`, then ReLU when `relu`, for each row of `chunk`.
     #[inline(always)]
@@ -302,9 +376,10 @@ pub(crate) mod kernels {
         }
     }
 
-    /// `(dx, dw, db)`; `dx` only when `want_dx`, `dw` only when `want_dw`.
-    /// The upstream gradient `g` is masked in place when its buffer is not shared.
-    pub fn linear_backward(x: &FlexTensor, w: &FlexTensor, y: &FlexTensor, g: FlexTensor, relu: bool, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+    /// `(dx, dw, db)`; `dx` only when `want_dx`, `dw` only when `want_dw`. `x` and `w` are the
+    /// operands the forward GEMM used. The upstream gradient `g` is masked (and rounded) in place
+    /// when its buffer is not shared.
+    pub fn linear_backward(x: &FlexTensor, w: &FlexTensor, y: &FlexTensor, g: FlexTensor, act: Act, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
         let [b, o] = dims::<2>(&g);
         let mut g = if g.is_contiguous() && g.layout().start_offset() == 0 { g } else { g.to_contiguous() };
         let gm: &mut [f32] = &mut g.storage_mut::<f32>()[..b * o];
@@ -313,7 +388,7 @@ pub(crate) mod kernels {
         let partial: Vec<Vec<f32>> = gm
             .par_chunks_mut(ROWS * o)
             .zip(y.par_chunks(ROWS * o))
-            .map(|(gc, yc)| mask_colsum_wide(gc, yc, o, relu))
+            .map(|(gc, yc)| mask_colsum_wide(gc, yc, o, act))
             .collect();
         let mut db = vec![0.0f32; o];
         for p in &partial {
@@ -326,15 +401,19 @@ pub(crate) mod kernels {
         (dx, dw, tensor(db, vec![o]))
     }
 
-    /// Zeroes `g` where the output `y` is not positive (when `relu`) and returns its column sums.
+    /// Zeroes `g` where the output `y` is not positive (when `act.relu`), returns its column
+    /// sums, then rounds it to bf16 (when `act.bf16`).
     #[inline(always)]
-    fn mask_colsum(g: &mut [f32], y: &[f32], o: usize, relu: bool) -> Vec<f32> {
+    fn mask_colsum(g: &mut [f32], y: &[f32], o: usize, act: Act) -> Vec<f32> {
         let mut sum = vec![0.0f32; o];
         for (gr, yr) in g.chunks_exact_mut(o).zip(y.chunks_exact(o)) {
-            if relu {
+            if act.relu {
                 gr.iter_mut().zip(yr).for_each(|(gv, &yv)| *gv = if yv > 0.0 { *gv } else { 0.0 });
             }
             sum.iter_mut().zip(gr.iter()).for_each(|(s, &gv)| *s += gv);
+            if act.bf16 {
+                round_bf16_all(gr);
+            }
         }
         sum
     }
@@ -538,7 +617,7 @@ mod tests {
             let w = rand_tensor([i, o], 2, &device).require_grad();
             let bias = rand_tensor([o], 3, &device).require_grad();
             let up = rand_tensor([b, o], 4, &device); // a random upstream gradient via <y, up>
-            let ours = linear(x.clone(), w.clone(), bias.clone(), relu_on);
+            let ours = linear(x.clone(), w.clone(), bias.clone(), relu_on, Precision::F32);
             let plain = x.clone().matmul(w.clone()) + bias.clone().unsqueeze::<2>();
             let plain = if relu_on { relu(plain) } else { plain };
             assert_eq!(vec(ours.clone()), vec(plain.clone()), "forward must be bit-identical");
@@ -627,9 +706,74 @@ mod tests {
         let run = |device: &Device| {
             let x = rand_tensor([70, 8], 10, device);
             let e = rand_tensor([3, 70, 8], 11, device);
-            let h = linear(x, rand_tensor([8, 8], 12, device), rand_tensor([8], 13, device), true);
+            let h = linear(x, rand_tensor([8, 8], 12, device), rand_tensor([8], 13, device), true, Precision::Bf16);
+            let h = linear(h, rand_tensor([8, 8], 17, device), rand_tensor([8], 18, device), true, Precision::F32);
             vec(interaction(h, e))
         };
         assert_eq!(run(&ad), run(&plain));
+    }
+
+    /// `round_bf16` against a search: the nearest of the two bf16 neighbours (low 16 bits zero)
+    /// in exact f64 distance, the even one (bit 16 clear) on a tie; specials and overflow.
+    #[test]
+    fn round_bf16_is_round_to_nearest_even() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let mut cases: Vec<u32> = (0..200_000).map(|_| rng.random::<u32>()).collect();
+        // Exact ties, one below and above them, around both parities of bit 16.
+        for base in [0x3F80_0000u32, 0x3F81_0000, 0xBF80_0000, 0xC2F1_0000, 0x0001_0000] {
+            cases.extend([base + 0x8000, base + 0x7FFF, base + 0x8001, base]);
+        }
+        for bits in cases {
+            let v = f32::from_bits(bits);
+            if !v.is_finite() {
+                continue;
+            }
+            let lo = bits & 0xFFFF_0000;
+            let hi = lo.wrapping_add(0x1_0000);
+            // Past the largest finite value the upper neighbour is infinity, at 2^128 for rounding.
+            let upper = |h: u32| if f32::from_bits(h).is_infinite() { 2f64.powi(128).copysign(v as f64) } else { f32::from_bits(h) as f64 };
+            let (dl, dh) = ((v as f64 - f32::from_bits(lo) as f64).abs(), (upper(hi) - v as f64).abs());
+            let want = if dl < dh || (dl == dh && lo & 0x1_0000 == 0) { lo } else { hi };
+            assert_eq!(round_bf16(v).to_bits(), want, "{v:e} ({bits:#010x})");
+        }
+        assert!(round_bf16(f32::NAN).is_nan() && round_bf16(f32::from_bits(0x7F80_0001)).is_nan());
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_bf16(f32::MAX), f32::INFINITY, "above bf16's largest finite value");
+        assert_eq!(round_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    /// The bf16 linear against a reference built by hand on rounded operands: the forward equals
+    /// burn's matmul of the rounded `x` and `w` bit for bit; the bias gradient sums the masked
+    /// upstream gradient unrounded; `dW` and `dX` multiply its rounded copy. The f32 path's
+    /// gradients differ from these (so the rounding is really applied).
+    #[test]
+    fn linear_bf16_is_the_f32_op_on_rounded_operands() {
+        let (device, plain_dev) = (Device::flex().autodiff(), Device::flex());
+        let rounded = |t: Tensor<2>| {
+            let shape = t.dims();
+            Tensor::<2>::from_data(TensorData::new(vec(t).into_iter().map(round_bf16).collect::<Vec<f32>>(), shape), &plain_dev)
+        };
+        for (relu_on, (b, i, o)) in [(true, (300, 13, 64)), (false, (130, 40, 3))] {
+            let x = (rand_tensor([b, i], 1, &device) * 3.0).require_grad();
+            let w = rand_tensor([i, o], 2, &device).require_grad();
+            let bias = rand_tensor([o], 3, &device).require_grad();
+            let up = rand_tensor([b, o], 4, &device);
+            let ours = linear(x.clone(), w.clone(), bias.clone(), relu_on, Precision::Bf16);
+            let (xr, wr) = (rounded(x.clone().inner()), rounded(w.clone().inner()));
+            let pre = xr.clone().matmul(wr.clone()) + bias.clone().inner().unsqueeze::<2>();
+            let want = if relu_on { relu(pre) } else { pre };
+            assert_eq!(vec(ours.clone()), vec(want.clone()), "forward: the f32 GEMM of rounded operands");
+            let grads = (ours * up.clone()).sum().backward();
+            let gm = if relu_on { up.clone().inner() * want.greater_elem(0.0).float() } else { up.clone().inner() };
+            assert_close("dbias", &vec(bias.grad(&grads).unwrap()), &vec(gm.clone().sum_dim(0).reshape([o])), 1e-5);
+            let gr = rounded(gm);
+            let (dw, dx) = (vec(w.grad(&grads).unwrap()), vec(x.grad(&grads).unwrap()));
+            let (dw_want, dx_want) = (vec(xr.transpose().matmul(gr.clone())), vec(gr.matmul(wr.transpose())));
+            assert_close("dw", &dw, &dw_want, 1e-5);
+            assert_close("dx", &dx, &dx_want, 1e-5);
+            let f32_grads = (linear(x.clone(), w.clone(), bias.clone(), relu_on, Precision::F32) * up).sum().backward();
+            let moved = vec(w.grad(&f32_grads).unwrap()).iter().zip(&dw).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(moved > 1e-3, "bf16 and f32 gradients should differ, largest difference {moved}");
+        }
     }
 }

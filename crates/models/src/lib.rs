@@ -10,6 +10,7 @@ pub mod train;
 pub mod wdl;
 
 pub use dcn::DcnConfig;
+pub use fused::Precision;
 pub use deepfm::DeepFmConfig;
 pub use net::DlrmConfig;
 pub use wdl::WdlConfig;

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::fused;
+use crate::fused::{self, Precision};
 
 /// Layer sizes of DLRM. `bottom` starts with the number of dense features and ends with the
 /// embedding dim; `top` lists the hidden sizes and ends with 1 (its input size is derived).
@@ -137,6 +137,11 @@ impl LinearDeep {
         LinearDeep { linear, deep, n_dense }
     }
 
+    /// The DNN at `precision` (the linear part stays f32).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        LinearDeep { deep: self.deep.with_precision(precision), ..self }
+    }
+
     /// The flat input `x0`: `[batch, n_dense + tables * dim]`.
     pub fn input(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
         flat_input(dense, emb, self.n_dense)
@@ -155,13 +160,22 @@ pub struct Mlp {
     layers: Vec<Linear>,
     #[module(skip)]
     relu_last: bool,
+    /// The arithmetic of the layers' GEMMs (f32 unless set by [`Mlp::with_precision`]).
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl Mlp {
-    /// Layers `sizes[0] -> sizes[1] -> ...`, each initialised by [`linear`].
+    /// Layers `sizes[0] -> sizes[1] -> ...`, each initialised by [`linear`]; f32 arithmetic.
     pub fn new(sizes: &[usize], relu_last: bool, rng: &mut ChaCha8Rng, device: &Device) -> Self {
         let layers = sizes.windows(2).map(|w| linear(w[0], w[1], rng, device)).collect();
-        Mlp { layers, relu_last }
+        Mlp { layers, relu_last, precision: Precision::F32 }
+    }
+
+    /// The same layers with the GEMM arithmetic `precision` (bf16 runs on the fused kernels only:
+    /// see [`Precision`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Mlp { precision, ..self }
     }
 
     /// `[batch, in] -> [batch, out]`, with the fused kernels where the device has them.
@@ -170,13 +184,15 @@ impl Mlp {
         self.forward_with(x, fused)
     }
 
-    /// [`Mlp::forward`] through the fused linear+bias+ReLU op (`fused`) or burn's graph.
+    /// [`Mlp::forward`] through the fused linear+bias+ReLU op (`fused`) or burn's graph (f32
+    /// only: a bf16 MLP panics there; training configs refuse that pairing up front).
     pub fn forward_with(&self, mut x: Tensor<2>, fused: bool) -> Tensor<2> {
+        assert!(fused || self.precision.is_f32(), "bf16 MLPs run on the fused CPU kernels only");
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
             let act = i + 1 < n || self.relu_last;
             x = match (&l.bias, fused) {
-                (Some(b), true) => fused::linear(x, l.weight.val(), b.val(), act),
+                (Some(b), true) => fused::linear(x, l.weight.val(), b.val(), act, self.precision),
                 _ => {
                     let y = l.forward(x);
                     if act {
@@ -215,6 +231,11 @@ impl Dlrm {
         sizes.extend(&cfg.top);
         let top = Mlp::new(&sizes, false, &mut rng, device);
         Dlrm { bottom, top, dim: cfg.dim, pairs }
+    }
+
+    /// Both MLPs at `precision` (the interaction stays f32).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Dlrm { bottom: self.bottom.map(|m| m.with_precision(precision)), top: self.top.with_precision(precision), ..self }
     }
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.

@@ -16,6 +16,7 @@ use cqr_methods::{Accounting, EmbeddingMethod, RowOptimizer};
 
 use crate::dcn::{Dcn, DcnConfig};
 use crate::deepfm::{DeepFm, DeepFmConfig};
+use crate::fused::Precision;
 use crate::net::{gmf_forward, loss, Dlrm, DlrmConfig};
 use crate::wdl::{Wdl, WdlConfig};
 use crate::tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
@@ -88,6 +89,12 @@ pub struct TrainConfig {
     /// full, so cell ids of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "Shuffle::is_full")]
     pub shuffle: Shuffle,
+    /// The arithmetic of the MLPs' matrix products: `f32` (default) or `bf16` (bf16 operands,
+    /// f32 accumulation and master weights; see [`Precision`]). bf16 needs the fused CPU
+    /// kernels (backend flex, not `CQR_KERNELS=burn`) and a model with an MLP. Not serialised
+    /// when f32, so cell ids of configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// The order of training rows within an epoch. Both are deterministic per seed and independent
@@ -158,6 +165,7 @@ impl Default for TrainConfig {
             backend: Backend::Flex,
             progress: false,
             shuffle: Shuffle::Full,
+            precision: Precision::F32,
         }
     }
 }
@@ -195,6 +203,9 @@ impl TrainConfig {
             if block_rows == 0 || window == 0 {
                 return bad(format!("shuffle: blocks needs block_rows >= 1 and window >= 1 (got {block_rows}, {window})"));
             }
+        }
+        if !self.precision.is_f32() && self.backend != Backend::Flex {
+            return bad(format!("precision: bf16 runs on the fused CPU kernels only (backend flex), not on {:?}", self.backend));
         }
         if let Some(wd) = self.weight_decay {
             if self.optimizer != OptimizerKind::Adamw {
@@ -458,12 +469,20 @@ fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: bu
 }
 
 impl Net {
-    fn new(model: &ModelConfig, ds: &Dataset, seed: u64, device: &Device) -> Result<Net, TrainError> {
+    fn new(model: &ModelConfig, ds: &Dataset, seed: u64, precision: Precision, device: &Device) -> Result<Net, TrainError> {
+        if !precision.is_f32() {
+            if matches!(model, ModelConfig::Gmf { .. }) {
+                return Err(TrainError::Config("precision: bf16 applies to MLPs; gmf has none".into()));
+            }
+            if !crate::fused::fused_available(device) {
+                return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {:?}", device)));
+            }
+        }
         let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
         Ok(match model {
             ModelConfig::Dlrm(c) => {
                 c.validate(n_dense).map_err(TrainError::Config)?;
-                Net::Dlrm(Dlrm::new(c, n_dense, n_cat, seed, device))
+                Net::Dlrm(Dlrm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Gmf { dim } => {
                 if n_cat != 2 || *dim == 0 {
@@ -473,15 +492,15 @@ impl Net {
             }
             ModelConfig::Dcn(c) => {
                 c.validate().map_err(TrainError::Config)?;
-                Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device))
+                Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Deepfm(c) => {
                 c.validate("deepfm").map_err(TrainError::Config)?;
-                Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device))
+                Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Wdl(c) => {
                 c.validate("wdl").map_err(TrainError::Config)?;
-                Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device))
+                Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
         })
     }
@@ -737,7 +756,7 @@ impl<'a> Trainer<'a> {
         let n_dense = ds.n_dense();
         let base = cfg.backend.device()?;
         let device = base.clone().autodiff();
-        let net = Net::new(model, ds, cfg.seed, &device)?;
+        let net = Net::new(model, ds, cfg.seed, cfg.precision, &device)?;
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
         let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) { train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect() } else { vec![] };
         let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed, &counts)?;

@@ -9,7 +9,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use cqr_data::synthetic::{generate_criteo, CriteoSynthConfig};
 use cqr_models::net::{bce_with_logits, Dlrm};
-use cqr_models::{train, Backend, DlrmConfig, EmbeddingSpec, ModelConfig, TrainConfig};
+use cqr_models::{train, Backend, DlrmConfig, EmbeddingSpec, ModelConfig, Precision, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -85,4 +85,7 @@ fn wgpu_matches_flex_over_an_epoch_of_training() {
         assert!(close(a.scores.val_bce, b.scores.val_bce) && close(a.scores.test_bce, b.scores.test_bce), "{:?} vs {:?}", a.scores, b.scores);
     }
     eprintln!("flex {:.0} samples/s, wgpu {:.0} samples/s", flex.train_samples_per_s, gpu.train_samples_per_s);
+    // bf16 runs on the fused CPU kernels only: refused on wgpu, before any training.
+    let err = train(&ds, &model, &spec, &TrainConfig { precision: Precision::Bf16, ..cfg(Backend::Wgpu) }).unwrap_err().to_string();
+    assert!(err.contains("bf16") && err.contains("fused"), "{err}");
 }

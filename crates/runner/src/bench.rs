@@ -7,7 +7,7 @@ use serde_json::json;
 
 use cqr_data::synthetic::KAGGLE_CARDINALITIES;
 use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gflops, random_dataset, random_gmf_dataset, throughput};
-use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, TrainConfig};
+use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, Precision, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
 const CASES: [(&str, &str, &str, usize, u64); 20] = [
@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub repeats: usize,
     pub cases: Vec<String>,
     pub backend: Backend,
+    /// Arithmetic of the DLRM MLPs' GEMMs (GMF has no MLP: f32).
+    pub precision: Precision,
     /// Rows of planted data whose ids count as seen before the cluster step.
     pub cluster_rows: usize,
     /// CQR options of the cluster step (JSON object; default `{"n_chunks": 4}`).
@@ -83,7 +85,7 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     let threads = rayon::current_num_threads();
     let device = o.backend.device()?;
     let peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
-    println!("{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph)", cpu_model(), o.backend, cqr_models::fused::kernels());
+    println!("{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph), MLP precision {:?}", cpu_model(), o.backend, cqr_models::fused::kernels(), o.precision);
     println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5): {peak:.1} GFLOP/s");
     if o.repeats == 0 {
         bail!("--repeats must be >= 1");
@@ -94,7 +96,7 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     if CASES.iter().any(|c| wanted(c.0)) {
         println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
     }
-    let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, ..Default::default() };
+    let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, precision: o.precision, ..Default::default() };
     for (name, model, method, vocab, cap) in CASES {
         if !wanted(name) {
             continue;
@@ -104,6 +106,7 @@ pub fn run(o: &BenchOptions) -> Result<()> {
             // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32; 10x the steps (a GMF
             // step is ~100x cheaper than a DLRM step, and 20 steps are too short to time).
             let ds = random_gmf_dataset(o.batch * o.steps * 10, 6040, 3706, 7);
+            let cfg = TrainConfig { precision: Precision::F32, ..cfg.clone() };
             (repeated(o.repeats, || throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg))?, "6040/3706".to_string(), None)
         } else {
             let ds = random_dataset(o.batch * o.steps, 26, vocab, 7);

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cqr_data::inspect::inspect_tabular;
 use cqr_data::movielens::load_movielens;
 use cqr_data::{BadRowPolicy, TabularFormat};
-use cqr_models::Backend;
+use cqr_models::{Backend, Precision};
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report_against};
 use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions};
@@ -108,6 +108,10 @@ enum Cmd {
         /// Backend of the MLPs (wgpu needs a build with `--features wgpu`).
         #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
         backend: BackendArg,
+        /// Arithmetic of the MLPs' matrix products (bf16: bf16 operands, f32 accumulation; the
+        /// fused CPU kernels only). GMF has no MLP and stays f32.
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+        precision: PrecisionArg,
         /// cluster-kaggle: rows of planted data whose ids count as seen.
         #[arg(long, default_value_t = 2_000_000)]
         cluster_rows: usize,
@@ -156,6 +160,21 @@ impl From<BackendArg> for Backend {
         match b {
             BackendArg::Flex => Backend::Flex,
             BackendArg::Wgpu => Backend::Wgpu,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
         }
     }
 }
@@ -320,8 +339,8 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
         }
-        Cmd::Bench { preset, batch, steps, repeats, cases, backend, cluster_rows, cluster_options, ingest_rows } => {
-            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), cluster_rows, cluster_options, ingest_rows })?
+        Cmd::Bench { preset, batch, steps, repeats, cases, backend, precision, cluster_rows, cluster_options, ingest_rows } => {
+            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), precision: precision.into(), cluster_rows, cluster_options, ingest_rows })?
         }
     }
     Ok(())

@@ -2,8 +2,14 @@
 
 use std::process::Command;
 
+/// The checkout under test: from cargo's run-time `CARGO_MANIFEST_DIR` (a compile-time path goes
+/// stale when a target dir shared between checkouts reuses this test's build).
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run under cargo test")).join("../..")
+}
+
 fn cqr(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cqr")).args(args).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cqr")).args(args).current_dir(root()).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -54,14 +60,14 @@ fn slurm_script_shards_cover_the_grid() {
         let out = Command::new("bash")
             .args(["-c", &format!("{shard_line} --dry-run")])
             .env("SLURM_ARRAY_TASK_ID", i.to_string())
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .current_dir(root())
             .output()
             .unwrap();
         assert!(out.status.success(), "shard {i}: {}", String::from_utf8_lossy(&out.stderr));
         union.extend(cells(&String::from_utf8_lossy(&out.stdout)));
     }
     for line in script.lines().filter(|l| l.contains(" sweep ") && l.contains("--max-cells 0")) {
-        let out = Command::new("bash").args(["-c", &format!("{line} --dry-run")]).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).output().unwrap();
+        let out = Command::new("bash").args(["-c", &format!("{line} --dry-run")]).current_dir(root()).output().unwrap();
         assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let mut want = cells(&all);

@@ -329,6 +329,9 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
         if let Err(e) = cfg.training.validate() {
             return Err(ctx.err("training", e));
         }
+        if matches!(model, ModelConfig::Gmf { .. }) && !cfg.training.precision.is_f32() {
+            return Err(ctx.err("training.precision", "bf16 applies to the MLPs' matrix products; gmf has no MLP"));
+        }
         if let (ModelConfig::Gmf { .. }, DatasetConfig::SyntheticCriteo(_) | DatasetConfig::Criteo(_) | DatasetConfig::Avazu(_)) = (&model, &cfg.dataset) {
             return Err(ctx.err("model.kind", "gmf needs a two-column (user, item) dataset: movielens or synthetic_gmf"));
         }
@@ -391,6 +394,21 @@ seeds: [0, 1]
         let first = &a.cells[0];
         assert_eq!(first.id, cell_id(&first.config));
         assert_eq!(first.id.len(), 16);
+    }
+
+    #[test]
+    fn precision_is_a_grid_axis_and_f32_keeps_the_ids() {
+        let e = err(&GOOD.replace("  epochs: 2\n", "  epochs: 2\n  precision: bf16\n"));
+        assert!(e.contains("training.precision") && e.contains("gmf has no MLP"), "{e}");
+        let dlrm = GOOD.replace("kind: synthetic_gmf\n  rows: 1000\n  users: 50\n  items: 50", "kind: synthetic_criteo\n  rows: 1000").replace("kind: gmf\n  dim: 8", "kind: dlrm\n  preset: small");
+        let plain = parse(&dlrm).unwrap();
+        let both = parse(&dlrm.replace("  epochs: 2\n", "  epochs: 2\n  precision: [f32, bf16]\n")).unwrap();
+        assert_eq!(both.cells.len(), 2 * plain.cells.len());
+        let f32_ids: std::collections::HashSet<_> = both.cells.iter().filter(|c| c.config.training.precision.is_f32()).map(|c| c.id.clone()).collect();
+        assert_eq!(f32_ids, plain.cells.iter().map(|c| c.id.clone()).collect(), "f32 is not serialised: the ids stay");
+        assert!(both.cells.iter().any(|c| c.config.training.precision == cqr_models::Precision::Bf16));
+        let e = err(&dlrm.replace("  epochs: 2\n", "  epochs: 2\n  precision: fp8\n"));
+        assert!(e.contains("training") && e.contains("fp8"), "{e}");
     }
 
     fn err(text: &str) -> String {
