@@ -26,6 +26,7 @@
 //! sets `CQR_KERNELS=burn` (the graph the records before this change were trained with). The unit
 //! tests below compare every op's values and gradients with that burn graph.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -51,11 +52,26 @@ pub trait FusedOps: Backend {
 }
 
 /// Whether the fused ops run on `device`: Flex (with or without autodiff), unless the environment
-/// says `CQR_KERNELS=burn`.
+/// says `CQR_KERNELS=burn` (or [`force_kernels`] says otherwise).
 pub fn fused_available(device: &Device) -> bool {
     static BURN_ONLY: OnceLock<bool> = OnceLock::new();
-    let burn_only = *BURN_ONLY.get_or_init(|| std::env::var("CQR_KERNELS").is_ok_and(|v| v == "burn"));
+    let burn_only = match FORCED.load(Ordering::Relaxed) {
+        FORCE_FUSED => false,
+        FORCE_BURN => true,
+        _ => *BURN_ONLY.get_or_init(|| std::env::var("CQR_KERNELS").is_ok_and(|v| v == "burn")),
+    };
     !burn_only && matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+static FORCED: AtomicU8 = AtomicU8::new(0);
+const FORCE_FUSED: u8 = 1;
+const FORCE_BURN: u8 = 2;
+
+/// Overrides `CQR_KERNELS` for the whole process from now on: `Some(true)` the fused kernels,
+/// `Some(false)` burn's graph, `None` the environment's choice again. For benchmarks that
+/// alternate both in one process (`cqr bench --ab kernels`); training never calls it.
+pub fn force_kernels(fused: Option<bool>) {
+    FORCED.store(fused.map_or(0, |f| if f { FORCE_FUSED } else { FORCE_BURN }), Ordering::Relaxed);
 }
 
 /// The kernels this process trains with on the CPU: `fused`, or `burn` under `CQR_KERNELS=burn`.

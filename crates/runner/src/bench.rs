@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub backend: Backend,
     /// Arithmetic of the DLRM MLPs' GEMMs (GMF has no MLP: f32).
     pub precision: Precision,
+    /// A paired comparison in one process instead of the plain table (`repeats` rounds).
+    pub ab: Option<AbAxis>,
     /// Rows of planted data whose ids count as seen before the cluster step.
     pub cluster_rows: usize,
     /// CQR options of the cluster step (JSON object; default `{"n_chunks": 4}`).
@@ -93,7 +95,11 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables); per case one untimed warm-up run, then {} timed runs: median [min, max]", o.preset, o.batch, o.steps, o.repeats);
     let flops = dlrm_train_flops_per_sample(&dlrm, 26);
     println!("MLP work: {:.3} MFLOP per training sample (forward + backward, 26 tables)\n", flops / 1e6);
-    if CASES.iter().any(|c| wanted(c.0)) {
+    if let Some(axis) = o.ab {
+        let [(a, ..), (b, ..)] = ab_arms(axis, &TrainConfig::default());
+        println!("--ab {axis:?}: per case one untimed run of each arm, then {} rounds alternating A B, B A, ...; B/A is the geometric mean of the per-round ratios with its 95% t interval", o.repeats);
+        println!("| case | A: {a} samples/s | B: {b} samples/s | B/A | 95% interval | rounds |\n|---|---:|---:|---:|---:|---:|");
+    } else if CASES.iter().any(|c| wanted(c.0)) {
         println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
     }
     let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, precision: o.precision, ..Default::default() };
@@ -102,16 +108,20 @@ pub fn run(o: &BenchOptions) -> Result<()> {
             continue;
         }
         let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
-        let (runs, rows, gflops_per_sps) = if model == "gmf" {
-            // MovieLens-1M's shape: 6,040 users, 3,706 items, GMF dim 32; 10x the steps (a GMF
-            // step is ~100x cheaper than a DLRM step, and 20 steps are too short to time).
-            let ds = random_gmf_dataset(o.batch * o.steps * 10, 6040, 3706, 7);
-            let cfg = TrainConfig { precision: Precision::F32, ..cfg.clone() };
-            (repeated(o.repeats, || throughput(&ModelConfig::Gmf { dim: 32 }, &spec, &ds, &cfg))?, "6040/3706".to_string(), None)
-        } else {
-            let ds = random_dataset(o.batch * o.steps, 26, vocab, 7);
-            (repeated(o.repeats, || throughput(&ModelConfig::Dlrm(dlrm.clone()), &spec, &ds, &cfg))?, vocab.to_string(), Some(flops / 1e9))
-        };
+        let (net, ds) = case_data(o, model, vocab, &dlrm);
+        let is_gmf = matches!(net, ModelConfig::Gmf { .. });
+        if let Some(axis) = o.ab {
+            if axis == AbAxis::Precision && is_gmf {
+                println!("| {name} | {axis:?}: GMF has no MLP | | | | |");
+            } else {
+                ab_case(name, axis, o.repeats, |cfg| throughput(&net, &spec, &ds, cfg), &cfg)?;
+            }
+            continue;
+        }
+        // GMF has no MLP: f32.
+        let cfg = if is_gmf { TrainConfig { precision: Precision::F32, ..cfg.clone() } } else { cfg.clone() };
+        let runs = repeated(o.repeats, || throughput(&net, &spec, &ds, &cfg))?;
+        let (rows, gflops_per_sps) = if is_gmf { ("6040/3706".to_string(), None) } else { (vocab.to_string(), Some(flops / 1e9)) };
         let (sps, lo, hi) = median_range(&runs);
         let cap_s = if cap == u64::MAX { "-".to_string() } else { cap.to_string() };
         let (g, f) = gflops_per_sps.map_or(("-".into(), "-".into()), |k| (format!("{:.1}", sps * k), format!("{:.0}%", 100.0 * sps * k / peak)));
@@ -158,6 +168,65 @@ fn gemm_shapes(o: &BenchOptions, dlrm: &DlrmConfig, threads: usize) -> Result<()
         time[0] * 1e3, time[1] * 1e3, time[2] * 1e3, best_time * 1e3
     );
     Ok(())
+}
+
+/// What `--ab` alternates within one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbAxis {
+    /// A: f32 MLPs, B: bf16 MLPs (fused kernels both).
+    Precision,
+    /// A: burn's op graph, B: the fused kernels (f32 both).
+    Kernels,
+}
+
+/// The arms of `axis`: name, training config, and the kernels to force (`cqr_models::fused::force_kernels`).
+fn ab_arms(axis: AbAxis, cfg: &TrainConfig) -> [(&'static str, TrainConfig, Option<bool>); 2] {
+    match axis {
+        AbAxis::Precision => [("f32", TrainConfig { precision: Precision::F32, ..cfg.clone() }, None), ("bf16", TrainConfig { precision: Precision::Bf16, ..cfg.clone() }, None)],
+        AbAxis::Kernels => [("burn", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(false)), ("fused", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(true))],
+    }
+}
+
+/// The model and random data of a throughput case. GMF: MovieLens-1M's shape (6,040 users,
+/// 3,706 items, dim 32) and 10x the steps (a GMF step is ~100x cheaper than a DLRM step, and 20
+/// steps are too short to time).
+fn case_data(o: &BenchOptions, model: &str, vocab: usize, dlrm: &DlrmConfig) -> (ModelConfig, cqr_data::Dataset) {
+    if model == "gmf" {
+        (ModelConfig::Gmf { dim: 32 }, random_gmf_dataset(o.batch * o.steps * 10, 6040, 3706, 7))
+    } else {
+        (ModelConfig::Dlrm(dlrm.clone()), random_dataset(o.batch * o.steps, 26, vocab, 7))
+    }
+}
+
+/// A paired comparison of the two arms of `axis` in this process: one untimed run of each, then
+/// `rounds` rounds in alternating order (A B, B A, ...), so that a drift of the machine's speed
+/// hits both arms alike; prints one table row.
+fn ab_case(name: &str, axis: AbAxis, rounds: usize, mut run: impl FnMut(&TrainConfig) -> Result<f64, cqr_models::TrainError>, cfg: &TrainConfig) -> Result<()> {
+    let arms = ab_arms(axis, cfg);
+    let mut one = |arm: usize| {
+        cqr_models::fused::force_kernels(arms[arm].2);
+        let r = run(&arms[arm].1);
+        cqr_models::fused::force_kernels(None);
+        r
+    };
+    one(0)?;
+    one(1)?;
+    let mut sps = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for arm in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            sps[arm].push(one(arm)?);
+        }
+    }
+    let (ratio, lo, hi) = ab_ratio(&sps[0], &sps[1]);
+    println!("| {name} | {:.0} | {:.0} | {ratio:.3} | {lo:.3}-{hi:.3} | {rounds} |", median_range(&sps[0]).0, median_range(&sps[1]).0);
+    Ok(())
+}
+
+/// Geometric mean of the per-round ratios `b_i / a_i` and its 95% t interval (on the log ratios).
+pub fn ab_ratio(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let logs: Vec<f64> = a.iter().zip(b).map(|(x, y)| (y / x).ln()).collect();
+    let i = crate::paired::t_interval(&logs);
+    (i.mean.exp(), i.lo.exp(), i.hi.exp())
 }
 
 /// One untimed warm-up run, then `repeats` timed ones (samples/s each).
@@ -237,6 +306,15 @@ fn cluster_kaggle(rows: usize, options: serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::median_range;
+
+    #[test]
+    fn ab_ratio_is_the_geometric_mean_of_round_ratios() {
+        let (r, lo, hi) = super::ab_ratio(&[100.0, 200.0, 50.0], &[110.0, 220.0, 55.0]);
+        assert!((r - 1.1).abs() < 1e-12 && (lo - 1.1).abs() < 1e-12 && (hi - 1.1).abs() < 1e-12, "{r} {lo} {hi}");
+        // Ratios 2 and 0.5: geometric mean 1, a wide interval around it.
+        let (r, lo, hi) = super::ab_ratio(&[1.0, 2.0], &[2.0, 1.0]);
+        assert!((r - 1.0).abs() < 1e-12 && lo < 0.01 && hi > 100.0, "{r} {lo} {hi}");
+    }
 
     #[test]
     fn median_and_range_of_odd_and_even_counts() {

@@ -112,6 +112,12 @@ enum Cmd {
         /// fused CPU kernels only). GMF has no MLP and stays f32.
         #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
         precision: PrecisionArg,
+        /// Instead of the plain table: a paired comparison in this process, `--repeats` rounds
+        /// alternating A and B per case (precision: f32 vs bf16; kernels: burn's graph vs fused),
+        /// with the geometric-mean ratio B/A and its 95% interval. Judges a change on a noisy
+        /// machine where two separate runs differ by more than the change.
+        #[arg(long, value_enum)]
+        ab: Option<AbArg>,
         /// cluster-kaggle: rows of planted data whose ids count as seen.
         #[arg(long, default_value_t = 2_000_000)]
         cluster_rows: usize,
@@ -162,6 +168,12 @@ impl From<BackendArg> for Backend {
             BackendArg::Wgpu => Backend::Wgpu,
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AbArg {
+    Precision,
+    Kernels,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -339,8 +351,12 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
         }
-        Cmd::Bench { preset, batch, steps, repeats, cases, backend, precision, cluster_rows, cluster_options, ingest_rows } => {
-            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), precision: precision.into(), cluster_rows, cluster_options, ingest_rows })?
+        Cmd::Bench { preset, batch, steps, repeats, cases, backend, precision, ab, cluster_rows, cluster_options, ingest_rows } => {
+            let ab = ab.map(|a| match a {
+                AbArg::Precision => bench::AbAxis::Precision,
+                AbArg::Kernels => bench::AbAxis::Kernels,
+            });
+            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), precision: precision.into(), ab, cluster_rows, cluster_options, ingest_rows })?
         }
     }
     Ok(())
