@@ -261,3 +261,35 @@ fn pep_reports_a_model_after_its_prune_and_is_counted_sparse() {
     assert!(early.evals.iter().filter(|e| e.step > 94).count() >= 2, "{:?}", early.evals.iter().map(|e| e.step).collect::<Vec<_>>());
     assert!(early.best.step > 94);
 }
+
+/// The paired study behind the README's bf16 accuracy figures (not run by default: ~1 min):
+/// `cargo test --release --workspace --test learning bf16_paired_study -- --ignored --nocapture`.
+/// The bf16 test's data and schedule, small DLRM, seeds 5-12: bf16 − f32 test BCE and AUC per
+/// seed, their mean with a 95% Student-t interval, and the f32 runs' own spread.
+#[test]
+#[ignore]
+fn bf16_paired_study() {
+    let ds = generate_criteo(&CriteoSynthConfig { rows: 60_000, cardinality_scale: 0.001, max_cardinality: 20, seed: 2, ..Default::default() }).unwrap();
+    let model = ModelConfig::Dlrm(DlrmConfig::small());
+    let (mut d_bce, mut d_auc, mut f32_bce) = (vec![], vec![], vec![]);
+    for seed in 5..13 {
+        let cfg = TrainConfig { lr: 1e-2, embedding_lr: Some(3e-3), batch_size: 256, epochs: 2, seed, ..Default::default() };
+        let run = |precision| train(&ds, &model, &spec("dense", u64::MAX, json!(null)), &TrainConfig { precision, ..cfg.clone() }).unwrap().reported;
+        let (a, b) = (run(Precision::F32), run(Precision::Bf16));
+        eprintln!("seed {seed}: f32 bce {:.4} auc {:.4} | bf16 bce {:.4} auc {:.4} | bf16 - f32 bce {:+.4} auc {:+.4}", a.test_bce, a.test_auc, b.test_bce, b.test_auc, b.test_bce - a.test_bce, b.test_auc - a.test_auc);
+        d_bce.push(b.test_bce - a.test_bce);
+        d_auc.push(b.test_auc - a.test_auc);
+        f32_bce.push(a.test_bce);
+    }
+    // t_{0.975, 7} for 8 seeds.
+    let interval = |d: &[f64]| {
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        (mean, mean - 2.365 * sd / n.sqrt(), mean + 2.365 * sd / n.sqrt())
+    };
+    let (b, a) = (interval(&d_bce), interval(&d_auc));
+    let spread = f32_bce.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v)) - f32_bce.iter().fold(f64::INFINITY, |m, &v| m.min(v));
+    eprintln!("bf16 - f32 over {} seeds: test BCE {:+.5} [{:+.5}, {:+.5}], AUC {:+.5} [{:+.5}, {:+.5}]; f32 test BCE spans {spread:.4} across the seeds", d_bce.len(), b.0, b.1, b.2, a.0, a.1, a.2);
+    assert_eq!(d_bce.len(), 8);
+}
