@@ -439,12 +439,12 @@ pub(crate) mod kernels {
         f * (f - 1) / 2
     }
 
-    /// Copies sample `s`'s `f` vectors (`x[s]`, then `emb[k, s]`) into the rows of `v`, `stride`
-    /// values apart (`stride >= d`; padding untouched).
+    /// Copies sample `s`'s `f` vectors (`x[s]`, then `emb[k, s]`) into the first `f` rows of `v`,
+    /// `stride` values apart (`stride >= d`; padding and further rows untouched).
     #[inline(always)]
     fn gather(v: &mut [f32], stride: usize, x: &[f32], emb: &[f32], s: usize, b: usize, d: usize) {
         v[..d].iter_mut().zip(&x[s * d..(s + 1) * d]).for_each(|(o, &a)| *o = a);
-        for (k, vk) in v[stride..].chunks_exact_mut(stride).enumerate() {
+        for (k, vk) in v[stride..].chunks_exact_mut(stride).take(emb.len() / (b * d)).enumerate() {
             let at = (k * b + s) * d;
             vk[..d].iter_mut().zip(&emb[at..at + d]).for_each(|(o, &a)| *o = a);
         }
@@ -457,17 +457,27 @@ pub(crate) mod kernels {
         n.div_ceil(L) * L
     }
 
-    /// `out[j] += sum_k a[k] * m[k * stride + j0 + j]` for `j < out.len() <= L`, accumulated in a
-    /// register block: the small products of the interaction (rows of `f` vectors of `d`
-    /// values) as axpys that vectorise. `m` is padded so that `L` lanes can always be read.
+    /// Rows of the register blocks below.
+    const R: usize = 4;
+
+    /// `acc[r][j] = Σ_k a[r][k] · m[k · stride + j0 + j]` for `r < R`, `j < L`, summed in order
+    /// of `k` from 0 (multiply, then add): an `R × L` block of the interaction's small products
+    /// (rows of `f` vectors of `d` values), `R` independent vector accumulators sharing each load
+    /// of `m`'s row. `m` is padded so that `L` lanes can always be read; the rows `a[r]` are
+    /// equally long.
     #[inline(always)]
-    fn block_axpy(out: &mut [f32], a: &[f32], m: &[f32], stride: usize, j0: usize) {
-        let mut acc = [0.0f32; L];
-        for (k, &ak) in a.iter().enumerate() {
-            let src = &m[k * stride + j0..k * stride + j0 + L];
-            acc.iter_mut().zip(src).for_each(|(c, &x)| *c += ak * x);
+    fn block(a: [&[f32]; R], m: &[f32], stride: usize, j0: usize) -> [[f32; L]; R] {
+        let kk = a[0].len();
+        let a: [&[f32]; R] = std::array::from_fn(|r| &a[r][..kk]);
+        let mut acc = [[0.0f32; L]; R];
+        for k in 0..kk {
+            let src: &[f32; L] = m[k * stride + j0..k * stride + j0 + L].try_into().expect("padded");
+            for (acc_r, a_r) in acc.iter_mut().zip(a) {
+                let ak = a_r[k];
+                acc_r.iter_mut().zip(src).for_each(|(c, &x)| *c += ak * x);
+            }
         }
-        out.iter_mut().zip(acc).for_each(|(o, c)| *o += c);
+        acc
     }
 
     /// `[tables, batch, dim]`.
@@ -483,23 +493,29 @@ pub(crate) mod kernels {
     fn gram_rows(chunk: &mut [f32], s0: usize, x: &[f32], emb: &[f32], Shape3 { t, b, d }: Shape3) {
         let f = t + 1;
         let (width, fp) = (d + n_pairs(f), round_up(f));
-        // v [f, d] and its transpose vt [d, fp] (zero padding), so row i of the Gram matrix is
-        // vt's rows weighted by v_i.
-        let (mut v, mut vt) = (vec![0.0f32; f * d], vec![0.0f32; d * fp]);
+        // v [f, d] (plus zero rows up to a whole block of R from row 1) and its transpose
+        // vt [d, fp] (zero padding), so row i of the Gram matrix is vt's rows weighted by v_i.
+        let (mut v, mut vt) = (vec![0.0f32; (1 + (f - 1).div_ceil(R) * R) * d], vec![0.0f32; d * fp]);
         for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
             gather(&mut v, d, x, emb, s0 + r, b, d);
-            for (i, vi) in v.chunks_exact(d).enumerate() {
+            for (i, vi) in v.chunks_exact(d).take(f).enumerate() {
                 vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
             }
             row[..d].copy_from_slice(&v[..d]);
             row[d..].fill(0.0);
-            let mut p = d;
-            for i in 1..f {
-                let vi = &v[i * d..(i + 1) * d];
-                for j0 in (0..i).step_by(L) {
-                    block_axpy(&mut row[p + j0..p + i.min(j0 + L)], vi, &vt, fp, j0);
+            // Rows i0..i0+R of the strict lower triangle (row i holds j < i, from d + i(i-1)/2).
+            for i0 in (1..f).step_by(R) {
+                let a: [&[f32]; R] = std::array::from_fn(|q| &v[(i0 + q) * d..(i0 + q + 1) * d]);
+                let last = (i0 + R).min(f) - 1;
+                for j0 in (0..last).step_by(L) {
+                    let acc = block(a, &vt, fp, j0);
+                    for (i, acc_i) in (i0..=last).zip(&acc) {
+                        let (p, hi) = (d + n_pairs(i), i.min(j0 + L));
+                        if hi > j0 {
+                            row[p + j0..p + hi].iter_mut().zip(acc_i).for_each(|(o, c)| *o += c);
+                        }
+                    }
                 }
-                p += i;
             }
         }
     }
@@ -529,9 +545,9 @@ pub(crate) mod kernels {
     fn gram_rows_backward(dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], Shape3 { t, b, d }: Shape3) {
         let f = t + 1;
         let (width, dp) = (d + n_pairs(f), round_up(d));
-        // v [f, dp] (zero padding), sym [f, f], dv [f, d].
+        // v [f, dp] (zero padding), sym [f, f] (plus zero rows up to a whole block of R), dv [f, d].
         let mut v = vec![0.0f32; f * dp];
-        let (mut sym, mut dv) = (vec![0.0f32; f * f], vec![0.0f32; f * d]);
+        let (mut sym, mut dv) = (vec![0.0f32; f.div_ceil(R) * R * f], vec![0.0f32; f * d]);
         for (r, dxr) in dxc.chunks_exact_mut(d).enumerate() {
             let s = s0 + r;
             gather(&mut v, dp, x, emb, s, b, d);
@@ -546,9 +562,13 @@ pub(crate) mod kernels {
                 }
             }
             dv.fill(0.0);
-            for (i, dvi) in dv.chunks_exact_mut(d).enumerate() {
+            for i0 in (0..f).step_by(R) {
+                let a: [&[f32]; R] = std::array::from_fn(|q| &sym[(i0 + q) * f..(i0 + q + 1) * f]);
                 for e0 in (0..d).step_by(L) {
-                    block_axpy(&mut dvi[e0..d.min(e0 + L)], &sym[i * f..(i + 1) * f], &v, dp, e0);
+                    let acc = block(a, &v, dp, e0);
+                    for (i, acc_i) in (i0..(i0 + R).min(f)).zip(&acc) {
+                        dv[i * d + e0..i * d + d.min(e0 + L)].iter_mut().zip(acc_i).for_each(|(o, c)| *o += c);
+                    }
                 }
             }
             dv[..d].iter_mut().zip(&gr[..d]).for_each(|(a, &b)| *a += b);
