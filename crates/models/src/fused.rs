@@ -498,8 +498,8 @@ pub(crate) mod kernels {
         let (mut v, mut vt) = (vec![0.0f32; (1 + (f - 1).div_ceil(R) * R) * d], vec![0.0f32; d * fp]);
         for (r, row) in chunk.chunks_exact_mut(width).enumerate() {
             gather(&mut v, d, x, emb, s0 + r, b, d);
-            for (i, vi) in v.chunks_exact(d).take(f).enumerate() {
-                vi.iter().enumerate().for_each(|(e, &a)| vt[e * fp + i] = a);
+            for (e, vt_e) in vt.chunks_exact_mut(fp).enumerate() {
+                vt_e.iter_mut().zip(v.chunks_exact(d).take(f)).for_each(|(o, vi)| *o = vi[e]);
             }
             row[..d].copy_from_slice(&v[..d]);
             row[d..].fill(0.0);
@@ -555,11 +555,10 @@ pub(crate) mod kernels {
             // dV = S V with S symmetric, S_ij = S_ji = g_ij (i > j), zero diagonal.
             let mut p = d;
             for i in 1..f {
-                for j in 0..i {
-                    sym[i * f + j] = gr[p];
-                    sym[j * f + i] = gr[p];
-                    p += 1;
-                }
+                let gi = &gr[p..p + i];
+                sym[i * f..i * f + i].copy_from_slice(gi);
+                sym[i..].iter_mut().step_by(f).zip(gi).for_each(|(o, &g)| *o = g);
+                p += i;
             }
             dv.fill(0.0);
             for i0 in (0..f).step_by(R) {
