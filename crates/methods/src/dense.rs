@@ -40,10 +40,7 @@ impl EmbeddingMethod for Dense {
         self.table.dim
     }
     fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        let d = self.table.dim;
-        for (o, &id) in out.chunks_exact_mut(d).zip(ids) {
-            o.copy_from_slice(self.table.row(id as usize));
-        }
+        self.table.gather(ids.iter().map(|&id| id as usize), out);
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         self.table.update(ids, grad);

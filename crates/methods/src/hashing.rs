@@ -43,10 +43,7 @@ impl EmbeddingMethod for Hashing {
         self.table.dim
     }
     fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        let d = self.table.dim;
-        for (o, &id) in out.chunks_exact_mut(d).zip(ids) {
-            o.copy_from_slice(self.table.row(self.hash.hash(id) as usize));
-        }
+        self.table.gather(ids.iter().map(|&id| self.hash.hash(id) as usize), out);
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         let mut rows = std::mem::take(&mut self.rows_buf);
