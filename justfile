@@ -23,6 +23,12 @@ plot DIR="results/quick":
 bench-compare PY="../pyvenv/bin/python" REPEATS="3":
     bash bench/compare.sh {{PY}} {{REPEATS}}
 
+# Judge a code change's speed: two `cqr` binaries (before, after) alternated in one sitting, the
+# geometric-mean ratio new/old with a 95% interval (`cqr bench --ab kernels|precision` does the same
+# within one binary)
+bench-ab OLD NEW CASES="dense-10k,hashing-1m" ROUNDS="8":
+    python3 bench/ab_binaries.py {{OLD}} {{NEW}} --cases {{CASES}} --rounds {{ROUNDS}}
+
 # k-means: the criterion benchmark, then faiss on the same problem (needs faiss-cpu in the venv)
 bench-kmeans PY="../pyvenv/bin/python":
     cargo bench -p cqr-methods --bench kmeans

@@ -23,6 +23,17 @@ fn help_lists_subcommands() {
 }
 
 #[test]
+fn bench_ab_prints_a_paired_row_per_case() {
+    let (ok, out, err) = cqr(&["bench", "--preset", "small", "--cases", "dense-10k,gmf-ml1m", "--batch", "64", "--steps", "2", "--repeats", "2", "--ab", "precision"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| case | A: f32 samples/s | B: bf16 samples/s | B/A | 95% interval | rounds |"), "{out}");
+    let row: Vec<&str> = out.lines().find(|l| l.starts_with("| dense-10k |")).expect("a dense-10k row").split('|').map(str::trim).collect();
+    let ratio: f64 = row[4].parse().unwrap_or_else(|_| panic!("B/A in {row:?}"));
+    assert!(ratio > 0.0 && row[6] == "2", "{row:?}");
+    assert!(out.contains("| gmf-ml1m | Precision: GMF has no MLP"), "{out}");
+}
+
+#[test]
 fn inspect_prints_the_sample_rows() {
     let (ok, out, err) = cqr(&["data", "inspect", "datasets/criteo/terabyte_day0_sample8k.tsv"]);
     assert!(ok, "{err}");
