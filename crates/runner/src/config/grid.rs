@@ -131,6 +131,15 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
             bail!("{}: cells `{prev}` and `{}` resolve to the same configuration", file.display(), c.name);
         }
     }
+    // Two different cells of one name on one dataset would merge into one line of its tables and
+    // charts (the tables group lines per dataset, so one name on several datasets is fine).
+    let mut names = HashMap::new();
+    for c in &cells {
+        let dataset = serde_json::to_string(&c.config.dataset).unwrap_or_default();
+        if names.insert((c.name.clone(), dataset), c.id.clone()).is_some() {
+            bail!("{}: two different cells are both named `{}`; give the entries of that method options or overrides that tell them apart", file.display(), c.name);
+        }
+    }
     Ok(Experiment { name, file: file.to_path_buf(), cells })
 }
 
@@ -239,16 +248,25 @@ impl Grid<'_> {
         cell_base
     }
 
-    /// A method listed more than once: its scalar options name the variant (`cqr-b4800-
-    /// residual=robe-s0`), so tables and charts keep the entries apart. Only options that not
-    /// every entry of the name shares are named, so a name does not change when a sibling is added.
+    /// A method listed more than once: its scalar options and scalar overrides name the variant
+    /// (`cqr-b4800-residual=robe-s0`, `hashing-b320-precision=bf16-s0`), so tables and charts
+    /// keep the entries apart and the paired report compares each variant with the base. Only
+    /// values that not every entry of the name shares are named, so a name does not change when a
+    /// sibling is added.
     fn option_labels(&self, entry: &Option<Value>) -> Vec<String> {
         let method_name = |e: &Option<Value>| e.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
-        let options_of = |e: &Option<Value>| -> Vec<(Value, Value)> {
-            match e.as_ref().and_then(|m| m.get("options")) {
-                Some(Value::Mapping(o)) => o.iter().filter(|(_, v)| !v.is_sequence()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        let scalars = |m: Option<&Value>| -> Vec<(Value, Value)> {
+            match m {
+                Some(Value::Mapping(o)) => o.iter().filter(|(_, v)| !v.is_sequence() && !v.is_mapping()).map(|(k, v)| (k.clone(), v.clone())).collect(),
                 _ => vec![],
             }
+        };
+        let options_of = |e: &Option<Value>| -> Vec<(Value, Value)> {
+            let mut out = scalars(e.as_ref().and_then(|m| m.get("options")));
+            if let Some(Value::Mapping(sections)) = e.as_ref().and_then(|m| m.get("overrides")) {
+                sections.values().for_each(|section| out.extend(scalars(Some(section))));
+            }
+            out
         };
         let siblings: Vec<Vec<(Value, Value)>> = self.entries.iter().filter(|(_, e)| method_name(e) == method_name(entry)).map(|(_, e)| options_of(e)).collect();
         let mut labels: Vec<String> = options_of(entry)

@@ -407,8 +407,23 @@ seeds: [0, 1]
         let f32_ids: std::collections::HashSet<_> = both.cells.iter().filter(|c| c.config.training.precision.is_f32()).map(|c| c.id.clone()).collect();
         assert_eq!(f32_ids, plain.cells.iter().map(|c| c.id.clone()).collect(), "f32 is not serialised: the ids stay");
         assert!(both.cells.iter().any(|c| c.config.training.precision == cqr_models::Precision::Bf16));
+        // A method listed twice, once with a bf16 override: the override names the variant, so
+        // the paired report compares it with the f32 base (its line carries no precision label).
+        let twice = dlrm.replace("  - name: hashing\n", "  - name: hashing\n  - name: hashing\n    overrides: { training: { precision: bf16 } }\n");
+        let cells = parse(&twice).unwrap().cells;
+        assert!(cells.iter().any(|c| c.name == "hashing-b80-lr=0.01-s0" && c.config.training.precision.is_f32()), "{:?}", cells.iter().map(|c| &c.name).collect::<Vec<_>>());
+        assert!(cells.iter().any(|c| c.name == "hashing-b80-precision=bf16-lr=0.01-s0" && !c.config.training.precision.is_f32()));
         let e = err(&dlrm.replace("  epochs: 2\n", "  epochs: 2\n  precision: fp8\n"));
         assert!(e.contains("training") && e.contains("fp8"), "{e}");
+    }
+
+    #[test]
+    fn two_different_cells_may_not_share_a_name() {
+        // Same method twice, differing only in `init_scale` (not part of a name): refused rather
+        // than merged into one line.
+        let text = GOOD.replace("  - name: hashing\n", "  - name: hashing\n  - name: hashing\n    init_scale: 0.1\n");
+        let e = err(&text);
+        assert!(e.contains("both named") && e.contains("hashing-b80"), "{e}");
     }
 
     fn err(text: &str) -> String {
