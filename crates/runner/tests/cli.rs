@@ -34,6 +34,19 @@ fn bench_ab_prints_a_paired_row_per_case() {
 }
 
 #[test]
+fn bf16_is_refused_on_burns_graph() {
+    // CQR_KERNELS=burn (read once per process, hence a child process): bf16 needs the fused kernels.
+    let out = Command::new(env!("CARGO_BIN_EXE_cqr"))
+        .args(["bench", "--preset", "small", "--cases", "dense-10k", "--batch", "64", "--steps", "1", "--repeats", "1", "--precision", "bf16"])
+        .env("CQR_KERNELS", "burn")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bf16") && err.contains("fused") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn inspect_prints_the_sample_rows() {
     let (ok, out, err) = cqr(&["data", "inspect", "datasets/criteo/terabyte_day0_sample8k.tsv"]);
     assert!(ok, "{err}");
