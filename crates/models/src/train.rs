@@ -475,7 +475,8 @@ impl Net {
                 return Err(TrainError::Config("precision: bf16 applies to MLPs; gmf has none".into()));
             }
             if !crate::fused::fused_available(device) {
-                return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {:?}", device)));
+                let why = if crate::fused::fused_available(&Device::flex()) { "a backend other than flex" } else { "burn's op graph (CQR_KERNELS=burn)" };
+                return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));
             }
         }
         let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
