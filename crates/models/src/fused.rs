@@ -13,6 +13,8 @@
 //!   one pass over it. Backward: the ReLU mask (from the saved output) and the bias gradient (column
 //!   sums, fixed-order partial sums so it is deterministic) in one pass, then `dW = xᵀ·g` and
 //!   `dX = g·wᵀ` as strided GEMMs (no transposed copies; `dX` only when `x` needs a gradient).
+//!   With `bf16` ([`Precision::Bf16`]) the GEMMs' operands `x`, `w` and the masked `g` are
+//!   rounded to bf16 first (f32 accumulation; the bias gradient sums `g` unrounded).
 //! - [`FusedOps::fused_interaction`]: `x [b, d]` (bottom MLP output) and `emb [t, b, d]` ->
 //!   `[b, d + f(f-1)/2]` with `f = t + 1`: `x`, then the dot products `<v_i, v_j>` for `i > j` in
 //!   row-major order of the strict lower triangle (`v_0 = x`, `v_{k+1} = emb[k]`), written straight

@@ -304,3 +304,23 @@ pub fn gmf_forward(emb: Tensor<3>) -> Tensor<2> {
     let v = emb.slice([1..2, 0..b, 0..d]).reshape([b, d]);
     (u * v).sum_dim(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The precision is module configuration, not a parameter: it must survive the copies the
+    /// trainer makes (`valid()` for evaluation, clones for the best-model snapshot), or a bf16
+    /// model would be evaluated in f32.
+    #[test]
+    fn precision_survives_valid_and_clone() {
+        let device = Device::flex().autodiff();
+        let m = Dlrm::new(&DlrmConfig::small(), 13, 3, 1, &device).with_precision(Precision::Bf16);
+        let precisions = |m: &Dlrm| [m.bottom.as_ref().unwrap().precision, m.top.precision];
+        assert_eq!(precisions(&m), [Precision::Bf16; 2]);
+        assert_eq!(precisions(&m.clone()), [Precision::Bf16; 2]);
+        assert_eq!(precisions(&m.valid()), [Precision::Bf16; 2]);
+        let f32_model = Dlrm::new(&DlrmConfig::small(), 13, 3, 1, &device);
+        assert_eq!(precisions(&f32_model.valid()), [Precision::F32; 2]);
+    }
+}
