@@ -250,6 +250,14 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
+    /// Whether the model can train at `precision` (bf16 applies to MLPs: GMF has none).
+    pub fn check_precision(&self, precision: Precision) -> Result<(), String> {
+        match self {
+            ModelConfig::Gmf { .. } if !precision.is_f32() => Err("precision: bf16 applies to the MLPs' matrix products; gmf has no MLP".into()),
+            _ => Ok(()),
+        }
+    }
+
     pub fn dim(&self) -> usize {
         match self {
             ModelConfig::Dlrm(c) => c.dim,
@@ -470,10 +478,8 @@ fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: bu
 
 impl Net {
     fn new(model: &ModelConfig, ds: &Dataset, seed: u64, precision: Precision, device: &Device) -> Result<Net, TrainError> {
+        model.check_precision(precision).map_err(TrainError::Config)?;
         if !precision.is_f32() {
-            if matches!(model, ModelConfig::Gmf { .. }) {
-                return Err(TrainError::Config("precision: bf16 applies to MLPs; gmf has none".into()));
-            }
             if !crate::fused::fused_available(device) {
                 let why = if crate::fused::fused_available(&Device::flex()) { "a backend other than flex" } else { "burn's op graph (CQR_KERNELS=burn)" };
                 return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));

@@ -1,7 +1,7 @@
 //! Grid expansion: any scalar of the shared sections, a method entry or its overrides may be a
 //! list (a grid axis); cells are the Cartesian product of the axes, budgets and seeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
@@ -124,19 +124,15 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
     for (mi, entry) in &entries {
         cells.extend(grid.expand(*mi, entry)?);
     }
-    // Two identical cells would run twice and collide on disk.
-    let mut seen = HashMap::new();
+    // Two identical cells would run twice and collide on disk; two different cells of one name on
+    // one dataset would merge into one line of its tables and charts (the tables group lines per
+    // dataset, so one name on several datasets is fine).
+    let (mut ids, mut names) = (HashMap::new(), HashSet::new());
     for c in &cells {
-        if let Some(prev) = seen.insert(c.id.clone(), c.name.clone()) {
+        if let Some(prev) = ids.insert(c.id.clone(), c.name.clone()) {
             bail!("{}: cells `{prev}` and `{}` resolve to the same configuration", file.display(), c.name);
         }
-    }
-    // Two different cells of one name on one dataset would merge into one line of its tables and
-    // charts (the tables group lines per dataset, so one name on several datasets is fine).
-    let mut names = HashMap::new();
-    for c in &cells {
-        let dataset = serde_json::to_string(&c.config.dataset).unwrap_or_default();
-        if names.insert((c.name.clone(), dataset), c.id.clone()).is_some() {
+        if !names.insert((c.name.clone(), serde_json::to_string(&c.config.dataset).unwrap_or_default())) {
             bail!("{}: two different cells are both named `{}`; give the entries of that method options or overrides that tell them apart", file.display(), c.name);
         }
     }

@@ -329,8 +329,8 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
         if let Err(e) = cfg.training.validate() {
             return Err(ctx.err("training", e));
         }
-        if matches!(model, ModelConfig::Gmf { .. }) && !cfg.training.precision.is_f32() {
-            return Err(ctx.err("training.precision", "bf16 applies to the MLPs' matrix products; gmf has no MLP"));
+        if let Err(e) = model.check_precision(cfg.training.precision) {
+            return Err(ctx.err("training.precision", e));
         }
         if let (ModelConfig::Gmf { .. }, DatasetConfig::SyntheticCriteo(_) | DatasetConfig::Criteo(_) | DatasetConfig::Avazu(_)) = (&model, &cfg.dataset) {
             return Err(ctx.err("model.kind", "gmf needs a two-column (user, item) dataset: movielens or synthetic_gmf"));
