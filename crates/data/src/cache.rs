@@ -115,11 +115,11 @@ pub fn load_cached(
         if let Ok(ds) = open(&path, storage) {
             return Ok((ds, CacheOutcome::Hit));
         }
-        fs::remove_dir_all(&path).map_err(|e| DataError::io(&path, e))?;
+        fs::remove_dir_all(&path).map_err(|e| DataError::write(&path, e))?;
     } else if path.exists() {
-        fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+        fs::remove_file(&path).map_err(|e| DataError::write(&path, e))?;
     }
-    fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    fs::create_dir_all(dir).map_err(|e| DataError::write(dir, e))?;
     let tmp = unique_tmp(&path);
     let built = build(RowSink::files(&tmp)?);
     let ds = match built {
@@ -134,7 +134,7 @@ pub fn load_cached(
         // Another process built the same cache at the same time: use whichever landed.
         let _ = fs::remove_dir_all(&tmp);
         if !path.is_dir() {
-            return Err(DataError::io(&path, e));
+            return Err(DataError::write(&path, e));
         }
     }
     Ok((open(&path, storage)?, CacheOutcome::Miss))
@@ -195,10 +195,10 @@ impl RowSink {
 
     /// Streams into a new directory `dir` (created; must not exist yet).
     pub fn files(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| DataError::write(dir, e))?;
         let open = |name: &str| -> Result<BufWriter<File>> {
             let p = dir.join(name);
-            Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(|e| DataError::io(&p, e))?))
+            Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(|e| DataError::write(&p, e))?))
         };
         Ok(RowSink { rows: 0, widths: None, out: SinkOut::Files { dir: dir.into(), dense: open(DENSE)?, cats: open(CATS)?, labels: open(LABELS)? } })
     }
@@ -222,7 +222,7 @@ impl RowSink {
             }
             SinkOut::Files { dir, dense: d, cats: c, labels: l } => {
                 let dir: &Path = dir;
-                let io = |name: &'static str| move |e| DataError::io(dir.join(name), e);
+                let io = |name: &'static str| move |e| DataError::write(dir.join(name), e);
                 d.write_all(le_bytes(dense)).map_err(io(DENSE))?;
                 c.write_all(le_bytes(cats)).map_err(io(CATS))?;
                 l.write_all(&[label]).map_err(io(LABELS))
@@ -253,12 +253,12 @@ impl RowSink {
             }
             SinkOut::Files { dir, dense, cats, labels } => {
                 for (name, w) in [(DENSE, dense), (CATS, cats), (LABELS, labels)] {
-                    let f = w.into_inner().map_err(|e| DataError::io(dir.join(name), e.into_error()))?;
-                    f.sync_all().map_err(|e| DataError::io(dir.join(name), e))?;
+                    let f = w.into_inner().map_err(|e| DataError::write(dir.join(name), e.into_error()))?;
+                    f.sync_all().map_err(|e| DataError::write(dir.join(name), e))?;
                 }
                 let json = serde_json::to_vec(&Header { rows, dataset: header }).map_err(|e| DataError::Cache { path: dir.join(HEADER), reason: e.to_string() })?;
                 let hp = dir.join(HEADER);
-                fs::write(&hp, json).map_err(|e| DataError::io(&hp, e))?;
+                fs::write(&hp, json).map_err(|e| DataError::write(&hp, e))?;
                 open(&dir, Storage::Mapped)
             }
         }

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 /// Why loading data failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The file could not be opened or read.
-    #[error("{path}: cannot read file: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be opened or read. (The I/O error is in the message, not a source,
+    /// so a chain printed with `{:#}` names it once.)
+    #[error("{path}: cannot read file: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    /// A file or directory could not be created or written (disk full, permissions).
+    #[error("{path}: cannot write: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     /// A row did not parse; `line` is 1-based.
     #[error("{path}:{line}: field `{field}`: {reason}")]
     BadRow {
@@ -32,8 +32,15 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), error }
+    }
+    pub(crate) fn write(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        DataError::Write { path: path.into(), error }
+    }
+    /// The disk (or quota) is full: no later write to the same place can succeed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, DataError::Write { error, .. } | DataError::Io { error, .. } if error.raw_os_error() == Some(libc::ENOSPC) || error.raw_os_error() == Some(libc::EDQUOT))
     }
 }
 

@@ -61,19 +61,28 @@ impl Default for SplitSpec {
 }
 
 impl SplitSpec {
+    /// The fractions are each in [0, 1] and sum to 1 (within 1e-6). Found before any file is
+    /// read: the runner checks it when it plans a sweep.
+    pub fn validate(&self) -> Result<()> {
+        if let SplitSpec::Fractions { train, val, test } = *self {
+            for (name, f) in [("train", train), ("val", val), ("test", test)] {
+                if !(0.0..=1.0).contains(&f) || !f.is_finite() {
+                    return Err(DataError::Options(format!("split fraction {name} = {f} is not in [0, 1]")));
+                }
+            }
+            let sum = train + val + test;
+            if (sum - 1.0).abs() > 1e-6 {
+                return Err(DataError::Options(format!("split fractions train {train} + val {val} + test {test} sum to {}, expected 1", round4(sum))));
+            }
+        }
+        Ok(())
+    }
+
     /// Line boundaries `[train_end, second_end]` for `n` lines, and whether val comes before test.
     pub fn boundaries(&self, n: u64) -> Result<(u64, u64, bool)> {
+        self.validate()?;
         match *self {
-            SplitSpec::Fractions { train, val, test } => {
-                for (name, f) in [("train", train), ("val", val), ("test", test)] {
-                    if !(0.0..=1.0).contains(&f) || !f.is_finite() {
-                        return Err(DataError::Options(format!("split fraction {name} = {f} is not in [0, 1]")));
-                    }
-                }
-                let sum = train + val + test;
-                if (sum - 1.0).abs() > 1e-6 {
-                    return Err(DataError::Options(format!("split fractions sum to {sum}, expected 1")));
-                }
+            SplitSpec::Fractions { train, val, .. } => {
                 let a = (train * n as f64).round() as u64;
                 let b = ((train + val) * n as f64).round() as u64;
                 Ok((a, b.max(a), true))
@@ -88,6 +97,12 @@ impl SplitSpec {
             }
         }
     }
+}
+
+/// `x` with at most 4 decimals, trailing zeros dropped (`1.1500000000000001` → `1.15`).
+fn round4(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Everything that changes the preprocessed arrays (and so the cache key).

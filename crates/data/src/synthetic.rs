@@ -380,7 +380,7 @@ pub fn write_criteo_tsv(path: &std::path::Path, rows: u64, vocab: usize, seed: u
     if vocab == 0 {
         return Err(DataError::Options("write_criteo_tsv needs vocab >= 1".into()));
     }
-    let io = |e| DataError::Io { path: path.into(), source: e };
+    let io = |e| DataError::Write { path: path.into(), error: e };
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let zipf = Zipf::new(vocab, 1.1);

@@ -19,6 +19,7 @@
 //! into a [`RowSink`] like the streamed formats.
 
 use std::fs::File;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,15 @@ pub enum TableFormat {
 pub enum ColumnRef {
     Index(usize),
     Name(String),
+}
+
+impl std::fmt::Display for ColumnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnRef::Name(n) => write!(f, "`{n}`"),
+            ColumnRef::Index(i) => write!(f, "at index {i}"),
+        }
+    }
 }
 
 /// Numeric feature transform.
@@ -130,6 +140,41 @@ impl TableConfig {
         }
         if self.format == TableFormat::Parquet && self.preprocess.max_rows.is_some() {
             return Err(DataError::Options("max_rows applies to text formats only".into()));
+        }
+        Ok(())
+    }
+}
+
+impl TableConfig {
+    /// What can be checked without reading the data: the options, every file readable, the
+    /// split, and (CSV/TSV with a header) every named column present in the header. The runner
+    /// calls it once when it plans a sweep, so a typo fails before the first cell, not in each.
+    pub fn precheck(&self) -> Result<()> {
+        self.check()?;
+        if self.test_path.is_none() {
+            self.preprocess.split.validate()?;
+        }
+        for p in self.files() {
+            File::open(p).map_err(|e| DataError::io(p, e))?;
+        }
+        if !matches!(self.format, TableFormat::Csv | TableFormat::Tsv) || !self.header {
+            return Ok(());
+        }
+        let sep = if self.format == TableFormat::Tsv { '\t' } else { ',' };
+        for p in self.files() {
+            let mut first = String::new();
+            BufReader::new(File::open(p).map_err(|e| DataError::io(p, e))?).read_line(&mut first).map_err(|e| DataError::io(p, e))?;
+            let cols: Vec<&str> = first.trim_end_matches(['\n', '\r']).split(sep).map(|c| c.trim_matches('"')).collect();
+            let roles = self.label.iter().map(|c| ("label", c)).chain(self.numeric.iter().map(|c| ("numeric", c))).chain(self.categorical.iter().map(|c| ("categorical", c)));
+            for (role, c) in roles {
+                let found = match c {
+                    ColumnRef::Name(n) => cols.contains(&n.as_str()),
+                    ColumnRef::Index(i) => *i < cols.len(),
+                };
+                if !found {
+                    return Err(DataError::Options(format!("{}: {role} column {c} not found (columns: {})", p.display(), cols.join(", "))));
+                }
+            }
         }
         Ok(())
     }
@@ -286,29 +331,44 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
     let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let text = cfg.format != TableFormat::Parquet;
-    let df = if text {
+    // Text: every record's field count is checked first (polars fills a short row with nulls,
+    // which would turn a missing value into a category of its own); `lines` maps each data row
+    // to its line in the file.
+    let (df, lines) = if text {
+        drop(file);
         let sep = if cfg.format == TableFormat::Tsv { b'\t' } else { b',' };
+        let scan = scan_records(path, sep, cfg.header)?;
+        let mut bad_lines = HashSet::new();
+        for &(line, found) in &scan.bad {
+            let reason = format!("expected {} fields (as on {}), found {found}", scan.width, if cfg.header { "the header" } else { "line 1" });
+            bad_row(cfg.preprocess.bad_rows, skipped, DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason })?;
+            bad_lines.insert(line);
+        }
         // Every column as text: values are parsed below, where a bad one can be named.
         let opts = CsvReadOptions::default()
             .with_has_header(cfg.header)
             .with_infer_schema_length(Some(0))
             .with_n_rows(cfg.preprocess.max_rows.map(|m| m as usize))
             .with_parse_options(CsvParseOptions::default().with_separator(sep));
-        drop(file);
-        match opts.try_into_reader_with_file_path(Some(path.into())).and_then(|r| r.finish()) {
-            Ok(df) => df,
-            // polars names no line: find it with a plain field count.
-            Err(e) => return Err(ragged_line(path, sep, cfg.header).unwrap_or_else(|| polars_err(e))),
+        let df = if bad_lines.is_empty() {
+            opts.try_into_reader_with_file_path(Some(path.into())).and_then(|r| r.finish())
+        } else {
+            // Skipped rows: polars reads the file without them.
+            let kept = without_lines(path, &scan, &bad_lines)?;
+            opts.into_reader_with_file_handle(std::io::Cursor::new(kept)).finish()
         }
+        .map_err(polars_err)?;
+        let lines: Vec<u64> = scan.rows.into_iter().filter(|l| !bad_lines.contains(l)).collect();
+        (df, lines)
     } else {
-        ParquetReader::new(file).finish().map_err(polars_err)?
+        (ParquetReader::new(file).finish().map_err(polars_err)?, vec![])
     };
     let cols: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     let resolve = |c: &ColumnRef, role: &str| -> Result<String> {
         match c {
             ColumnRef::Name(n) if cols.contains(n) => Ok(n.clone()),
             ColumnRef::Index(i) if *i < cols.len() => Ok(cols[*i].clone()),
-            _ => Err(DataError::Options(format!("{}: {role} column {c:?} not found (columns: {})", path.display(), cols.join(", ")))),
+            _ => Err(DataError::Options(format!("{}: {role} column {c} not found (columns: {})", path.display(), cols.join(", ")))),
         }
     };
     let label = resolve(cfg.label.as_ref().expect("checked"), "label")?;
@@ -322,8 +382,8 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
     let label_v = strings(&label)?;
     let num_v = numeric.iter().map(|n| strings(n)).collect::<Result<Vec<_>>>()?;
     let cat_v = categorical.iter().map(|n| strings(n)).collect::<Result<Vec<_>>>()?;
-    // The line of row r: after the header; Parquet has no lines, so row numbers (1-based) instead.
-    let line = |r: usize| (r + 1 + (text && cfg.header) as usize) as u64;
+    // The line of row r; Parquet has no lines, so row numbers (1-based) instead.
+    let line = |r: usize| lines.get(r).copied().unwrap_or(r as u64 + 1);
     let mut raw = Raw::default();
     let (mut num, mut keys) = (Vec::new(), Vec::new());
     for r in 0..df.height() {
@@ -374,24 +434,75 @@ fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Re
     }
 }
 
-/// The first line whose field count differs from the first line's, as an error.
+/// The records of a CSV/TSV file, found with a quote-aware field count.
 #[cfg(feature = "tables")]
-fn ragged_line(path: &Path, sep: u8, _header: bool) -> Option<DataError> {
-    let rd = BufReader::new(File::open(path).ok()?);
-    let mut want = None;
-    for (i, line) in rd.split(b'\n').enumerate() {
-        let line = line.ok()?;
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let n = line.iter().filter(|&&b| b == sep).count() + 1;
-        match want {
-            None => want = Some(n),
-            Some(w) if w != n => {
-                return Some(DataError::BadRow { path: path.into(), line: i as u64 + 1, field: "(row)".into(), reason: format!("expected {w} fields (as on line 1), found {n}") })
+struct RecordScan {
+    /// Fields of the header (or of the first record without one).
+    width: usize,
+    /// The first line of each data record, in order, blank lines left out.
+    rows: Vec<u64>,
+    /// (line, fields found) of each data record whose field count is not `width`.
+    bad: Vec<(u64, usize)>,
+    /// Byte range of each record (header included) by its first line, for [`without_lines`].
+    spans: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+/// Counts the fields of every record: separators outside double quotes, a record ending at a
+/// newline outside quotes (so a quoted field may hold either). Blank lines are not records.
+#[cfg(feature = "tables")]
+fn scan_records(path: &Path, sep: u8, header: bool) -> Result<RecordScan> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let mut scan = RecordScan { width: 0, rows: vec![], bad: vec![], spans: vec![] };
+    let (mut line, mut start_line, mut start) = (1u64, 1u64, 0usize);
+    let (mut fields, mut quoted, mut first) = (1usize, false, true);
+    for i in 0..=bytes.len() {
+        let b = bytes.get(i).copied();
+        match b {
+            Some(b'"') => quoted = !quoted,
+            Some(c) if c == sep && !quoted => fields += 1,
+            Some(b'\n') if quoted => line += 1,
+            Some(b'\n') | None => {
+                let end = if b.is_some() { i + 1 } else { i };
+                let body = &bytes[start..i];
+                let blank = body.iter().all(|&c| c == b'\r');
+                if !blank {
+                    if first {
+                        scan.width = fields;
+                        if !header {
+                            scan.rows.push(start_line);
+                        }
+                        first = false;
+                    } else {
+                        scan.rows.push(start_line);
+                        if fields != scan.width {
+                            scan.bad.push((start_line, fields));
+                        }
+                    }
+                    scan.spans.push((start_line, start..end));
+                }
+                line += 1;
+                (start_line, start, fields) = (line, end, 1);
             }
             _ => {}
         }
     }
-    None
+    Ok(scan)
+}
+
+/// The file's bytes without the records that start on `drop`.
+#[cfg(feature = "tables")]
+fn without_lines(path: &Path, scan: &RecordScan, drop: &HashSet<u64>) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for (line, span) in &scan.spans {
+        if !drop.contains(line) {
+            out.extend_from_slice(&bytes[span.clone()]);
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a libsvm/libfm file (plain or field-aware); returns its rows and the field names.
@@ -573,6 +684,23 @@ mod tests {
         let p = write(dir.path(), "ragged.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2,phone,extra\n", 1));
         let err = load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap_err().to_string();
         assert!(err.contains("ragged.csv:4:") && err.contains("expected 4 fields"), "{err}");
+        // A short line: an error naming it, or (skip) counted and left out; never a null value.
+        let p = write(dir.path(), "short.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2\n", 1));
+        let err = load_table(&table(p.clone(), TableFormat::Csv), RowSink::memory()).unwrap_err().to_string();
+        assert!(err.contains("short.csv:4:") && err.contains("expected 4 fields") && err.contains("found 3"), "{err}");
+        let mut cfg = table(p, TableFormat::Csv);
+        cfg.preprocess.bad_rows = BadRowPolicy::Skip;
+        let ds = load_table(&cfg, RowSink::memory()).unwrap();
+        assert_eq!((ds.n_rows(), ds.skipped.skipped, ds.skipped.first_lines.clone()), (19, 1, vec![4]));
+        // Later lines keep their own numbers after a skipped one.
+        let p = write(dir.path(), "both.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2\n", 1).replacen("\n1,6,", "\n1,six,", 1));
+        let mut cfg = table(p, TableFormat::Csv);
+        cfg.preprocess.bad_rows = BadRowPolicy::Skip;
+        let ds = load_table(&cfg, RowSink::memory()).unwrap();
+        assert_eq!((ds.n_rows(), ds.skipped.first_lines.clone()), (18, vec![4, 8]));
+        // A quoted separator is part of its field, not a field of its own.
+        let p = write(dir.path(), "quoted.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,\"c,2\",phone\n", 1));
+        assert_eq!(load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap().n_rows(), 20);
         let err = load_table(&TableConfig { label: Some(ColumnRef::Name("nope".into())), ..table(write(dir.path(), "x.csv", &csv_text(",", 5)), TableFormat::Csv) }, RowSink::memory()).unwrap_err().to_string();
         assert!(err.contains("label column") && err.contains("nope"), "{err}");
     }

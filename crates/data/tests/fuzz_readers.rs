@@ -81,3 +81,59 @@ proptest! {
         let _ = inspect_tabular(f.path(), TabularFormat::Avazu, policy);
     }
 }
+
+/// A CSV/TSV table of `rows` rows and 4 columns (label, a number, two categories).
+#[cfg(feature = "tables")]
+fn table_text(sep: char, rows: usize) -> String {
+    let mut s = format!("y{sep}n{sep}a{sep}b\n");
+    for i in 0..rows {
+        s.push_str(&format!("{}{sep}{}{sep}a{}{sep}b{}\n", i % 2, i % 9, i % 5, i % 3));
+    }
+    s
+}
+
+#[cfg(feature = "tables")]
+fn table_config(path: &std::path::Path, tsv: bool, policy: BadRowPolicy) -> cqr_data::TableConfig {
+    use cqr_data::table::{ColumnRef, NumericTransform};
+    cqr_data::TableConfig {
+        path: path.into(),
+        format: if tsv { cqr_data::TableFormat::Tsv } else { cqr_data::TableFormat::Csv },
+        val_path: None,
+        test_path: None,
+        header: true,
+        label: Some(ColumnRef::Name("y".into())),
+        categorical: vec![ColumnRef::Name("a".into()), ColumnRef::Name("b".into())],
+        numeric: vec![ColumnRef::Name("n".into())],
+        numeric_transform: NumericTransform::Log1p,
+        preprocess: cqr_data::PreprocessOptions { bad_rows: policy, ..Default::default() },
+    }
+}
+
+#[cfg(feature = "tables")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A row with a field too few or too many is never read as data: an error naming its line
+    /// (fail), or one skipped row on that line (skip).
+    #[test]
+    fn a_row_of_the_wrong_width_is_never_data(row in 0usize..40, longer in any::<bool>(), tsv in any::<bool>(), skip in any::<bool>()) {
+        let sep = if tsv { '\t' } else { ',' };
+        let mut lines: Vec<String> = table_text(sep, 40).lines().map(str::to_string).collect();
+        let l = &mut lines[row + 1];
+        if longer { l.push_str(&format!("{sep}x")) } else { *l = l[..l.rfind(sep).unwrap()].to_string() }
+        let f = write_temp(format!("{}\n", lines.join("\n")).as_bytes());
+        let policy = if skip { BadRowPolicy::Skip } else { BadRowPolicy::Fail };
+        let line = row as u64 + 2;
+        match cqr_data::load_table(&table_config(f.path(), tsv, policy), cqr_data::RowSink::memory()) {
+            Ok(ds) => {
+                prop_assert!(skip, "fail policy accepted a bad row");
+                prop_assert_eq!((ds.n_rows(), ds.skipped.skipped, ds.skipped.first_lines.clone()), (39, 1, vec![line]));
+            }
+            Err(e) => {
+                prop_assert!(!skip, "{}", e);
+                let e = e.to_string();
+                prop_assert!(e.contains(&format!(":{line}:")) && e.contains("expected 4 fields"), "{}", e);
+            }
+        }
+    }
+}

@@ -95,6 +95,12 @@ pub struct TrainConfig {
     /// when f32, so cell ids of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Stop at the first evaluation at or after this fraction of the run's steps (in (0, 1)):
+    /// the run is the exact prefix of the full one (same schedule, same batches), so a tuner's
+    /// successive halving can compare trials part-way. Not serialised when unset, so cell ids of
+    /// configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<f64>,
 }
 
 /// The order of training rows within an epoch. Both are deterministic per seed and independent
@@ -166,6 +172,7 @@ impl Default for TrainConfig {
             progress: false,
             shuffle: Shuffle::Full,
             precision: Precision::F32,
+            stop_after: None,
         }
     }
 }
@@ -206,6 +213,11 @@ impl TrainConfig {
         }
         if !self.precision.is_f32() && self.backend != Backend::Flex {
             return bad(format!("precision: bf16 runs on the fused CPU kernels only (backend flex), not on {:?}", self.backend));
+        }
+        if let Some(f) = self.stop_after {
+            if !(f > 0.0 && f < 1.0) {
+                return bad(format!("stop_after is a fraction of the run's steps in (0, 1), got {f}"));
+            }
         }
         if let Some(wd) = self.weight_decay {
             if self.optimizer != OptimizerKind::Adamw {
@@ -600,6 +612,9 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
     let n_batches = ds.splits.train.len().div_ceil(cfg.batch_size);
     let last_step = n_batches * cfg.epochs;
     let eval_every = cfg.eval_interval(n_batches);
+    // A partial run (`stop_after`) ends at its first evaluation at or past this step.
+    let stop_step = cfg.stop_after.map(|f| (f * last_step as f64).ceil() as usize);
+    let past_stop = |step: usize| stop_step.is_some_and(|s| step >= s);
     'epochs: for epoch in 0..cfg.epochs {
         order.start_epoch(&mut rng);
         let bar = progress_bar(cfg.progress, n_batches as u64, epoch);
@@ -608,7 +623,7 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
             bar.inc(1);
             if eval_every.is_some_and(|k| t.step % k == 0) && t.step < last_step {
                 let scores = t.evaluate();
-                if t.record(epoch, scores) {
+                if t.record(epoch, scores) || past_stop(t.step) {
                     bar.finish_and_clear();
                     break 'epochs;
                 }
@@ -620,7 +635,7 @@ pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &Trai
         }
         bar.finish_and_clear();
         let scores = t.evaluate();
-        let stop = t.record(epoch, scores);
+        let stop = t.record(epoch, scores) || past_stop(t.step);
         // Lifecycle: CQR's epoch schedule clusters here (not after the last epoch).
         if epoch + 1 < cfg.epochs && !stop {
             t.hook(&format!("epoch {epoch}"), |m| m.on_epoch_end(epoch))?;

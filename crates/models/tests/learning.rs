@@ -294,3 +294,20 @@ fn bf16_paired_study() {
     eprintln!("bf16 - f32 over {} seeds: test BCE {:+.5} [{:+.5}, {:+.5}], AUC {:+.5} [{:+.5}, {:+.5}]; f32 test BCE spans {spread:.4} across the seeds", d_bce.len(), b.0, b.1, b.2, a.0, a.1, a.2);
     assert_eq!(d_bce.len(), 8);
 }
+
+/// `stop_after`: a partial run is the exact prefix of the full run (same evaluations, bit for
+/// bit, up to the stop), ending at the first evaluation at or past the fraction.
+#[test]
+fn a_partial_run_is_the_prefix_of_the_full_run() {
+    let ds = gmf_data();
+    let full_cfg = TrainConfig { evals_per_epoch: Some(3), ..gmf_cfg(3) };
+    let full = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("cqr", 800, json!({"n_chunks": 2})), &full_cfg).unwrap();
+    let part = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("cqr", 800, json!({"n_chunks": 2})), &TrainConfig { stop_after: Some(0.4), ..full_cfg.clone() }).unwrap();
+    let last_step = full.evals.last().unwrap().step;
+    assert!(part.evals.len() < full.evals.len(), "{} vs {}", part.evals.len(), full.evals.len());
+    assert_eq!(part.evals[..], full.evals[..part.evals.len()], "a prefix, bit for bit");
+    let stop = part.evals.last().unwrap().step;
+    assert!(stop as f64 >= 0.4 * last_step as f64 && (part.evals.len() < 2 || (part.evals[part.evals.len() - 2].step as f64) < 0.4 * last_step as f64), "stopped at {stop} of {last_step}");
+    let bad = TrainConfig { stop_after: Some(1.0), ..full_cfg };
+    assert!(matches!(train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("dense", u64::MAX, json!(null)), &bad), Err(TrainError::Config(_))));
+}

@@ -8,3 +8,5 @@ pub mod report;
 pub mod slurm;
 pub mod sweep;
 pub mod tables;
+pub mod tune;
+pub mod tune_report;

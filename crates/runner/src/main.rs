@@ -11,7 +11,7 @@ use cqr_data::{BadRowPolicy, TabularFormat};
 use cqr_models::{Backend, Precision};
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report_against};
-use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions};
+use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions, Tolerance, Verdict, CROSS_CPU_TOLERANCE};
 use cqr_runner::{bench, plot, slurm, tables};
 
 #[derive(Parser)]
@@ -40,6 +40,10 @@ enum Cmd {
         /// Results directory (default: results/<experiment name>).
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Where preprocessed datasets are cached (default: `.cache` beside the results
+        /// directory, e.g. results/.cache); shared by every grid that uses it.
+        #[arg(long)]
+        cache: Option<PathBuf>,
         /// Stop after this many newly finished cells.
         #[arg(long)]
         max_cells: Option<usize>,
@@ -47,11 +51,19 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Instead of running new cells: re-run N finished cells (chosen by --verify-seed) and
-        /// compare every stored metric with the new run, bit for bit. Exit status 1 on a difference.
+        /// compare every stored metric with the new run: bit for bit when the record was trained
+        /// on this CPU model, within a relative --tolerance when on another (GEMM kernels sum in
+        /// another order). Exit status 1 on a difference beyond that.
         #[arg(long, value_name = "N")]
         verify: Option<usize>,
         #[arg(long, default_value_t = 0)]
         verify_seed: u64,
+        /// --verify: demand every metric bit for bit, whatever CPU trained the record.
+        #[arg(long)]
+        exact: bool,
+        /// --verify: relative difference allowed for a record from another CPU model.
+        #[arg(long, default_value_t = CROSS_CPU_TOLERANCE)]
+        tolerance: f64,
     },
     /// Print a Slurm script that runs a grid as an sbatch job array (one shard a task, one
     /// results directory) and then rebuilds its tables, charts and report.
@@ -60,8 +72,9 @@ enum Cmd {
         /// Array tasks: the grid is split into this many shards.
         #[arg(long)]
         shards: usize,
-        /// Wall-clock limit of one task (sbatch --time).
-        #[arg(long, default_value = "04:00")]
+        /// Wall-clock limit of one task: hours (`4`, `1.5`), HH:MM:SS or D-HH:MM:SS (written
+        /// to sbatch as HH:MM:SS; `04:00`, which sbatch reads as four minutes, is refused).
+        #[arg(long, default_value = "4")]
         time: String,
         /// CPUs of one task; also the cells it runs at once (--jobs).
         #[arg(long, default_value_t = 2)]
@@ -77,7 +90,13 @@ enum Cmd {
         cqr: Option<PathBuf>,
     },
     /// Regenerate every chart of a results directory from its tables.
-    Plot { results: PathBuf },
+    Plot {
+        results: PathBuf,
+        /// Also the paired chart of A − B test BCE per cap (besides cqr,ce and cqr,hashing):
+        /// `--against hashing,ce` for hashing − CE. May be given more than once.
+        #[arg(long, value_name = "A,B")]
+        against: Vec<String>,
+    },
     /// Write RESULTS_DIR/report.md from the tables and charts.
     Report {
         results: PathBuf,
@@ -202,34 +221,72 @@ fn require_dir(p: &Path) -> Result<()> {
     if !p.is_dir() {
         bail!("{}: no such results directory (run `cqr sweep` first)", p.display());
     }
+    // An interrupted sweep has records but no tables yet.
+    if !p.join("summary.parquet").exists() && !p.join("least_squares.parquet").exists() && p.join("cells").is_dir() {
+        bail!("{}: finished cells but no tables yet (an interrupted sweep?): run `cqr sweep FILE --results {} --max-cells 0` to build them", p.display(), p.display());
+    }
     Ok(())
 }
 
-fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Result<()> {
+fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: usize, seed: u64, tol: Tolerance) -> Result<()> {
     let checked = cqr_runner::sweep::verify(exp, opts, n, seed)?;
-    let mut bad = 0;
+    let (mut bad, mut within) = (0, 0);
     for v in &checked {
-        if v.differences.is_empty() {
-            println!("identical  {} ({:.1} s)", v.name, v.wall_s);
-        } else {
-            bad += 1;
-            println!("DIFFERENT  {} ({} metrics):", v.name, v.differences.len());
-            if v.stored_cpu != v.cpu {
-                println!("    trained on {}, re-run on {}", v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"), v.cpu.as_deref().unwrap_or("?"));
+        match v.verdict(tol) {
+            Verdict::Identical => println!("identical  {} ({:.1} s)", v.name, v.wall_s),
+            Verdict::WithinTolerance { largest } => {
+                within += 1;
+                println!("within tolerance on another CPU  {} ({:.1} s; {} metrics differ, largest relative difference {largest:.1e})", v.name, v.wall_s, v.differences.len());
+                print_machines(v);
             }
-            if v.stored_kernels != v.kernels {
-                println!("    trained with the {} kernels, re-run with the {} ones (CQR_KERNELS=burn selects burn's op graph)", v.stored_kernels, v.kernels);
-            }
-            for d in v.differences.iter().take(10) {
-                println!("    {d}");
+            Verdict::Different => {
+                bad += 1;
+                println!("DIFFERENT  {} ({} metrics):", v.name, v.differences.len());
+                print_machines(v);
+                for d in v.differences.iter().take(10) {
+                    println!("    {d}");
+                }
             }
         }
     }
     if bad > 0 {
-        bail!("{bad} of {} re-run cells differ from their stored records", checked.len());
+        let why = match tol {
+            Tolerance::Exact => "bit for bit (--exact)".to_string(),
+            Tolerance::Relative(t) => format!("bit for bit on the record's own CPU, within relative {t:.0e} on another"),
+        };
+        bail!("{bad} of {} re-run cells differ from their stored records ({why})", checked.len());
     }
-    println!("{} cells re-run: every metric identical to the stored records", checked.len());
+    if within > 0 {
+        println!("{} cells re-run: {} identical, {within} within tolerance on another CPU (relative {:.0e}; GEMM kernels differ between CPU models, see README)", checked.len(), checked.len() - within, CROSS_CPU_TOLERANCE);
+    } else {
+        println!("{} cells re-run: every metric identical to the stored records", checked.len());
+    }
     Ok(())
+}
+
+/// `--dry-run` of a tuned experiment: the search's cells, and what follows them.
+fn print_tune_plan(exp: &cqr_runner::config::Experiment) {
+    let Some(plan) = &exp.tune else { return };
+    let mut n = 0;
+    for g in &plan.groups {
+        for t in &g.trials {
+            for c in t.rungs.iter().flatten().chain(&t.full) {
+                println!("{}  {}", c.id, c.name);
+                n += 1;
+            }
+        }
+    }
+    let finals = plan.groups.first().and_then(|g| g.trials.first()).map(|t| t.finals.len()).unwrap_or(0);
+    println!("{n} tuning cells at most ({} groups × {} trials; halving stops some early), then each group's pick on {finals} seeds ({} cells)", plan.groups.len(), plan.trials_per_group, plan.groups.len() * finals);
+}
+
+fn print_machines(v: &cqr_runner::sweep::Verified) {
+    if v.stored_cpu != v.cpu {
+        println!("    trained on {}, re-run on {}", v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"), v.cpu.as_deref().unwrap_or("?"));
+    }
+    if v.stored_kernels != v.kernels {
+        println!("    trained with the {} kernels, re-run with the {} ones (CQR_KERNELS=burn selects burn's op graph)", v.stored_kernels, v.kernels);
+    }
 }
 
 // mimalloc: glibc malloc maps and unmaps the large per-step buffers of the MLPs every step
@@ -287,11 +344,25 @@ fn run(cli: Cli) -> Result<()> {
             let bytes = cqr_data::synthetic::write_criteo_tsv(&out, rows, vocab, seed)?;
             println!("{}: {rows} rows, {bytes} bytes", out.display());
         }
-        Cmd::Sweep { file, jobs, shard, results, max_cells, dry_run, verify, verify_seed } => {
-            let file = file.unwrap_or_else(|| PathBuf::from("experiments/quick.yaml"));
+        Cmd::Sweep { file, jobs, shard, results, cache, max_cells, dry_run, verify, verify_seed, exact, tolerance } => {
+            let file = match file {
+                Some(f) => f,
+                None => {
+                    let default = PathBuf::from("experiments/quick.yaml");
+                    if !default.exists() {
+                        let here = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+                        bail!("no experiment file given, and the default {} is not under {here}: run from the repository root or name a YAML file", default.display());
+                    }
+                    default
+                }
+            };
             let exp = load_experiment(&file)?;
             let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
             let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+            if dry_run && exp.tune.is_some() {
+                print_tune_plan(&exp);
+                return Ok(());
+            }
             if dry_run {
                 let cells = shard_cells(&exp, shard);
                 for c in &cells {
@@ -300,13 +371,24 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{} cells", cells.len());
                 return Ok(());
             }
-            let cache = results.parent().unwrap_or(Path::new(".")).join(".cache");
-            let opts = SweepOptions { results: results.clone(), cache, jobs: jobs.max(1), shard, progress: true, max_cells };
+            let cache = cache.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")).join(".cache"));
+            if !dry_run && exp.cells.iter().any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_))) {
+                eprintln!("dataset cache: {} (--cache DIR to move it)", cache.display());
+            }
+            if jobs == 0 {
+                bail!("--jobs 0: at least one cell must run at a time");
+            }
+            if !(tolerance.is_finite() && tolerance >= 0.0) {
+                bail!("--tolerance {tolerance}: must be a non-negative number");
+            }
+            let opts = SweepOptions { results: results.clone(), cache, jobs, shard, progress: true, max_cells };
             if let Some(n) = verify {
-                return verify_cells(&exp, &opts, n, verify_seed);
+                let tol = if exact { Tolerance::Exact } else { Tolerance::Relative(tolerance) };
+                return verify_cells(&exp, &opts, n, verify_seed, tol);
             }
             let rep = sweep(&exp, &opts)?;
-            eprintln!("{} cells ran, {} were already done, {} failed; {} dataset cache(s) built", rep.ran.len(), rep.already_done, rep.failed.len(), rep.cache_builds);
+            let stopped = if rep.not_started > 0 { format!(", {} not started (disk full)", rep.not_started) } else { String::new() };
+            eprintln!("{} cells ran ({} infeasible at their budget), {} were already done, {} failed{stopped}; {} dataset cache(s) built", rep.ran.len(), rep.infeasible, rep.already_done, rep.failed.len(), rep.cache_builds);
             cqr_runner::sweep::with_results_lock(&results, || {
                 let records = load_records(&results)?;
                 tables::write_tables(&results, &records)?;
@@ -337,9 +419,18 @@ fn run(cli: Cli) -> Result<()> {
             let o = slurm::SlurmOptions { file, name: exp.name.clone(), results, shards, time, cpus, mem, cqr, workdir };
             print!("{}", slurm::script(&o)?);
         }
-        Cmd::Plot { results } => {
+        Cmd::Plot { results, against } => {
             require_dir(&results)?;
-            let written = plot::plot_results(&results)?;
+            let mut pairs = plot::default_pairs();
+            for p in &against {
+                let Some((a, b)) = p.split_once(',') else { bail!("--against {p}: expected two method names, A,B") };
+                let known = cqr_methods::method_names();
+                if let Some(m) = [a, b].into_iter().find(|m| !known.contains(m)) {
+                    bail!("--against {p}: unknown method `{m}` (known: {})", known.join(", "));
+                }
+                pairs.push((a.to_string(), b.to_string()));
+            }
+            let written = plot::plot_results_with(&results, &pairs)?;
             if written.is_empty() {
                 bail!("{}: no tables to plot (summary.parquet / least_squares.parquet)", results.display());
             }

@@ -218,7 +218,8 @@ pub struct Reach {
 
 pub fn reach_dense(rows: &[PairRow], dense_lines: &BTreeSet<String>) -> Vec<Reach> {
     let mut by: BTreeMap<(String, String), Vec<&PairRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| dense_lines.contains(&r.b)) {
+    // Two seeds resolve nothing (t with one degree of freedom): such a row never "reaches dense".
+    for r in rows.iter().filter(|r| dense_lines.contains(&r.b) && r.bce.n >= 3) {
         by.entry((r.dataset.clone(), r.a.clone())).or_default().push(r);
     }
     by.into_iter()
@@ -287,6 +288,25 @@ mod tests {
         let reach = reach_dense(&rows, &dense);
         assert!(reach.iter().all(|r| r.reaches.is_none()), "{reach:?}");
         assert_eq!(labels("x-lr=1e-3-k=-2"), [("k".to_string(), "-2".to_string()), ("lr".to_string(), "1e-3".to_string())].into());
+    }
+
+    /// Two seeds never "reach dense": their interval (t = 12.7) contains almost anything.
+    #[test]
+    fn two_seeds_resolve_nothing() {
+        let mut o = vec![];
+        for seed in 0..2u64 {
+            o.push(obs("dense", "dense", 0, seed, 0.40 + 0.01 * seed as f64, 0.8));
+            o.push(obs("cqr", "cqr", 64, seed, 0.45 + 0.02 * seed as f64, 0.8));
+        }
+        let rows = paired(&o, &["dense".into()]);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].bce.lo <= 0.0, "wide enough to hold 0: {:?}", rows[0].bce);
+        let dense: BTreeSet<String> = ["dense".to_string()].into();
+        assert!(reach_dense(&rows, &dense).iter().all(|r| r.reaches.is_none()));
+        assert_eq!(crate::report::resolution(&rows[0].bce, 5), "unresolved (n = 2)");
+        // Three seeds: the half-width t(2) · sd / √3.
+        let i = t_interval(&[0.01, 0.02, 0.03]);
+        assert_eq!(crate::report::resolution(&i, 5), format!("{:.5}", 4.303 * 0.01 / 3f64.sqrt()));
     }
 
     /// A quantized dense line is a line like any other: it is compared with dense (f32) and

@@ -1,14 +1,18 @@
 //! Charts (PNG and SVG) regenerated from the result tables alone.
 //!
 //! The layout follows the seed paper's figure: test BCE (or AUC) against parameters on a log
-//! axis, one line per method with a band for the min-max over seeds, and the dense table as a
-//! dashed horizontal line. Log axes are drawn as log10 values with 10^x labels.
+//! axis, one line per method (the mean over seeds) with a band for the 95% interval of that
+//! mean (Student t over the seeds; no band with one seed), and the dense table as a dashed
+//! horizontal line. A method keeps one colour in every chart (by its place in the registry);
+//! variants of one method in one chart differ by marker. Ticks sit at the x values the grid ran
+//! (the caps), when there are few of them. Log axes are drawn as log10 values.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -28,7 +32,7 @@ fn register_font() {
 pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 600;
 
-/// One line: points of (x, mean, min, max).
+/// One line: points of (x, y, band low, band high).
 #[derive(Debug, Clone)]
 pub struct Line {
     pub label: String,
@@ -47,10 +51,89 @@ pub struct Chart {
     pub hlines: Vec<(String, f64)>,
 }
 
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 11] = [
     RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40),
     RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34), RGBColor(127, 127, 127), RGBColor(0, 0, 128),
 ];
+
+/// A line's colour, fixed per method across every chart: the method (first word of the label,
+/// up to `-` or a space) by its place in the registry; other labels by a hash of that word.
+pub fn color_of(label: &str) -> RGBColor {
+    let method = label.split(['-', ' ']).next().unwrap_or(label);
+    let i = cqr_methods::method_names().iter().position(|m| *m == method).unwrap_or_else(|| cqr_data::records::fnv1a64(method.as_bytes()) as usize);
+    COLORS[i % COLORS.len()]
+}
+
+/// Where ticks go on an axis spanning `lo..hi` (transformed): at the data's distinct values when
+/// there are at most 8, else at round values (integer powers of ten on a log axis).
+fn key_points(values: &[f64], lo: f64, hi: f64, log: bool) -> Vec<f64> {
+    let mut v: Vec<f64> = values.iter().cloned().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    if !v.is_empty() && v.len() <= 8 {
+        return v;
+    }
+    let span = hi - lo;
+    let step = if log && span >= 2.0 { 1.0 } else { 10f64.powf((span / 6.0).log10().floor()) };
+    let step = if span / step > 12.0 { step * 2.0 } else { step };
+    let mut out = vec![];
+    let mut x = (lo / step).ceil() * step;
+    while x <= hi {
+        out.push(x);
+        x += step;
+    }
+    out
+}
+
+/// An x axis whose ticks are exactly `keys` (plotters' own `WithKeyPoints` loses the label
+/// formatter of an f64 range).
+struct KeyedAxis {
+    range: std::ops::Range<f64>,
+    keys: Vec<f64>,
+}
+
+impl Ranged for KeyedAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.range.start) / (self.range.end - self.range.start);
+        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
+    }
+    fn key_points<H: KeyPointHint>(&self, _hint: H) -> Vec<f64> {
+        self.keys.clone()
+    }
+}
+
+/// Draws one line's points with marker `k` (0: circle, 1: triangle, 2: square, 3: cross), the
+/// line itself, and its legend entry.
+macro_rules! draw_line {
+    ($chart:expr, $pts:expr, $color:expr, $label:expr, $k:expr, $e:expr) => {{
+        let (pts, color) = ($pts, $color);
+        let line = $chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2))).map_err($e)?.label($label);
+        match $k % 4 {
+            0 => {
+                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Circle::new((10, 0), 4, color.filled()));
+                $chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err($e)?;
+            }
+            1 => {
+                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + TriangleMarker::new((10, 0), 5, color.filled()));
+                $chart.draw_series(pts.iter().map(|p| TriangleMarker::new((p.0, p.1), 5, color.filled()))).map_err($e)?;
+            }
+            2 => {
+                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Rectangle::new([(6, -4), (14, 4)], color.filled()));
+                $chart.draw_series(pts.iter().map(|p| EmptyElement::at((p.0, p.1)) + Rectangle::new([(-4, -4), (4, 4)], color.filled()))).map_err($e)?;
+            }
+            _ => {
+                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Cross::new((10, 0), 5, color.stroke_width(2)));
+                $chart.draw_series(pts.iter().map(|p| Cross::new((p.0, p.1), 5, color.stroke_width(2)))).map_err($e)?;
+            }
+        }
+    }};
+}
 
 fn tr(v: f64, log: bool) -> f64 {
     if log { v.max(f64::MIN_POSITIVE).log10() } else { v }
@@ -82,12 +165,17 @@ where
     x1 += px;
     y0 -= py;
     y1 += py;
+    // One x value (a single cap): widen the range so the one tick is readable.
+    if x1 - x0 < 1e-6 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    let x_keys = key_points(&xs, x0, x1, c.log_x);
     let mut chart = ChartBuilder::on(&root)
-        .caption(&c.title, ("sans-serif", 22))
+        .caption(&c.title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
+        .build_cartesian_2d(KeyedAxis { range: x0..x1, keys: x_keys }, y0..y1)
         .map_err(e)?;
     let (log_x, log_y) = (c.log_x, c.log_y);
     let fmt = |v: f64, log: bool| if log { compact(10f64.powf(v)) } else { trim(format!("{v:.4}")) };
@@ -100,20 +188,19 @@ where
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(e)?;
-    for (i, l) in c.lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    let mut seen: BTreeMap<(u8, u8, u8), usize> = BTreeMap::new();
+    for l in &c.lines {
+        let color = color_of(&l.label);
+        let k = seen.entry((color.0, color.1, color.2)).or_insert(0);
+        let m = *k;
+        *k += 1;
         let mut pts: Vec<(f64, f64, f64, f64)> = l.points.iter().map(|p| (tr(p.0, log_x), tr(p.1, log_y), tr(p.2, log_y), tr(p.3, log_y))).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if pts.iter().any(|p| p.3 > p.2) {
             let band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).chain(pts.iter().rev().map(|p| (p.0, p.3))).collect();
-            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18)))).map_err(e)?;
+            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(e)?;
         }
-        chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err(e)?
-            .label(&l.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled()))).map_err(e)?;
+        draw_line!(chart, &pts, color, &l.label, m, e);
     }
     for (label, y) in &c.hlines {
         let y = tr(*y, log_y);
@@ -158,7 +245,8 @@ pub fn render(c: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     Ok(vec![png, svg])
 }
 
-/// Groups (key, x, y) rows into lines of (x, mean, min, max) per key, x rounded to group seeds.
+/// Groups (key, x, y) rows into lines of (x, mean, 95% interval of the mean) per key: Student t
+/// over the seeds at that x; with one seed the band is the point itself.
 fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
     let mut m: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for ((k, &x), &y) in keys.iter().zip(xs).zip(ys) {
@@ -172,8 +260,9 @@ fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
             points: pts
                 .into_iter()
                 .map(|(x, v)| {
-                    let mean = v.iter().sum::<f64>() / v.len() as f64;
-                    (f64::from_bits(x), mean, v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+                    let i = crate::paired::t_interval(&v);
+                    let (lo, hi) = if v.len() < 2 { (i.mean, i.mean) } else { (i.lo, i.hi) };
+                    (f64::from_bits(x), i.mean, lo, hi)
                 })
                 .collect(),
         })
@@ -194,37 +283,80 @@ fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
-/// Paired-difference charts, the regime map: for each dataset and each reference method B among
-/// CE and hashing, CQR − B test BCE against the budget, one line per CQR line (its other grid
-/// values: teacher groups, rows, ...), the band the 95% interval over seeds, and 0 dashed.
-/// Below 0, CQR is better.
-fn plot_paired(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
+/// The pairs `plot_results` draws by default: CQR against CE and against hashing.
+pub fn default_pairs() -> Vec<(String, String)> {
+    vec![("cqr".into(), "ce".into()), ("cqr".into(), "hashing".into())]
+}
+
+/// Paired-difference charts, the regime map: for each dataset and each pair (A, B) of methods,
+/// A − B test BCE against the budget, one line per A line (its other grid values: teacher
+/// groups, rows, ...), the band the 95% interval over seeds, and 0 dashed. Below 0, A is better.
+fn plot_paired(results: &Path, charts: &Path, pairs: &[(String, String)]) -> Result<Vec<PathBuf>> {
     let obs = crate::report::observations(results)?;
-    let rows = crate::paired::paired(&obs, &["ce".to_string(), "hashing".to_string()]);
     let mut written = vec![];
-    let mut datasets: Vec<&String> = rows.iter().map(|r| &r.dataset).collect();
-    datasets.sort();
-    datasets.dedup();
-    for ds in datasets {
-        for b in ["ce", "hashing"] {
+    for (a, b) in pairs {
+        let rows = crate::paired::paired(&obs, std::slice::from_ref(b));
+        let mut datasets: Vec<&String> = rows.iter().map(|r| &r.dataset).collect();
+        datasets.sort();
+        datasets.dedup();
+        for ds in datasets {
             let mut by: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
-            for r in rows.iter().filter(|r| &r.dataset == ds && r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b)) {
-                let label = crate::paired::pair_label(&r.a, &r.b);
+            for r in rows.iter().filter(|r| &r.dataset == ds && r.a.split('-').next() == Some(a.as_str()) && r.b.split('-').next() == Some(b.as_str())) {
+                let label = format!("{a} {}", crate::paired::pair_label(&r.a, &r.b));
                 by.entry(label).or_default().push((r.budget as f64, r.bce.mean, r.bce.lo, r.bce.hi));
             }
             if by.is_empty() {
                 continue;
             }
             let chart = Chart {
-                title: format!("{ds}: paired CQR − {b} test BCE (95% CI over seeds)"),
+                title: format!("{ds}: paired {a} − {b} test BCE, mean and 95% CI over seeds"),
                 x_label: "parameter cap per table (log scale)".into(),
-                y_label: format!("CQR − {b} test BCE (below 0: CQR better)"),
+                y_label: format!("{a} − {b} test BCE (below 0: {a} better)"),
                 log_x: true,
                 log_y: false,
                 lines: by.into_iter().map(|(label, points)| Line { label, points }).collect(),
                 hlines: vec![("no difference".into(), 0.0)],
             };
-            written.extend(render(&chart, charts, &format!("{}_paired_cqr_minus_{b}", slug(ds)))?);
+            written.extend(render(&chart, charts, &format!("{}_paired_{}_minus_{}", slug(ds), slug(a), slug(b)))?);
+        }
+    }
+    Ok(written)
+}
+
+/// Validation BCE during training, one chart per dataset and budget (dense in each): x is the
+/// training done at each evaluation in epochs (its step over the steps of one epoch), so 1 is the
+/// end of the first epoch (`best_epoch` 0 in the summary).
+fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Path) -> Result<Vec<PathBuf>> {
+    let (ids, eds, em, ev) = (strs(ep, "cell_id")?, strs(ep, "dataset")?, strs(ep, "method")?, strs(ep, "cell_name")?);
+    let (eb, epoch, step, vb) = (f64s(ep, "budget")?, f64s(ep, "epoch")?, f64s(ep, "step")?, f64s(ep, "val_bce")?);
+    // Steps of one epoch per cell: the step of its last evaluation in epoch 0 (the epoch end).
+    let mut spe: BTreeMap<&str, f64> = BTreeMap::new();
+    for i in (0..ep.height()).filter(|&i| epoch[i] == 0.0) {
+        let e = spe.entry(ids[i].as_str()).or_insert(0.0);
+        *e = e.max(step[i]);
+    }
+    let mut written = vec![];
+    for ds in ds_names {
+        let mut bs: Vec<f64> = (0..ep.height()).filter(|&i| &eds[i] == ds && em[i] != "dense").map(|i| eb[i]).collect();
+        bs.sort_by(f64::total_cmp);
+        bs.dedup();
+        for b in bs {
+            let rows: Vec<usize> = (0..ep.height()).filter(|&i| &eds[i] == ds && (eb[i] == b || em[i] == "dense") && spe.get(ids[i].as_str()).is_some_and(|&s| s > 0.0)).collect();
+            let k: Vec<String> = rows.iter().map(|&i| line_key(&crate::tables::variant(&ev[i]))).collect();
+            let x: Vec<f64> = rows.iter().map(|&i| (step[i] / spe[ids[i].as_str()] * 100.0).round() / 100.0).collect();
+            let y: Vec<f64> = rows.iter().map(|&i| vb[i]).collect();
+            let chart = Chart {
+                title: format!("{ds}: validation BCE during training at budget {b} per table (mean, 95% CI over seeds)"),
+                x_label: "epochs of training done (1 = end of the first epoch, best_epoch 0)".into(),
+                y_label: "validation BCE".into(),
+                log_x: false,
+                log_y: false,
+                lines: aggregate(&k, &x, &y),
+                hlines: vec![],
+            };
+            if !chart.lines.is_empty() {
+                written.extend(render(&chart, charts, &format!("{}_val_bce_per_epoch_b{b}", slug(ds)))?);
+            }
         }
     }
     Ok(written)
@@ -239,6 +371,11 @@ const X_AXES: &[(&str, &str, &str)] = &[
 
 /// Regenerates every chart of a results directory from its parquet tables.
 pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
+    plot_results_with(results, &default_pairs())
+}
+
+/// [`plot_results`] with the paired charts of `pairs` (A, B): A − B per cap.
+pub fn plot_results_with(results: &Path, pairs: &[(String, String)]) -> Result<Vec<PathBuf>> {
     let mut written = vec![];
     let charts = results.join("charts");
     let summary = results.join("summary.parquet");
@@ -273,8 +410,13 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
                         }
                     }
                     let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
+                    let what = match *xname {
+                        "params" => "trainable embedding parameters",
+                        "train_bytes" => "embedding memory during training",
+                        _ => "embedding memory at the end",
+                    };
                     let chart = Chart {
-                        title: format!("{ds}: {metric} vs {xname}"),
+                        title: format!("{ds}: {} against {what} (mean, 95% CI over seeds)", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
                         x_label: (*xlabel).into(),
                         y_label: label.into(),
                         log_x: true,
@@ -291,39 +433,13 @@ pub fn plot_results(results: &Path) -> Result<Vec<PathBuf>> {
         let epochs_path = results.join("epochs.parquet");
         if epochs_path.exists() {
             let ep = read_parquet(&epochs_path)?;
-            let eds = strs(&ep, "dataset")?;
-            let em = strs(&ep, "method")?;
-            let eb = f64s(&ep, "budget")?;
-            let epoch = f64s(&ep, "epoch")?;
-            let vb = f64s(&ep, "val_bce")?;
-            for ds in &ds_names {
-                // The median budget of this dataset, so one chart shows every method.
-                let mut bs: Vec<f64> = (0..ep.height()).filter(|&i| &eds[i] == ds && em[i] != "dense").map(|i| eb[i]).collect();
-                bs.sort_by(f64::total_cmp);
-                bs.dedup();
-                let Some(&mid) = bs.get(bs.len() / 2) else { continue };
-                let rows: Vec<usize> = (0..ep.height()).filter(|&i| &eds[i] == ds && (eb[i] == mid || em[i] == "dense")).collect();
-                let k: Vec<String> = rows.iter().map(|&i| em[i].clone()).collect();
-                let x: Vec<f64> = rows.iter().map(|&i| epoch[i] + 1.0).collect();
-                let y: Vec<f64> = rows.iter().map(|&i| vb[i]).collect();
-                let chart = Chart {
-                    title: format!("{ds}: validation BCE per epoch (budget {mid} per table)"),
-                    x_label: "epoch".into(),
-                    y_label: "validation BCE".into(),
-                    log_x: false,
-                    log_y: false,
-                    lines: aggregate(&k, &x, &y),
-                    hlines: vec![],
-                };
-                if !chart.lines.is_empty() {
-                    written.extend(render(&chart, &charts, &format!("{}_val_bce_per_epoch", slug(ds)))?);
-                }
-            }
+            written.extend(plot_epochs(&ep, &ds_names, &charts)?);
         }
     }
     if summary.exists() {
-        written.extend(plot_paired(results, &charts)?);
+        written.extend(plot_paired(results, &charts, pairs)?);
     }
+    written.extend(crate::tune_report::plot_tuning(results, &charts)?);
     let ls = results.join("least_squares.parquet");
     if ls.exists() {
         let df = read_parquet(&ls)?;

@@ -137,28 +137,47 @@ fn fmt_interval(i: &Interval, digits: usize) -> String {
     format!("{:+.d$} [{:+.d$}, {:+.d$}]{mark}", i.mean, i.lo, i.hi, d = digits)
 }
 
+/// The smallest |mean difference| these seeds resolve at 95% (the interval's half-width,
+/// t(n − 1) · sd / √n); with two seeds (t = 12.7 on one degree of freedom) nothing is resolved.
+pub fn resolution(i: &Interval, digits: usize) -> String {
+    if i.n < 3 {
+        return format!("unresolved (n = {})", i.n);
+    }
+    format!("{:.d$}", (i.hi - i.lo) / 2.0, d = digits)
+}
+
+/// Whether the results directory holds a tuning search's picks.
+pub fn is_tuned(results: &Path) -> bool {
+    results.join("picks.parquet").exists()
+}
+
 /// The paired section: `A − B` per budget with 95% intervals, then "parameters to reach dense".
-pub fn paired_section(obs: &[Obs], against: &[String]) -> String {
+/// `tuned`: every method ran at its own setting picked on validation (else: one shared setting).
+pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
     let rows = paired(obs, against);
     let mut s = String::new();
     if rows.is_empty() {
         return s;
     }
-    let _ = writeln!(s, "## Paired comparisons (A − B over seeds that share data and batch order)\n");
+    let setting = if tuned { "tuned: each method × budget at its own setting, picked on validation" } else { "shared setting: every method at the grid's one setting, untuned" };
+    let _ = writeln!(s, "## Paired comparisons (A − B over seeds that share data and batch order; {setting})\n");
     let _ = writeln!(
         s,
-        "Mean of the per-seed differences and its 95% confidence interval (Student t with n − 1 degrees of freedom over the n paired seeds); `*`: the interval excludes 0. Test BCE: negative means A is better. Best validation AUC: positive means A is better.\n"
+        "Mean of the per-seed differences and its 95% confidence interval (Student t with n − 1 degrees of freedom over the n paired seeds); `*`: the interval excludes 0. Test BCE: negative means A is better. Best validation AUC: positive means A is better. *Resolves*: the smallest |Δ test BCE| these seeds resolve at 95% (the interval's half-width); with 2 seeds nothing is resolved.\n"
     );
-    let _ = writeln!(s, "| dataset | A | B | budget/table | A's params | seeds | Δ test BCE [95% CI] | Δ best val AUC [95% CI] |");
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| dataset | A | B | budget/table | A's params | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} | {} | {} | {} |", r.dataset, r.a, r.b, r.budget, r.a_params, r.bce.n, fmt_interval(&r.bce, 5), fmt_interval(&r.auc, 4));
+        let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |", r.dataset, r.a, r.b, r.budget, r.a_params, r.bce.n, fmt_interval(&r.bce, 5), resolution(&r.bce, 5), fmt_interval(&r.auc, 4));
     }
     let dense: BTreeSet<String> = obs.iter().filter(|o| o.method == "dense" && !crate::paired::is_quantized(&o.line)).map(|o| o.line.clone()).collect();
     let reach = reach_dense(&rows, &dense);
+    if reach.is_empty() && rows.iter().any(|r| dense.contains(&r.b)) {
+        let _ = writeln!(s, "\n### Parameters to reach dense\n\nNo comparison against dense has 3 or more paired seeds: with 2, any difference is \"not significant\", so none is said to reach dense.");
+    }
     if !reach.is_empty() {
         let _ = writeln!(s, "\n### Parameters to reach dense\n");
-        let _ = writeln!(s, "The smallest budget at which the paired test-BCE difference against dense is not significantly positive (interval's lower bound ≤ 0), and the smallest at which it is at most 0 with 95% confidence (upper bound ≤ 0); `-`: no budget of the grid.\n");
+        let _ = writeln!(s, "The smallest budget at which the paired test-BCE difference against dense is not significantly positive (interval's lower bound ≤ 0), and the smallest at which it is at most 0 with 95% confidence (upper bound ≤ 0); `-`: no budget of the grid. Only comparisons with at least 3 paired seeds count (with 2, any difference is \"not significant\").\n");
         let _ = writeln!(s, "| dataset | line | reaches dense (lo ≤ 0): budget, params | at least dense (hi ≤ 0): budget, params |");
         let _ = writeln!(s, "|---|---|---:|---:|");
         let f = |x: Option<(u64, f64)>| x.map(|(b, p)| format!("{b}, {p:.0}")).unwrap_or_else(|| "-".into());
@@ -253,7 +272,10 @@ pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBu
         md.push_str(&markdown_table(&rows));
         md.push('\n');
         let obs = observations(results)?;
-        md.push_str(&paired_section(&obs, against));
+        if is_tuned(results) {
+            md.push_str(&crate::tune_report::tuned_section(results)?);
+        }
+        md.push_str(&paired_section(&obs, against, is_tuned(results)));
         md.push_str(&cqr_map_section(&obs));
         let freq = frequency_table(&rows);
         if freq.lines().count() > 2 {

@@ -25,7 +25,8 @@ pub struct SlurmOptions {
     pub results: PathBuf,
     /// Array tasks (shards).
     pub shards: usize,
-    /// Wall-clock limit of one task, `HH:MM` (or anything sbatch's `--time` takes).
+    /// Wall-clock limit of one task as the user gave it: hours (`4`, `1.5`), `HH:MM:SS` or
+    /// `D-HH:MM:SS` (see [`sbatch_time`]).
     pub time: String,
     /// CPUs of one task; also its `--jobs` (cells at once).
     pub cpus: usize,
@@ -45,15 +46,46 @@ impl SlurmOptions {
         if self.cpus == 0 {
             bail!("--cpus must be at least 1");
         }
-        let ok_time = !self.time.is_empty() && self.time.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-');
-        if !ok_time {
-            bail!("--time `{}`: expected HH:MM (or D-HH:MM, as sbatch takes it)", self.time);
-        }
+        sbatch_time(&self.time)?;
         if self.mem.is_empty() || !self.mem.chars().all(|c| c.is_ascii_alphanumeric()) {
             bail!("--mem `{}`: expected a size such as 16G", self.mem);
         }
         Ok(())
     }
+}
+
+/// `--time` in a form sbatch cannot misread: `HH:MM:SS`, or `D-HH:MM:SS` from a day on. Input:
+/// a number of hours (`4`, `1.5`), `HH:MM:SS` or `D-HH:MM:SS`. `MM:SS` forms (`04:00`, sbatch's
+/// reading: four *minutes*) and bare `D-HH` are refused as ambiguous.
+pub fn sbatch_time(t: &str) -> Result<String> {
+    let t = t.trim();
+    let bad = |why: &str| anyhow::anyhow!("--time `{t}`: {why}; give hours (`4`, `1.5`), HH:MM:SS or D-HH:MM:SS");
+    let seconds: u64 = if let Ok(h) = t.parse::<f64>() {
+        if !(h.is_finite() && h > 0.0 && h <= 365.0 * 24.0) {
+            return Err(bad("hours must be a positive number"));
+        }
+        (h * 3600.0).round() as u64
+    } else {
+        let (days, rest) = match t.split_once('-') {
+            Some((d, r)) => (d.parse::<u64>().map_err(|_| bad("days before `-` must be a whole number"))?, r),
+            None => (0, t),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        if parts.len() != 3 {
+            return Err(bad("sbatch reads `MM:SS` and `HH:MM` ambiguously (`04:00` is four minutes)"));
+        }
+        let n: Vec<u64> = parts.iter().map(|p| p.parse::<u64>()).collect::<std::result::Result<_, _>>().map_err(|_| bad("not whole numbers"))?;
+        if n[1] >= 60 || n[2] >= 60 {
+            return Err(bad("minutes and seconds must be below 60"));
+        }
+        days * 86_400 + n[0] * 3600 + n[1] * 60 + n[2]
+    };
+    if seconds == 0 {
+        return Err(bad("the limit must be positive"));
+    }
+    let (d, r) = (seconds / 86_400, seconds % 86_400);
+    let hms = format!("{:02}:{:02}:{:02}", r / 3600, r % 3600 / 60, r % 60);
+    Ok(if d > 0 { format!("{d}-{hms}") } else { hms })
 }
 
 /// A word for the shell: kept as it is when it holds only safe characters, else single-quoted.
@@ -100,7 +132,7 @@ pub fn script(o: &SlurmOptions) -> Result<String> {
     let _ = writeln!(s, "#!/usr/bin/env bash");
     let _ = writeln!(s, "#SBATCH --job-name={job}");
     let _ = writeln!(s, "#SBATCH --array=0-{}", o.shards - 1);
-    let _ = writeln!(s, "#SBATCH --time={}", o.time);
+    let _ = writeln!(s, "#SBATCH --time={}", sbatch_time(&o.time)?);
     let _ = writeln!(s, "#SBATCH --cpus-per-task={}", o.cpus);
     let _ = writeln!(s, "#SBATCH --mem={}", o.mem);
     let _ = writeln!(s, "#SBATCH --output={}", word(&logs.join("%x-%A_%a.out")));
@@ -137,7 +169,7 @@ mod tests {
             name: "quick".into(),
             results: "results/quick".into(),
             shards: 8,
-            time: "04:00".into(),
+            time: "4".into(),
             cpus: 4,
             mem: "16G".into(),
             cqr: "/opt/cqr/bin/cqr".into(),
@@ -150,7 +182,7 @@ mod tests {
         let s = script(&opts()).unwrap();
         for want in [
             "#SBATCH --array=0-7",
-            "#SBATCH --time=04:00",
+            "#SBATCH --time=04:00:00\n",
             "#SBATCH --cpus-per-task=4",
             "#SBATCH --mem=16G",
             "/opt/cqr/bin/cqr sweep experiments/quick.yaml --results results/quick --jobs 4 --shard \"$SLURM_ARRAY_TASK_ID/8\"",
@@ -172,5 +204,19 @@ mod tests {
         assert!(script(&SlurmOptions { time: "4 hours".into(), ..opts() }).unwrap_err().to_string().contains("--time"));
         assert!(script(&SlurmOptions { mem: "16 G".into(), ..opts() }).unwrap_err().to_string().contains("--mem"));
         assert_eq!(shell_word("a b'c"), r"'a b'\''c'");
+    }
+
+    /// Hours become HH:MM:SS; full forms are kept (normalised); `MM:SS`-like forms are refused.
+    #[test]
+    fn time_is_emitted_unambiguously() {
+        for (given, emitted) in [("4", "04:00:00"), ("24", "1-00:00:00"), ("1.5", "01:30:00"), ("02:30:00", "02:30:00"), ("1-12:00:00", "1-12:00:00"), ("36:00:00", "1-12:00:00")] {
+            assert_eq!(sbatch_time(given).unwrap(), emitted, "{given}");
+            let s = script(&SlurmOptions { time: given.into(), ..opts() }).unwrap();
+            assert!(s.contains(&format!("#SBATCH --time={emitted}\n")), "{given}: {s}");
+        }
+        for bad in ["04:00", "24:00", "1-12", "0", "-3", "4h", "01:60:00", ""] {
+            let e = sbatch_time(bad).unwrap_err().to_string();
+            assert!(e.contains("--time") && e.contains("HH:MM:SS"), "{bad}: {e}");
+        }
     }
 }

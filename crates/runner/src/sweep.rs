@@ -26,6 +26,8 @@ pub enum CellOutput {
     /// result, recorded so the sweep neither fails nor retries it.
     Infeasible { reason: String },
     LeastSquares(LeastSquaresTrace),
+    /// A tuning trial's loss became non-finite: recorded as the worst trial.
+    Diverged { reason: String },
 }
 
 /// What is stored for a finished cell (`cells/<id>/record.json`).
@@ -55,7 +57,7 @@ pub fn cells_dir(results: &Path) -> PathBuf {
     results.join("cells")
 }
 
-fn record_path(results: &Path, id: &str) -> PathBuf {
+pub fn record_path(results: &Path, id: &str) -> PathBuf {
     cells_dir(results).join(id).join("record.json")
 }
 
@@ -159,6 +161,9 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             match train(&ds, &model, &spec, &tc) {
                 Ok(r) => (label, CellOutput::Train(Box::new(r))),
                 Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => (label, CellOutput::Infeasible { reason: e.to_string() }),
+                // A tuning trial whose learning rate is too high is a result (the worst), not a
+                // failure of the search.
+                Err(e @ cqr_models::TrainError::NonFinite { .. }) if c.tuning.is_some() => (label, CellOutput::Diverged { reason: e.to_string() }),
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("cell {}", cell.name))),
             }
         }
@@ -173,9 +178,17 @@ pub fn write_record(results: &Path, rec: &CellRecord) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{}-{}", rec.id, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&rec.config)?)?;
-    std::fs::write(tmp.join("record.json"), serde_json::to_string_pretty(rec)?)?;
+    let cannot = |p: &Path| format!("cannot write {}", p.display());
+    std::fs::create_dir_all(&tmp).with_context(|| cannot(&tmp))?;
+    let write = |name: &str, text: String| {
+        let p = tmp.join(name);
+        std::fs::write(&p, text).with_context(|| cannot(&p))
+    };
+    let written = write("config.json", serde_json::to_string_pretty(&rec.config)?).and_then(|_| write("record.json", serde_json::to_string_pretty(rec)?));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let target = dir.join(&rec.id);
     if target.exists() {
         // Another shard finished the same cell first; keep theirs.
@@ -205,6 +218,18 @@ pub struct SweepReport {
     /// Datasets this sweep preprocessed or generated (cache misses); the other cells read them
     /// from the cache.
     pub cache_builds: usize,
+    /// Cells that ran and were infeasible at their budget (recorded, no model trained).
+    pub infeasible: usize,
+    /// Cells not started because the disk filled up.
+    pub not_started: usize,
+}
+
+/// The error (or one it wraps) says the disk or quota is full.
+pub fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<cqr_data::DataError>().is_some_and(|d| d.is_disk_full())
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    })
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
@@ -222,8 +247,43 @@ pub fn shard_cells(exp: &Experiment, shard: (usize, usize)) -> Vec<&Cell> {
     exp.cells.iter().enumerate().filter(|(i, _)| i % shard.1 == shard.0).map(|(_, c)| c).collect()
 }
 
+/// Checks every dataset of `cells` once, before any cell runs (files readable, columns
+/// present): one error naming the experiment file and its `dataset` line, not one per cell.
+pub fn precheck_datasets(exp: &Experiment, cells: &[&Cell]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for c in cells {
+        if seen.insert(serde_json::to_string(&c.config.dataset)?) {
+            if let Err(e) = c.config.dataset.precheck() {
+                let line = std::fs::read_to_string(&exp.file).ok().and_then(|t| crate::config::line_index(&t).get("dataset").copied());
+                let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+                return Err(anyhow!("{}{at}: dataset: {e:#}", exp.file.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one finished cell's record (`None`: not run yet).
+pub fn read_record(results: &Path, id: &str) -> Result<Option<CellRecord>> {
+    let p = record_path(results, id);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: not a cell record", p.display()))?))
+}
+
+/// Runs the experiment's cells of this shard that have no record yet (a tuned experiment: its
+/// search, then the picks; see [`crate::tune`]).
 pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
-    let mine = shard_cells(exp, opts.shard);
+    if let Some(plan) = &exp.tune {
+        return crate::tune::run(exp, plan, opts);
+    }
+    run_cells(exp, shard_cells(exp, opts.shard), opts)
+}
+
+/// Runs those of `mine` that have no record yet (at most `max_cells` of them).
+pub fn run_cells(exp: &Experiment, mine: Vec<&Cell>, opts: &SweepOptions) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let mut todo = vec![];
     for c in mine {
@@ -236,10 +296,17 @@ pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
     if let Some(m) = opts.max_cells {
         todo.truncate(m);
     }
+    precheck_datasets(exp, &todo)?;
     let total = todo.len();
     let done = Mutex::new(0usize);
     let report_m = Mutex::new(report);
+    // A full disk fails every later cell the same way: stop scheduling at the first one.
+    let disk_full = std::sync::atomic::AtomicBool::new(false);
     let run = |c: &&Cell| {
+        if disk_full.load(std::sync::atomic::Ordering::SeqCst) {
+            report_m.lock().unwrap().not_started += 1;
+            return;
+        }
         eprintln!("[{}] running {} ({})", exp.name, c.name, c.id);
         match run_cell_counted(c, &opts.cache, opts.progress && opts.jobs == 1).and_then(|(r, o)| write_record(&opts.results, &r).map(|_| (r, o))) {
             Ok((r, outcome)) => {
@@ -250,8 +317,14 @@ pub fn sweep(exp: &Experiment, opts: &SweepOptions) -> Result<SweepReport> {
                 *d += 1;
                 eprintln!("[{}] {}/{} done: {} in {:.1}s{}", exp.name, *d, total, c.name, r.wall_s, brief(&r));
                 report_m.lock().unwrap().ran.push(c.name.clone());
+                if matches!(r.output, CellOutput::Infeasible { .. }) {
+                    report_m.lock().unwrap().infeasible += 1;
+                }
             }
             Err(e) => {
+                if is_disk_full(&e) && !disk_full.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("[{}] the disk is full ({e:#}); no further cell is started", exp.name);
+                }
                 eprintln!("[{}] FAILED {}: {e:#}", exp.name, c.name);
                 report_m.lock().unwrap().failed.push((c.name.clone(), format!("{e:#}")));
             }
@@ -274,6 +347,7 @@ fn brief(r: &CellRecord) -> String {
         }
         CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
         CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),
+        CellOutput::Diverged { reason } => format!(": diverged: {reason}"),
     }
 }
 
@@ -293,8 +367,54 @@ pub fn with_results_lock<T>(results: &Path, f: impl FnOnce() -> Result<T>) -> Re
 /// Keys of a record that measure the machine, not the model: left out of `--verify`.
 const VOLATILE: [&str; 6] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu", "kernels"];
 
-/// Paths (`a.b[3].c`) where two JSON values differ, ignoring [`VOLATILE`] keys.
-fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+/// How `--verify` compares numbers. `Exact`: every value bit for bit (floats round-trip exactly
+/// through the JSON records). `Relative(tol)`: two numbers agree when
+/// `|a - b| <= tol * max(|a|, |b|)` (integers and every non-number still exactly).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    Exact,
+    Relative(f64),
+}
+
+/// The relative tolerance `--verify` allows a record trained on another CPU model (or with the
+/// other kernels). Measured: the GEMM kernels of two CPUs sum in different orders and move the
+/// metrics by ~1e-8 relative (AVX-512 Xeon records re-run on an AVX2 EPYC, 2026-12-02: largest
+/// 5.7e-9 on test BCE; burn's op graph against the fused kernels on one CPU: see the README).
+/// The seed-to-seed spread of the same metrics is ~1e-3 relative, so 1e-6 sits two orders above
+/// the first and three below the second: a real regression cannot hide under it.
+pub const CROSS_CPU_TOLERANCE: f64 = 1e-6;
+
+/// One metric where two records differ: its path, both values and (numbers) the relative gap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub path: String,
+    pub stored: serde_json::Value,
+    pub now: serde_json::Value,
+    /// `|a - b| / max(|a|, |b|)` for two numbers, else infinite.
+    pub relative: f64,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: stored {}, now {}", self.path, self.stored, self.now)?;
+        if self.relative.is_finite() {
+            write!(f, " (relative {:.1e})", self.relative)?;
+        }
+        Ok(())
+    }
+}
+
+fn relative_gap(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if x == y => 0.0,
+        (Some(x), Some(y)) if x.is_finite() && y.is_finite() && !(a.is_i64() || a.is_u64()) => (x - y).abs() / x.abs().max(y.abs()),
+        _ => f64::INFINITY,
+    }
+}
+
+/// Paths (`a.b[3].c`) where two JSON values differ, ignoring [`VOLATILE`] keys. Every
+/// difference is listed, with its relative gap; the tolerance is applied by the caller.
+fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<Difference>) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -313,8 +433,40 @@ fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut
                 json_diff(va, vb, &format!("{path}[{i}]"), out);
             }
         }
-        _ if a != b => out.push(format!("{path}: stored {a}, now {b}")),
+        _ if a != b => out.push(Difference { path: path.to_string(), stored: a.clone(), now: b.clone(), relative: relative_gap(a, b) }),
         _ => {}
+    }
+}
+
+/// The verdict on one re-run cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Every metric bit for bit.
+    Identical,
+    /// Differences, all within the tolerance allowed because the record came from another CPU
+    /// model or other kernels; the largest relative one.
+    WithinTolerance { largest: f64 },
+    /// At least one difference beyond what is allowed.
+    Different,
+}
+
+impl Verified {
+    /// Exact on the record's own CPU and kernels (or with `--exact`); within `tol` when the
+    /// record was trained on another CPU model, an unrecorded one, or with the other kernels.
+    pub fn verdict(&self, tol: Tolerance) -> Verdict {
+        if self.differences.is_empty() {
+            return Verdict::Identical;
+        }
+        let largest = self.differences.iter().map(|d| d.relative).fold(0.0, f64::max);
+        match tol {
+            Tolerance::Relative(t) if self.other_machine() && largest <= t => Verdict::WithinTolerance { largest },
+            _ => Verdict::Different,
+        }
+    }
+
+    /// The stored record came from another CPU model (or names none) or other kernels.
+    pub fn other_machine(&self) -> bool {
+        self.stored_cpu.is_none() || self.stored_cpu != self.cpu || self.stored_kernels != self.kernels
     }
 }
 
@@ -324,7 +476,7 @@ pub struct Verified {
     pub name: String,
     pub wall_s: f64,
     /// Every metric that differs from the stored record (empty: identical, bit for bit).
-    pub differences: Vec<String>,
+    pub differences: Vec<Difference>,
     /// The CPU of the stored record (if it has one) and of this run.
     pub stored_cpu: Option<String>,
     pub cpu: Option<String>,
@@ -333,11 +485,27 @@ pub struct Verified {
     pub kernels: String,
 }
 
+/// A stored record against a new run of its cell (both as the JSON a record is written as).
+pub fn compare_records(name: &str, stored: &serde_json::Value, now: &serde_json::Value, wall_s: f64) -> Verified {
+    let mut differences = vec![];
+    json_diff(stored, now, "", &mut differences);
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Verified {
+        name: name.to_string(),
+        wall_s,
+        differences,
+        stored_cpu: text(stored, "cpu"),
+        cpu: text(now, "cpu"),
+        stored_kernels: text(stored, "kernels").unwrap_or_else(|| "burn".into()),
+        kernels: text(now, "kernels").unwrap_or_default(),
+    }
+}
+
 /// Re-runs `n` finished cells, chosen by `seed`, and compares every stored metric with the new
-/// run, bit for bit (floats round-trip exactly through the JSON records).
+/// run (floats round-trip exactly through the JSON records); [`Verified::verdict`] judges it.
 pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Result<Vec<Verified>> {
     use rand::{Rng, SeedableRng};
-    let mut done: Vec<&Cell> = exp.cells.iter().filter(|c| record_path(&opts.results, &c.id).exists()).collect();
+    let mut done: Vec<&Cell> = exp.every_cell().into_iter().filter(|c| record_path(&opts.results, &c.id).exists()).collect();
     if done.is_empty() {
         return Err(anyhow!("--verify: no finished cell of {} under {} (run the sweep first)", exp.name, opts.results.display()));
     }
@@ -346,20 +514,16 @@ pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Res
         done.swap(i, rng.random_range(0..=i));
     }
     done.truncate(n);
+    precheck_datasets(exp, &done)?;
     let mut out = vec![];
     for c in done {
         let p = record_path(&opts.results, &c.id);
         let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("{}: not a cell record", p.display()))?;
         eprintln!("[{}] verifying {} ({})", exp.name, c.name, c.id);
         let rec = run_cell(c, &opts.cache, false)?;
-        let mut differences = vec![];
         // Through text, as stored: f32 fields are written in their shortest f32 form.
         let now: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&rec)?)?;
-        json_diff(&stored, &now, "", &mut differences);
-        let stored_cpu = stored.get("cpu").and_then(|v| v.as_str()).map(str::to_string);
-        let stored_kernels = stored.get("kernels").and_then(|v| v.as_str()).unwrap_or("burn").to_string();
-        let kernels = rec.kernels.clone().unwrap_or_default();
-        out.push(Verified { name: c.name.clone(), wall_s: rec.wall_s, differences, stored_cpu, cpu: rec.cpu.clone(), stored_kernels, kernels });
+        out.push(compare_records(&c.name, &stored, &now, rec.wall_s));
     }
     Ok(out)
 }
@@ -377,7 +541,36 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         json_diff(&stored, &json!({"output": {"reported": {"test_bce": 0.50000001}}}), "", &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
-        assert!(out[0].starts_with(".output.reported.test_bce"), "{out:?}");
+        assert!(out[0].path == ".output.reported.test_bce", "{out:?}");
+    }
+
+    fn record(cpu: &str, bce: f64, steps: u64) -> serde_json::Value {
+        json!({"cpu": cpu, "kernels": "fused", "output": {"reported": {"test_bce": bce}, "steps": steps}})
+    }
+
+    /// Same CPU: the bits. Another CPU: within the tolerance, and only there. `--exact`
+    /// (Tolerance::Exact): the bits everywhere. Integers never get a tolerance.
+    #[test]
+    fn verify_allows_rounding_on_another_cpu_only() {
+        let (here, there) = ("AMD EPYC (family 25, model 1, no AVX-512)", "Intel Xeon (family 6, model 207, AVX-512)");
+        let tol = Tolerance::Relative(CROSS_CPU_TOLERANCE);
+        let v = |stored: serde_json::Value, now: serde_json::Value| compare_records("c", &stored, &now, 1.0);
+        let base = 0.3865292262;
+        assert_eq!(v(record(here, base, 10), record(here, base, 10)).verdict(tol), Verdict::Identical);
+        let tiny = base * (1.0 + 1e-9);
+        let other = v(record(there, base, 10), record(here, tiny, 10));
+        match other.verdict(tol) {
+            Verdict::WithinTolerance { largest } => assert!((largest - 1e-9).abs() < 1e-10, "{largest}"),
+            x => panic!("{x:?}"),
+        }
+        assert_eq!(other.verdict(Tolerance::Exact), Verdict::Different, "--exact demands the bits");
+        assert_eq!(v(record(here, base, 10), record(here, tiny, 10)).verdict(tol), Verdict::Different, "same CPU: bits");
+        assert_eq!(v(record(there, base, 10), record(here, base * (1.0 + 1e-4), 10)).verdict(tol), Verdict::Different, "a real change");
+        assert_eq!(v(record(there, base, 10), record(here, base, 11)).verdict(tol), Verdict::Different, "integers exactly");
+        // A record that names no CPU is treated as another machine's.
+        let mut old = record(here, base, 10);
+        old.as_object_mut().unwrap().remove("cpu");
+        assert!(matches!(v(old, record(here, tiny, 10)).verdict(tol), Verdict::WithinTolerance { .. }));
     }
 
     #[test]

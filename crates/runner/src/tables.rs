@@ -25,7 +25,8 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "best_val_auc", "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
     "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc", "train_click_rate", "normalized_entropy", "test_bce_head",
-    "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail",
+    "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail", "optimizer", "lr", "embedding_lr", "batch_size", "epochs",
+    "method_options",
 ];
 
 /// Normalized entropy (He et al. 2014, as the DLRM papers report it): the BCE divided by the
@@ -100,6 +101,14 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_u("test_rows_head", u(&|_, t| freq_rows(t, 0))),
         col_u("test_rows_torso", u(&|_, t| freq_rows(t, 1))),
         col_u("test_rows_tail", u(&|_, t| freq_rows(t, 2))),
+        // The training setting as columns (a tuned grid's picks differ per method): no reader
+        // needs to parse it out of a cell name.
+        col_s("optimizer", s(&|r, _| format!("{:?}", r.config.training.optimizer).to_lowercase())),
+        col_f("lr", f(&|r, _| r.config.training.lr)),
+        col_f("embedding_lr", f(&|r, _| r.config.training.embedding_lr.unwrap_or(r.config.training.lr))),
+        col_u("batch_size", u(&|r, _| r.config.training.batch_size as u64)),
+        col_u("epochs", u(&|r, _| r.config.training.epochs as u64)),
+        col_s("method_options", s(&|r, _| r.config.method.as_ref().map(|m| if m.options.is_null() { String::new() } else { m.options.to_string() }).unwrap_or_default())),
     ];
     Ok(DataFrame::new(rows.len(), cols)?)
 }
@@ -176,8 +185,12 @@ fn write_both(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
 }
 
 /// Writes every table for the records present (partial sweeps and shards merge naturally).
+/// The tables of `records`; a tuning search's trial runs are left out (they are in
+/// `tuning.*`, written by [`crate::tune`]): the summary holds only the cells it compares.
 pub fn write_tables(results: &Path, records: &[CellRecord]) -> Result<()> {
     std::fs::create_dir_all(results)?;
+    let finals: Vec<CellRecord> = records.iter().filter(|r| r.config.tuning.is_none()).cloned().collect();
+    let records = &finals[..];
     let mut s = summary_frame(records)?;
     if s.height() > 0 {
         write_both(&mut s, results, "summary")?;

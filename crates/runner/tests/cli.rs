@@ -72,9 +72,14 @@ fn errors_are_clear_and_exit_nonzero() {
 #[test]
 fn slurm_script_shards_cover_the_grid() {
     let bin = env!("CARGO_BIN_EXE_cqr");
-    let (ok, script, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--cpus", "2", "--time", "02:30", "--cqr", bin]);
+    let (ok, script, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--cpus", "2", "--time", "02:30:00", "--cqr", bin]);
     assert!(ok, "{err}");
-    assert!(script.contains("#SBATCH --array=0-2") && script.contains("#SBATCH --time=02:30"), "{script}");
+    assert!(script.contains("#SBATCH --array=0-2") && script.contains("#SBATCH --time=02:30:00\n"), "{script}");
+    // The default is hours; a form sbatch reads as minutes is refused.
+    let (ok, default, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3"]);
+    assert!(ok && default.contains("#SBATCH --time=04:00:00\n"), "{err}{default}");
+    let (ok, _, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--time", "24:00"]);
+    assert!(!ok && err.contains("four minutes") && !err.contains("panicked"), "{err}");
     let shard_line = script.lines().find(|l| l.contains("--shard \"$SLURM_ARRAY_TASK_ID/")).expect("a shard command");
     let (ok, all, err) = cqr(&["sweep", "experiments/quick.yaml", "--dry-run"]);
     assert!(ok, "{err}");

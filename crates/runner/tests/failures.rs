@@ -84,7 +84,7 @@ fn killed_sweep_resumes_to_identical_tables() {
     let out = cqr(&["sweep", &exp, "--results", b.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("{} cells ran, {at_kill} were already done", 14 - at_kill)), "{err}");
+    assert!(err.contains(&format!("{} cells ran (", 14 - at_kill)) && err.contains(&format!("infeasible at their budget), {at_kill} were already done")), "{err}");
     assert_eq!(metrics(&a), metrics(&b), "resumed tables differ from the uninterrupted run");
 }
 
@@ -175,4 +175,34 @@ proptest! {
         }
         let _ = parse_experiment(&lines.join("\n"), Path::new("fuzz.yaml"));
     }
+}
+
+/// A missing data file, a missing column and bad split fractions are found once, before any
+/// cell runs, with the experiment file and its line; no Rust formatting leaks into the message.
+#[test]
+fn dataset_problems_are_found_once_before_any_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "y,a,b\n1,x,p\n0,y,q\n1,x,q\n0,z,p\n").unwrap();
+    let table = |cats: &str, split: &str, path: &str| {
+        format!("name: t\ndataset:\n  kind: table\n  path: {path}\n  format: csv\n  label: y\n  categorical: [{cats}]\n  numeric: []\n  preprocess:\n    split: {split}\nmodel: {{ kind: dlrm, preset: small }}\nmethods:\n  - name: hashing\n  - name: ce\nbudgets: [64, 128]\nseeds: [0, 1, 2]\n")
+    };
+    let fractions = "{ fractions: { train: 0.8, val: 0.1, test: 0.1 } }";
+    let run = |text: String| {
+        let f = dir.path().join("t.yaml");
+        std::fs::write(&f, text).unwrap();
+        let out = cqr(&["sweep", f.to_str().unwrap(), "--results", dir.path().join("r").to_str().unwrap()]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(table("a, C99", fractions, csv.to_str().unwrap()));
+    assert!(!ok && err.contains("t.yaml:2: dataset:") && err.contains("categorical column `C99` not found") && !err.contains("Name(") && !err.contains("running"), "{err}");
+    let (ok, err) = run(table("a, b", fractions, dir.path().join("gone.csv").to_str().unwrap()));
+    assert!(!ok && err.contains("gone.csv: cannot read file") && err.matches("No such file").count() == 1 && !err.contains("running"), "{err}");
+    let (ok, err) = run(table("a, b", "{ fractions: { train: 0.8, val: 0.2, test: 0.15 } }", csv.to_str().unwrap()));
+    assert!(!ok && err.contains("t.yaml:") && err.contains("sum to 1.15,") && !err.contains("1.1500000"), "{err}");
+    let f = dir.path().join("t.yaml");
+    std::fs::write(&f, table("a, b", fractions, csv.to_str().unwrap())).unwrap();
+    let out = cqr(&["sweep", f.to_str().unwrap(), "--jobs", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--jobs 0") && !err.contains("panicked"), "{err}");
 }

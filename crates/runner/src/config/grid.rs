@@ -11,9 +11,10 @@ use cqr_data::records::fnv1a64;
 use cqr_models::DlrmConfig;
 
 use super::lines::{file_path_for, line_index, Ctx};
-use super::{to_config, Cell, CellConfig, Experiment};
+use super::tune::{round3, setting_label, Setting, TuneSpec, DEFAULT_FINAL_SEEDS};
+use super::{to_config, Cell, CellConfig, Experiment, TrialTag, TuneGroup, TunePlan, TunedTrial};
 
-const TOP_KEYS: &[&str] = &["name", "description", "dataset", "model", "training", "methods", "budgets", "budgets_per_dim", "seeds"];
+const TOP_KEYS: &[&str] = &["name", "description", "dataset", "model", "training", "methods", "budgets", "budgets_per_dim", "seeds", "tune"];
 /// Paths whose value is a list by nature (a list of lists there is a grid axis).
 const LIST_VALUED: &[&str] = &["model.bottom", "model.top", "dataset.path", "dataset.categorical", "dataset.numeric"];
 
@@ -63,6 +64,22 @@ fn set_path(v: &mut Value, path: &[String], value: Value) {
     }
 }
 
+/// Sets `path` in `v`, creating the mappings on the way (a tuned key need not be written in
+/// the file).
+fn set_path_create(v: &mut Value, path: &[&str], value: Value) {
+    let Value::Mapping(m) = v else { return };
+    let key = Value::String(path[0].to_string());
+    if path.len() == 1 {
+        m.insert(key, value);
+        return;
+    }
+    let child = m.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+    if !child.is_mapping() {
+        *child = Value::Mapping(Mapping::new());
+    }
+    set_path_create(child, &path[1..], value);
+}
+
 fn deep_merge(base: &mut Value, over: &Value) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
@@ -104,7 +121,10 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
     let name = experiment_name(get("name"), &ctx)?;
     let dataset = get("dataset").ok_or_else(|| ctx.err("dataset", "missing section"))?;
     let is_ls = dataset.get("kind").and_then(|k| k.as_str()) == Some("least_squares");
+    let tune_v = get("tune");
     let seeds: Vec<Value> = match get("seeds") {
+        // A tuned grid re-runs each pick on 5 seeds unless told otherwise (BARS's protocol).
+        None if tune_v.is_some() => DEFAULT_FINAL_SEEDS.iter().map(|&s| Value::Number(s.into())).collect(),
         None => vec![Value::Number(0.into())],
         Some(Value::Sequence(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => vec![Value::Number(n.clone())],
@@ -120,6 +140,13 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
     }
     let (entries, budgets) = if is_ls { (vec![(None, None)], vec![]) } else { (method_entries(get("methods"), &ctx)?, budget_list(&top, &ctx)?) };
     let grid = Grid { base: Value::Mapping(base), entries: &entries, budgets: &budgets, seeds: &seeds, ctx: &ctx };
+    if let Some(tv) = tune_v {
+        if is_ls {
+            return Err(ctx.err("tune", "least squares has nothing to tune"));
+        }
+        let plan = grid.tune_plan(tv)?;
+        return Ok(Experiment { name, file: file.to_path_buf(), cells: vec![], tune: Some(plan) });
+    }
     let mut cells = vec![];
     for (mi, entry) in &entries {
         cells.extend(grid.expand(*mi, entry)?);
@@ -136,7 +163,7 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
             bail!("{}: two different cells are both named `{}`; give the entries of that method options or overrides that tell them apart", file.display(), c.name);
         }
     }
-    Ok(Experiment { name, file: file.to_path_buf(), cells })
+    Ok(Experiment { name, file: file.to_path_buf(), cells, tune: None })
 }
 
 /// The top-level mapping, every key a known section.
@@ -308,6 +335,95 @@ impl Grid<'_> {
             }
         }
         Ok(cells)
+    }
+
+    /// Every method entry × grid point × budget as a tuning group: its trials, each with its
+    /// partial runs (halving rungs), full runs on the tuning seeds, and final cells (the
+    /// experiment's seeds) to run if it is picked.
+    fn tune_plan(&self, tv: &Value) -> Result<TunePlan> {
+        let final_seeds: Vec<u64> = self.seeds.iter().filter_map(|s| s.as_u64()).collect();
+        let spec = TuneSpec::parse(tv, &final_seeds).map_err(|e| self.ctx.err("tune", e))?;
+        let names: Vec<&str> = self.entries.iter().filter_map(|(_, e)| e.as_ref()?.get("name")?.as_str()).collect();
+        let trials_per_group = spec.check_equal(&names).map_err(|e| self.ctx.err("tune", e))?;
+        let mut groups = vec![];
+        for (mi, entry) in self.entries {
+            groups.extend(self.expand_tuned(*mi, entry, &spec)?);
+        }
+        Ok(TunePlan { spec, trials_per_group, groups })
+    }
+
+    fn expand_tuned(&self, mi: Option<usize>, entry: &Option<Value>, spec: &TuneSpec) -> Result<Vec<TuneGroup>> {
+        let method = entry.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let trials = spec.trials_for(&method).map_err(|e| self.ctx.err("tune", e))?;
+        let cell_base = self.entry_base(entry);
+        let mut axes = vec![];
+        collect_axes(&cell_base, &mut vec![], mi, self.ctx, &mut axes)?;
+        for a in &axes {
+            if trials.first().is_some_and(|t| t.iter().any(|(k, _)| *k == a.path.join("."))) {
+                return Err(self.ctx.err("tune", format!("`{}` is both a grid axis and a tuned key", a.path.join("."))));
+            }
+        }
+        let option_labels = self.option_labels(entry);
+        let mut combos: Vec<Vec<usize>> = vec![vec![]];
+        for a in &axes {
+            combos = combos.into_iter().flat_map(|c| (0..a.values.len()).map(move |i| { let mut c = c.clone(); c.push(i); c })).collect();
+        }
+        let is_dense = method == "dense";
+        let budgets: Vec<Option<&(Value, &str)>> = if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
+        let rungs = spec.halving.map(|h| h.rungs()).unwrap_or_default();
+        let mut groups = vec![];
+        for combo in &combos {
+            let mut v = cell_base.clone();
+            let mut label = option_labels.clone();
+            for (a, &i) in axes.iter().zip(combo) {
+                set_path(&mut v, &a.path, a.values[i].clone());
+                label.push(format!("{}={}", a.label, short(&a.values[i])));
+            }
+            for b in &budgets {
+                let mut group_trials = vec![];
+                for (k, setting) in trials.iter().enumerate() {
+                    group_trials.push(self.trial(&v, mi, *b, &label, k, setting, &rungs, spec)?);
+                }
+                let line = group_trials[0].finals[0].name.rsplit_once("-s").map(|x| x.0.to_string()).unwrap_or_default();
+                let budget = group_trials[0].finals[0].config.budget;
+                groups.push(TuneGroup { line, method: method.clone(), budget, trials: group_trials });
+            }
+        }
+        Ok(groups)
+    }
+
+    /// One trial of a group: `setting` applied to the grid point `v`.
+    #[allow(clippy::too_many_arguments)]
+    fn trial(&self, v: &Value, mi: Option<usize>, budget: Option<&(Value, &str)>, label: &[String], k: usize, setting: &Setting, rungs: &[f64], spec: &TuneSpec) -> Result<TunedTrial> {
+        let mut tv = v.clone();
+        for (path, val) in setting {
+            set_path_create(&mut tv, &path.split('.').collect::<Vec<_>>(), val.clone());
+        }
+        let mut tuning_label = label.to_vec();
+        tuning_label.push(setting_label(setting));
+        let seed_values: Vec<Value> = spec.tuning_seeds.iter().map(|&s| Value::Number(s.into())).collect();
+        let mut rung_cells = vec![];
+        for &f in rungs {
+            let mut rv = tv.clone();
+            set_path_create(&mut rv, &["training", "stop_after"], Value::Number(f.into()));
+            let mut l = tuning_label.clone();
+            l.push(format!("r{}", round3(f)));
+            rung_cells.push(seed_values.iter().map(|s| self.tagged_cell(&rv, mi, budget, s, &l, Some(k))).collect::<Result<Vec<_>>>()?);
+        }
+        let full = seed_values.iter().map(|s| self.tagged_cell(&tv, mi, budget, s, &tuning_label, Some(k))).collect::<Result<Vec<_>>>()?;
+        let finals = self.seeds.iter().map(|s| self.tagged_cell(&tv, mi, budget, s, label, None)).collect::<Result<Vec<_>>>()?;
+        Ok(TunedTrial { setting: setting.clone(), rungs: rung_cells, full, finals })
+    }
+
+    /// [`Self::cell`] of a tuning run (`trial` set: marked in its config, so it never mixes
+    /// with the final cells) or a final run.
+    fn tagged_cell(&self, v: &Value, mi: Option<usize>, budget: Option<&(Value, &str)>, seed: &Value, label: &[String], trial: Option<usize>) -> Result<Cell> {
+        let mut v = v.clone();
+        if let (Some(t), Value::Mapping(m)) = (trial, &mut v) {
+            let tag = serde_yaml::to_value(TrialTag { trial: t }).expect("serialises");
+            m.insert("tuning".into(), tag);
+        }
+        self.cell(&v, mi, budget, seed, label)
     }
 
     /// One cell: the grid point `v` with its budget and seed, checked and named.

@@ -7,6 +7,7 @@
 
 mod grid;
 mod lines;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,30 @@ pub enum DatasetConfig {
     LeastSquares(LeastSquaresConfig),
     /// Any CSV/TSV/Parquet/libsvm/libfm table (see `cqr_data::table`).
     Table(TableConfig),
+}
+
+impl DatasetConfig {
+    /// What can be checked before any cell runs: every input file readable, and (tables) the
+    /// named columns present in the header. [`crate::sweep::sweep`] calls it once per dataset.
+    pub fn precheck(&self) -> Result<()> {
+        let readable = |p: &Path| std::fs::File::open(p).map(drop).map_err(|e| anyhow!("{}: cannot read file: {e}", p.display()));
+        match self {
+            DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => f.path.to_vec().iter().chain(f.test_path.as_ref()).try_for_each(|p| readable(p)),
+            DatasetConfig::Movielens(m) => readable(&m.path),
+            DatasetConfig::Table(t) => t.precheck().map_err(anyhow::Error::from),
+            DatasetConfig::SyntheticCriteo(_) | DatasetConfig::SyntheticGmf(_) | DatasetConfig::LeastSquares(_) => Ok(()),
+        }
+    }
+
+    /// The split fractions of a file dataset without a separate test file (checked at parse time).
+    fn split_check(&self) -> Result<()> {
+        let split = match self {
+            DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) if f.test_path.is_none() => &f.preprocess.split,
+            DatasetConfig::Table(t) if t.test_path.is_none() => &t.preprocess.split,
+            _ => return Ok(()),
+        };
+        split.validate().map_err(anyhow::Error::from)
+    }
 }
 
 /// One path, or a list read in order (Criteo Terabyte: the training day files).
@@ -236,6 +261,17 @@ pub struct CellConfig {
     #[serde(default)]
     pub budget: Option<u64>,
     pub seed: u64,
+    /// Set on the cells of a tuning search (never on the final runs of a pick), so that their
+    /// records stay out of the summary tables. Not serialised when unset: cell ids unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<TrialTag>,
+}
+
+/// A tuning cell's trial (its index in the group; the setting is in the config itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialTag {
+    pub trial: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +287,51 @@ pub struct Cell {
 pub struct Experiment {
     pub name: String,
     pub file: PathBuf,
+    /// The cells to run (empty for a tuned experiment, whose cells are in `tune`).
     pub cells: Vec<Cell>,
+    /// A `tune:` section's search: run by [`crate::tune::run`].
+    pub tune: Option<TunePlan>,
+}
+
+impl Experiment {
+    /// Every cell the experiment may run: its cells, or every tuning cell and every trial's
+    /// final cells (only the picks' run).
+    pub fn every_cell(&self) -> Vec<&Cell> {
+        match &self.tune {
+            None => self.cells.iter().collect(),
+            Some(p) => p.groups.iter().flat_map(|g| g.trials.iter()).flat_map(|t| t.rungs.iter().flatten().chain(&t.full).chain(&t.finals)).collect(),
+        }
+    }
+}
+
+/// The search of a `tune:` section: one group per method entry × grid point × budget.
+#[derive(Debug, Clone)]
+pub struct TunePlan {
+    pub spec: tune::TuneSpec,
+    /// Trials in every group (the same for all: an equal trial budget).
+    pub trials_per_group: usize,
+    pub groups: Vec<TuneGroup>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TuneGroup {
+    /// The final cells' variant (method, budget and labels, no tuned values): what the tables
+    /// and the paired comparisons call this line.
+    pub line: String,
+    pub method: String,
+    pub budget: Option<u64>,
+    pub trials: Vec<TunedTrial>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TunedTrial {
+    pub setting: tune::Setting,
+    /// Halving: per rung, the partial runs on the tuning seeds.
+    pub rungs: Vec<Vec<Cell>>,
+    /// The full runs on the tuning seeds.
+    pub full: Vec<Cell>,
+    /// The runs on the experiment's seeds, made if this trial is picked.
+    pub finals: Vec<Cell>,
 }
 
 pub fn load_experiment(file: &Path) -> Result<Experiment> {
@@ -304,6 +384,9 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
         let path = error_path(&e);
         ctx.err(&file_path_for(&path, method_index, &ctx.index), e.into_inner())
     })?;
+    if let Err(e) = cfg.dataset.split_check() {
+        return Err(ctx.err("dataset.preprocess.split", e));
+    }
     if !matches!(cfg.dataset, DatasetConfig::LeastSquares(_)) {
         let Some(spec) = cfg.model.as_ref() else { return Err(ctx.err("model", "missing section")) };
         let model = spec.resolve().map_err(|e| ctx.err("model", e))?;

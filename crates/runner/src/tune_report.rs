@@ -1,0 +1,120 @@
+//! What a tuned results directory reports: the protocol, each group's pick with its stability
+//! and edge flags, every full-run trial, and the tuning curves (validation metric against the
+//! first numeric tuned key, per method, one chart per budget). Read from `picks.parquet`,
+//! `tuning.parquet` and `tuning_protocol.txt` alone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::plot::{render, Chart, Line};
+use crate::tables::{f64s, read_parquet, strs};
+
+/// The "Tuned comparison" section of `report.md`.
+pub fn tuned_section(results: &Path) -> Result<String> {
+    let picks = read_parquet(&results.join("picks.parquet"))?;
+    let protocol = std::fs::read_to_string(results.join("tuning_protocol.txt")).unwrap_or_default();
+    let (line, setting, select) = (strs(&picks, "line")?, strs(&picks, "setting")?, strs(&picks, "select")?);
+    let (mean, sd, ru, ru_mean) = (f64s(&picks, "mean")?, f64s(&picks, "sd")?, strs(&picks, "runner_up")?, f64s(&picks, "runner_up_mean")?);
+    let (agree, seeds, edge) = (f64s(&picks, "seeds_agreeing")?, f64s(&picks, "tuning_seeds")?, strs(&picks, "edge")?);
+    let mut s = String::new();
+    let _ = writeln!(s, "## Tuned comparison\n");
+    let _ = writeln!(s, "Protocol: {}. Each pick then ran on the final seeds (disjoint from the tuning seeds); the summary and the paired comparisons below hold only those runs. No test metric takes part in a pick.\n", protocol.trim());
+    let _ = writeln!(s, "| line | pick | {} (mean ± sd over tuning seeds) | runner-up | its mean | seeds agreeing | edge of the space |", select.first().map(String::as_str).unwrap_or("val"));
+    let _ = writeln!(s, "|---|---|---:|---|---:|---:|---|");
+    for i in 0..picks.height() {
+        let flag = if edge[i].is_empty() { "-".to_string() } else { format!("**{}**", edge[i]) };
+        let _ = writeln!(s, "| {} | {} | {:.5} ± {:.5} | {} | {:.5} | {:.0}/{:.0} | {flag} |", line[i], setting[i], mean[i], sd[i], ru[i], ru_mean[i], agree[i], seeds[i]);
+    }
+    let _ = writeln!(s, "\n*Seeds agreeing*: tuning seeds whose own best trial is the pick (a pick the seeds disagree on is not stable: more tuning seeds would settle it). *Edge*: the picked value is the smallest or largest tried, so the space may be too narrow.\n");
+    s.push_str(&trial_table(results)?);
+    Ok(s)
+}
+
+/// Mean validation metrics of every full-run trial: (line) → [(setting, val_bce, val_auc, runs)].
+fn full_runs(results: &Path) -> Result<BTreeMap<String, Vec<(String, f64, f64, usize)>>> {
+    let df = read_parquet(&results.join("tuning.parquet"))?;
+    let (line, setting, frac) = (strs(&df, "line")?, strs(&df, "setting")?, f64s(&df, "fraction")?);
+    let (vb, va) = (f64s(&df, "val_bce")?, f64s(&df, "val_auc")?);
+    let mut acc: BTreeMap<(String, String), (f64, f64, usize)> = BTreeMap::new();
+    for i in (0..df.height()).filter(|&i| frac[i] >= 1.0) {
+        let e = acc.entry((line[i].clone(), setting[i].clone())).or_insert((0.0, 0.0, 0));
+        (e.0, e.1, e.2) = (e.0 + vb[i], e.1 + va[i], e.2 + 1);
+    }
+    let mut out: BTreeMap<String, Vec<(String, f64, f64, usize)>> = BTreeMap::new();
+    for ((l, st), (b, a, n)) in acc {
+        out.entry(l).or_default().push((st, b / n as f64, a / n as f64, n));
+    }
+    Ok(out)
+}
+
+fn trial_table(results: &Path) -> Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(s, "### Every full-run trial (means over the tuning seeds; NaN: a run diverged)\n");
+    let _ = writeln!(s, "| line | setting | val BCE | val AUC | runs |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    for (line, trials) in full_runs(results)? {
+        for (st, b, a, n) in trials {
+            let _ = writeln!(s, "| {line} | {st} | {b:.5} | {a:.4} | {n} |");
+        }
+    }
+    s.push('\n');
+    Ok(s)
+}
+
+/// The first tuned key whose values are numbers (the x axis of the tuning curves).
+fn numeric_key(df: &polars::prelude::DataFrame, skip: &[&str]) -> Option<String> {
+    df.get_column_names().iter().map(|c| c.to_string()).filter(|c| !skip.contains(&c.as_str())).find(|c| strs(df, c).is_ok_and(|v| !v.is_empty() && v.iter().all(|x| x.parse::<f64>().is_ok())))
+}
+
+/// One chart per budget: the validation metric of each full-run trial against the first numeric
+/// tuned key (log axis), a line per method and value of the other tuned keys; the band is the
+/// min-max over tuning seeds.
+pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
+    let path = results.join("tuning.parquet");
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let df = read_parquet(&path)?;
+    const FIXED: [&str; 12] = ["dataset", "line", "method", "budget", "trial", "setting", "fraction", "tuning_seed", "val_bce", "val_auc", "status", "rung"];
+    let Some(x_key) = numeric_key(&df, &FIXED) else { return Ok(vec![]) };
+    let others: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).filter(|c| !FIXED.contains(&c.as_str()) && *c != x_key).collect();
+    let (line, budget, frac, xs, vb) = (strs(&df, "line")?, f64s(&df, "budget")?, f64s(&df, "fraction")?, strs(&df, &x_key)?, f64s(&df, "val_bce")?);
+    let other_vals: Vec<Vec<String>> = others.iter().map(|c| strs(&df, c)).collect::<Result<_>>()?;
+    // budget -> series -> x -> values over seeds
+    let mut by: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
+    for i in (0..df.height()).filter(|&i| frac[i] >= 1.0 && vb[i].is_finite()) {
+        let method = line[i].split('-').next().unwrap_or_default();
+        let mut label = vec![method.to_string()];
+        label.extend(others.iter().zip(&other_vals).map(|(k, v)| format!("{k}={}", v[i])));
+        by.entry(budget[i] as u64).or_default().entry(label.join(" ")).or_default().entry(xs[i].clone()).or_default().push(vb[i]);
+    }
+    let mut out = vec![];
+    for (b, series) in by {
+        let lines = series
+            .into_iter()
+            .map(|(label, pts)| {
+                let mut points: Vec<(f64, f64, f64, f64)> = pts
+                    .iter()
+                    .map(|(x, v)| (x.parse().unwrap_or(f64::NAN), v.iter().sum::<f64>() / v.len() as f64, v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Line { label, points }
+            })
+            .collect();
+        let what = if b == 0 { "the full table".to_string() } else { format!("budget {b} parameters per table") };
+        let chart = Chart {
+            title: format!("Tuning curves at {what}: validation BCE against {x_key}"),
+            x_label: format!("{x_key} (log scale)"),
+            y_label: "validation BCE, mean over tuning seeds (band: min-max)".into(),
+            log_x: true,
+            log_y: false,
+            lines,
+            hlines: vec![],
+        };
+        out.extend(render(&chart, charts, &format!("tuning_val_bce_vs_{x_key}_b{b}"))?);
+    }
+    Ok(out)
+}
