@@ -147,6 +147,11 @@ impl EmbeddingMethod for Quantized {
     fn uses_step_hook(&self) -> bool {
         self.inner.uses_step_hook()
     }
+    /// PEP's full table before its prune is not within budget: quantizing it changes nothing
+    /// about that (without this, `pep` with `quantize:` let pre-prune evaluations be its best).
+    fn within_budget(&self) -> bool {
+        self.inner.within_budget()
+    }
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
         if self.bytes.is_some() {
             return Ok(HookReport::default());
@@ -251,6 +256,27 @@ mod tests {
         let mut b = plain;
         b.add(&plain);
         assert_eq!((b.quantized_param_bytes, b.param_bytes()), (None, 80));
+    }
+
+    /// The wrapper agrees with the method it wraps on every defaulted hook, before and after
+    /// a training step's hooks run (a hook the wrapper forgets falls back to the default).
+    #[test]
+    fn the_wrapper_forwards_every_defaulted_hook() {
+        for name in crate::method_names() {
+            let p = crate::testing::with_counts(name, MethodParams::new(2000, 16, 16 * 400).with_epochs(2).with_steps(10, None));
+            let mut plain = build_method(name, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut wrapped = Quantized::new(build_method(name, &p).unwrap(), Quantize::Int8);
+            let facts = |m: &mut dyn EmbeddingMethod| (m.uses_step_hook(), m.within_budget(), m.row_widths(), m.layout_snapshot().is_some());
+            assert_eq!(facts(plain.as_mut()), facts(&mut wrapped), "{name}: before training");
+            for step in 1..=10 {
+                let (a, b) = (plain.on_step(step).map(|r| r.changed), wrapped.on_step(step).map(|r| r.changed));
+                assert_eq!(a.is_ok(), b.is_ok(), "{name}: on_step({step})");
+                assert_eq!(plain.within_budget(), wrapped.within_budget(), "{name}: within_budget after step {step}");
+            }
+            let (a, b) = (plain.on_epoch_end(0).map(|r| r.changed), wrapped.on_epoch_end(0).map(|r| r.changed));
+            assert_eq!(a.is_ok(), b.is_ok(), "{name}: on_epoch_end");
+            assert_eq!(facts(plain.as_mut()), facts(&mut wrapped), "{name}: after the hooks");
+        }
     }
 
     /// Every registered method says a width for each parameter slice, and quantizing any of

@@ -72,7 +72,16 @@ fn key_points(values: &[f64], lo: f64, hi: f64, log: bool) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
     if !v.is_empty() && v.len() <= 8 {
-        return v;
+        // Values closer than 6% of the axis (a method whose parameter count sits just below a
+        // cap) would print over each other: keep the first of each cluster.
+        let gap = 0.06 * (hi - lo);
+        let mut kept: Vec<f64> = vec![];
+        for x in v {
+            if kept.last().is_none_or(|k| x - k >= gap) {
+                kept.push(x);
+            }
+        }
+        return kept;
     }
     let span = hi - lo;
     let step = if log && span >= 2.0 { 1.0 } else { 10f64.powf((span / 6.0).log10().floor()) };
@@ -329,6 +338,7 @@ fn plot_paired(results: &Path, charts: &Path, pairs: &[(String, String)]) -> Res
 fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Path) -> Result<Vec<PathBuf>> {
     let (ids, eds, em, ev) = (strs(ep, "cell_id")?, strs(ep, "dataset")?, strs(ep, "method")?, strs(ep, "cell_name")?);
     let (eb, epoch, step, vb) = (f64s(ep, "budget")?, f64s(ep, "epoch")?, f64s(ep, "step")?, f64s(ep, "val_bce")?);
+    let seed = f64s(ep, "seed")?;
     // Steps of one epoch per cell: the step of its last evaluation in epoch 0 (the epoch end).
     let mut spe: BTreeMap<&str, f64> = BTreeMap::new();
     for i in (0..ep.height()).filter(|&i| epoch[i] == 0.0) {
@@ -345,8 +355,10 @@ fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Pa
             let k: Vec<String> = rows.iter().map(|&i| line_key(&crate::tables::variant(&ev[i]))).collect();
             let x: Vec<f64> = rows.iter().map(|&i| (step[i] / spe[ids[i].as_str()] * 100.0).round() / 100.0).collect();
             let y: Vec<f64> = rows.iter().map(|&i| vb[i]).collect();
+            let n_seeds = rows.iter().map(|&i| seed[i].to_bits()).collect::<std::collections::BTreeSet<_>>().len();
+            let over = if n_seeds > 1 { format!("mean and 95% CI over {n_seeds} seeds") } else { "1 seed".to_string() };
             let chart = Chart {
-                title: format!("{ds}: validation BCE during training at budget {b} per table (mean, 95% CI over seeds)"),
+                title: format!("{ds}: validation BCE during training, budget {b} per table ({over})"),
                 x_label: "epochs of training done (1 = end of the first epoch, best_epoch 0)".into(),
                 y_label: "validation BCE".into(),
                 log_x: false,
@@ -393,6 +405,9 @@ pub fn plot_results_with(results: &Path, pairs: &[(String, String)]) -> Result<V
         ds_names.dedup();
         for ds in &ds_names {
             let rows: Vec<usize> = (0..df.height()).filter(|&i| &datasets[i] == ds).collect();
+            let seeds = f64s(&df, "seed")?;
+            let n_seeds = rows.iter().map(|&i| seeds[i].to_bits()).collect::<std::collections::BTreeSet<_>>().len();
+            let over = if n_seeds > 1 { format!("mean and 95% CI over {n_seeds} seeds") } else { "1 seed".to_string() };
             for (xcol, xname, xlabel) in X_AXES {
                 let xs = f64s(&df, xcol)?;
                 for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
@@ -416,7 +431,7 @@ pub fn plot_results_with(results: &Path, pairs: &[(String, String)]) -> Result<V
                         _ => "embedding memory at the end",
                     };
                     let chart = Chart {
-                        title: format!("{ds}: {} against {what} (mean, 95% CI over seeds)", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
+                        title: format!("{ds}: {} against {what} ({over})", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
                         x_label: (*xlabel).into(),
                         y_label: label.into(),
                         log_x: true,
