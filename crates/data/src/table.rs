@@ -434,6 +434,42 @@ fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Re
     }
 }
 
+/// `cqr data inspect --format table`: rows, and per column its distinct and missing values, of a
+/// CSV/TSV (by extension: `.tsv` is tab-separated) or Parquet file with a header. Rows of the
+/// wrong width are errors, or (skip) counted.
+#[cfg(feature = "tables")]
+pub fn inspect_table(path: &Path, policy: BadRowPolicy) -> Result<String> {
+    use std::fmt::Write as _;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
+    let mut skipped = SkipReport::default();
+    let df = if ext == "parquet" {
+        ParquetReader::new(File::open(path).map_err(|e| DataError::io(path, e))?).finish().map_err(polars_err)?
+    } else {
+        let sep = if ext == "tsv" { b'\t' } else { b',' };
+        let scan = scan_records(path, sep, true)?;
+        let mut drop = HashSet::new();
+        for &(line, found) in &scan.bad {
+            let reason = format!("expected {} fields (as on the header), found {found}", scan.width);
+            bad_row(policy, &mut skipped, DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason })?;
+            drop.insert(line);
+        }
+        let opts = CsvReadOptions::default().with_has_header(true).with_infer_schema_length(Some(0)).with_parse_options(CsvParseOptions::default().with_separator(sep));
+        opts.into_reader_with_file_handle(std::io::Cursor::new(without_lines(path, &scan, &drop)?)).finish().map_err(polars_err)?
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "rows: {}\nskipped: {}\ncolumns: {}", df.height(), skipped, df.width());
+    let _ = writeln!(out, "| column | distinct | missing |\n|---|---:|---:|");
+    for c in df.columns() {
+        let s = c.cast(&DataType::String).map_err(polars_err)?;
+        let ca = s.str().map_err(polars_err)?;
+        let missing = ca.iter().filter(|v| v.is_none_or(|x| x.is_empty())).count();
+        let distinct: HashSet<&str> = ca.iter().flatten().filter(|x| !x.is_empty()).collect();
+        let _ = writeln!(out, "| {} | {} | {:.4} |", c.name(), distinct.len(), missing as f64 / df.height().max(1) as f64);
+    }
+    Ok(out)
+}
+
 /// The records of a CSV/TSV file, found with a quote-aware field count.
 #[cfg(feature = "tables")]
 struct RecordScan {
@@ -698,6 +734,12 @@ mod tests {
         cfg.preprocess.bad_rows = BadRowPolicy::Skip;
         let ds = load_table(&cfg, RowSink::memory()).unwrap();
         assert_eq!((ds.n_rows(), ds.skipped.first_lines.clone()), (18, vec![4, 8]));
+        // `cqr data inspect --format table` sees the same rows.
+        let p = write(dir.path(), "inspect.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2\n", 1));
+        let err = inspect_table(&p, BadRowPolicy::Fail).unwrap_err().to_string();
+        assert!(err.contains("inspect.csv:4:") && err.contains("found 3"), "{err}");
+        let rep = inspect_table(&p, BadRowPolicy::Skip).unwrap();
+        assert!(rep.contains("rows: 19") && rep.contains("| city | 7 |") && rep.contains("| device | 1 | 0.2105 |"), "{rep}");
         // A quoted separator is part of its field, not a field of its own.
         let p = write(dir.path(), "quoted.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,\"c,2\",phone\n", 1));
         assert_eq!(load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap().n_rows(), 20);

@@ -215,6 +215,8 @@ enum Format {
     Criteo,
     Avazu,
     Movielens,
+    /// Any CSV/TSV (`.tsv`: tab-separated) or Parquet file with a header.
+    Table,
 }
 
 fn require_dir(p: &Path) -> Result<()> {
@@ -243,7 +245,10 @@ fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: us
                 bad += 1;
                 println!("DIFFERENT  {} ({} metrics):", v.name, v.differences.len());
                 print_machines(v);
-                for d in v.differences.iter().take(10) {
+                // The largest first: a flipped decision (an integer, a word) before rounding.
+                let mut ds: Vec<_> = v.differences.iter().collect();
+                ds.sort_by(|a, b| b.relative.total_cmp(&a.relative));
+                for d in ds.iter().take(10) {
                     println!("    {d}");
                 }
             }
@@ -330,6 +335,7 @@ fn run(cli: Cli) -> Result<()> {
                     let f = if matches!(format, Format::Criteo) { TabularFormat::Criteo } else { TabularFormat::Avazu };
                     print!("{}", inspect_tabular(&file, f, policy)?);
                 }
+                Format::Table => print!("{}", cqr_data::table::inspect_table(&file, policy)?),
                 Format::Movielens => {
                     let (ds, neutral) = load_movielens(&file, None, policy)?;
                     println!("rows: {} (binarised; {neutral} neutral ratings dropped)", ds.n_rows());

@@ -93,13 +93,20 @@ pub fn markdown_table(rows: &[GroupRow]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| dataset | cells (without seed) | budget/table | seeds | test BCE (mean ± std) | test AUC (mean ± std) | best val AUC (mean ± std) | NE | emb. params | MB (final) | MB (training) | peak RSS MB | train samples/s | skipped rows |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // The dense table's parameters per dataset: a cap at or above every table's size leaves a
+    // method with the full tables (under-cap tables stay dense), which the budget column says.
+    let dense: std::collections::BTreeMap<&str, f64> = rows.iter().filter(|r| r.method == "dense").map(|r| (r.dataset.as_str(), r.params)).collect();
     for r in rows {
         // PQ, RQ and PEP train the full table: the training column says so.
         let full = if cqr_methods::registry::trains_full_table(&r.method) { " (full table)" } else { "" };
+        let budget = match dense.get(r.dataset.as_str()) {
+            Some(&d) if r.method != "dense" && r.params == d => format!("{} (full table: cap ≥ size)", r.budget),
+            _ => r.budget.to_string(),
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.5} ± {:.5} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.4} | {:.0} | {:.3} | {:.3}{full} | {:.0} | {:.0} | {:.0} |",
-            r.dataset, r.variant, r.budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.normalized_entropy, r.params,
+            r.dataset, r.variant, budget, r.n, r.test_bce.0, r.test_bce.1, r.test_auc.0, r.test_auc.1, r.best_val_auc.0, r.best_val_auc.1, r.normalized_entropy, r.params,
             r.total_bytes / 1e6, r.train_total_bytes / 1e6, r.peak_rss_mb, r.samples_per_s, r.skipped_rows
         );
     }
@@ -351,6 +358,19 @@ mod tests {
         let lines: Vec<&str> = t.lines().skip(2).collect();
         assert!(lines[0].contains("| 4.000 (full table) |") && lines[1].contains("(full table)"), "{t}");
         assert!(!lines[2].contains("full table"), "{t}");
+    }
+
+    /// A cap at or above every table's size gives the dense parameter count: said, not hidden.
+    #[test]
+    fn a_cap_above_the_tables_is_labelled_full_table() {
+        let row = |method: &str, budget: u64, params: f64| GroupRow {
+            dataset: "d".into(), variant: format!("{method}-b{budget}"), method: method.into(), budget, n: 1, test_bce: (0.5, 0.0), test_auc: (0.5, 0.0), best_val_auc: (0.5, 0.0),
+            params, total_bytes: 32.0, train_total_bytes: 32.0, peak_rss_mb: 1.0, samples_per_s: 1.0, skipped_rows: 0.0, normalized_entropy: 1.0,
+            bce_by_frequency: [0.0; 3], rows_by_frequency: [0.0; 3],
+        };
+        let t = markdown_table(&[row("dense", 0, 5000.0), row("hashing", 64, 900.0), row("hashing", 100000, 5000.0)]);
+        let lines: Vec<&str> = t.lines().skip(2).collect();
+        assert!(lines[2].contains("| 100000 (full table: cap ≥ size) |") && !lines[1].contains("full table") && !lines[0].contains("cap ≥"), "{t}");
     }
 
     #[test]
