@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod jobs;
 pub mod plot;
 pub mod paired;
 pub mod report;

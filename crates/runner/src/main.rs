@@ -31,9 +31,10 @@ enum Cmd {
     /// Run an experiment grid (default: experiments/quick.yaml); finished cells are skipped.
     Sweep {
         file: Option<PathBuf>,
-        /// Cells to run at once.
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
+        /// Cells to run at once (default: one per core, at most one per 4 GiB of available
+        /// memory; results are the same for any value).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Run only shard i of n (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
         #[arg(long)]
         shard: Option<String>,
@@ -381,9 +382,16 @@ fn run(cli: Cli) -> Result<()> {
             if !dry_run && exp.cells.iter().any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_))) {
                 eprintln!("dataset cache: {} (--cache DIR to move it)", cache.display());
             }
-            if jobs == 0 {
-                bail!("--jobs 0: at least one cell must run at a time");
-            }
+            let jobs = match jobs {
+                Some(0) => bail!("--jobs 0: at least one cell must run at a time"),
+                Some(j) => j,
+                None if verify.is_some() || max_cells == Some(0) => 1,
+                None => {
+                    let (j, why) = cqr_runner::jobs::auto_jobs();
+                    eprintln!("{why}");
+                    j
+                }
+            };
             if !(tolerance.is_finite() && tolerance >= 0.0) {
                 bail!("--tolerance {tolerance}: must be a non-negative number");
             }
