@@ -176,7 +176,7 @@ impl EmbeddingMethod for AdaEmbed {
             optimizer_state_bytes: self.table.state_bytes(),
             index_bytes: 4 * vocab,
             other_bytes: 4 * vocab,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

@@ -85,7 +85,7 @@ impl EmbeddingMethod for Bloom {
             optimizer_state_bytes: self.table.state_bytes(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

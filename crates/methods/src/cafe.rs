@@ -282,7 +282,7 @@ impl EmbeddingMethod for Cafe {
             index_bytes: 0,
             // Sketch slots (id, score, row: 12 B), the free list (4 B a hot row), two hashes.
             other_bytes: h * SLOTS as u64 * 12 + h * 4 + 2 * UniversalHash::BYTES,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

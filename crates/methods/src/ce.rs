@@ -98,7 +98,7 @@ impl EmbeddingMethod for Ce {
             optimizer_state_bytes: self.tables.iter().map(|t| t.state_bytes()).sum(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

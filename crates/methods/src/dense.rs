@@ -46,7 +46,7 @@ impl EmbeddingMethod for Dense {
         self.table.update(ids, grad);
     }
     fn accounting(&self) -> Accounting {
-        Accounting { trainable_params: self.table.param_count(), optimizer_state_bytes: self.table.state_bytes(), index_bytes: 0, other_bytes: 0, quantized_param_bytes: None }
+        Accounting { trainable_params: self.table.param_count(), optimizer_state_bytes: self.table.state_bytes(), index_bytes: 0, other_bytes: 0, ..Accounting::default() }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.table.weights]

@@ -120,7 +120,7 @@ impl EmbeddingMethod for HashEmbedding {
             optimizer_state_bytes: self.pool.state_bytes() + self.weights.state_bytes(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * (self.hashes.len() as u64 + 1),
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

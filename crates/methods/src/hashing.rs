@@ -58,7 +58,7 @@ impl EmbeddingMethod for Hashing {
             optimizer_state_bytes: self.table.state_bytes(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

@@ -4,37 +4,42 @@
 //! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
-pub mod adaembed;
-pub mod alpt;
-pub mod bloom;
-pub mod cafe;
-pub mod ce;
-pub mod cqr;
-pub mod dense;
-pub mod dhe;
 pub mod hash;
-pub mod hash_embedding;
-pub mod hashednets;
-pub mod hashing;
 pub mod index;
 pub mod kmeans;
 pub mod least_squares;
-pub mod lowdim;
-pub mod mdfreq;
 pub mod nearest;
 pub mod optim;
-pub mod pep;
-pub mod pq;
-pub mod qr;
 pub mod quantize;
 pub mod registry;
-pub mod robe;
-pub mod rq;
 pub mod shared_array;
 pub mod simd;
-pub mod ttrec;
 #[cfg(test)]
 pub(crate) mod testing;
+
+// The methods: one line each declares the module, registers it by name and states its facts
+// (see `registry`). Registry order is report and chart order.
+registry::methods! {
+    dense::Dense,
+    hashing::Hashing,
+    qr::Qr,
+    ce::Ce,
+    pq::Pq { post_training },
+    rq::Rq { post_training },
+    cqr::Cqr,
+    bloom::Bloom,
+    hashednets::HashedNets,
+    robe::Robe,
+    hash_embedding::HashEmbedding,
+    lowdim::LowDim,
+    ttrec::TtRec,
+    dhe::Dhe,
+    cafe::Cafe,
+    adaembed::AdaEmbed,
+    alpt::Alpt,
+    mdfreq::MdFreq { needs_counts },
+    pep::Pep { trains_full_table },
+}
 
 use serde::{Deserialize, Serialize};
 

@@ -209,7 +209,7 @@ impl EmbeddingMethod for LowDim {
         self.t.backward(&self.rows_buf, grad);
     }
     fn accounting(&self) -> Accounting {
-        Accounting { trainable_params: self.t.param_count(), optimizer_state_bytes: self.t.state_bytes(), index_bytes: 0, other_bytes: 0, quantized_param_bytes: None }
+        Accounting { trainable_params: self.t.param_count(), optimizer_state_bytes: self.t.state_bytes(), index_bytes: 0, other_bytes: 0, ..Accounting::default() }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.t.parameters_mut()

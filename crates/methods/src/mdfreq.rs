@@ -203,7 +203,7 @@ impl EmbeddingMethod for MdFreq {
             optimizer_state_bytes: self.blocks.iter().map(|b| b.state_bytes()).sum(),
             index_bytes: 4 * self.vocab as u64,
             other_bytes: 0,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

@@ -194,7 +194,7 @@ impl EmbeddingMethod for Qr {
             optimizer_state_bytes: self.quotient.state_bytes() + self.remainder.state_bytes(),
             index_bytes: 0,
             other_bytes: 0,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

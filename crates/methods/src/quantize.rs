@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn accounting_sums_quantized_and_plain_tables() {
-        let plain = Accounting { trainable_params: 10, optimizer_state_bytes: 0, index_bytes: 0, other_bytes: 0, quantized_param_bytes: None };
+        let plain = Accounting { trainable_params: 10, optimizer_state_bytes: 0, index_bytes: 0, other_bytes: 0, ..Accounting::default() };
         let quant = Accounting { quantized_param_bytes: Some(7), ..plain };
         let mut a = plain;
         a.add(&quant);

@@ -198,28 +198,13 @@ impl EmbeddingMethod for Rq {
         }
     }
     fn accounting(&self) -> Accounting {
-        match &self.stage {
-            Stage::Dense(t) => Accounting { trainable_params: t.param_count(), optimizer_state_bytes: t.state_bytes(), index_bytes: 0, other_bytes: 0, quantized_param_bytes: None },
-            Stage::Compressed { codebooks, codes } => Accounting {
-                trainable_params: codebooks.iter().map(|t| t.param_count()).sum(),
-                optimizer_state_bytes: codebooks.iter().map(|t| t.state_bytes()).sum(),
-                index_bytes: codes.bytes(),
-                other_bytes: 0,
-                quantized_param_bytes: None,
-            },
-        }
+        self.stage.accounting()
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
-        match &mut self.stage {
-            Stage::Dense(t) => vec![&mut t.weights],
-            Stage::Compressed { codebooks, .. } => codebooks.iter_mut().map(|t| t.weights.as_mut_slice()).collect(),
-        }
+        self.stage.parameters_mut()
     }
     fn row_widths(&mut self) -> Vec<usize> {
-        match &self.stage {
-            Stage::Dense(t) => vec![t.dim],
-            Stage::Compressed { codebooks, .. } => codebooks.iter().map(|t| t.dim).collect(),
-        }
+        self.stage.row_widths()
     }
     fn on_train_end(&mut self) -> Result<HookReport, MethodError> {
         if self.is_compressed() {

@@ -54,7 +54,7 @@ impl<M: EntryMap> EmbeddingMethod for ArrayMethod<M> {
             optimizer_state_bytes: self.array.table.state_bytes(),
             index_bytes: 0,
             other_bytes: UniversalHash::BYTES * self.map.n_hashes(),
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {

@@ -210,7 +210,7 @@ impl EmbeddingMethod for TtRec {
             optimizer_state_bytes: self.cores.iter().map(Table::state_bytes).sum(),
             index_bytes: 0,
             other_bytes: 0,
-            quantized_param_bytes: None,
+            ..Accounting::default()
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
