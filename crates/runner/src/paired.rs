@@ -9,7 +9,7 @@
 //! Which cells pair: the same dataset, the same seed, the same budget (the dense tables, which
 //! ignore the budget, pair with every budget), and the same values of every grid axis the two
 //! lines both name (a line is a method with its labelled options and axes, without the budget:
-//! [`crate::plot::line_key`]). A difference is `A − B`: a negative test-BCE difference means A is
+//! [`crate::config::CellName::line`]). A difference is `A − B`: a negative test-BCE difference means A is
 //! better, a positive AUC difference means A is better.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone)]
 pub struct Obs {
     pub dataset: String,
-    /// [`crate::plot::line_key`] of the cell's variant.
+    /// [`crate::config::CellName::line`] of the cell's variant.
     pub line: String,
     pub method: String,
     pub budget: u64,
@@ -91,27 +91,20 @@ pub struct PairRow {
     pub auc: Interval,
 }
 
+/// The summary's cells as paired-comparison observations.
+pub fn observations(results: &std::path::Path) -> anyhow::Result<Vec<Obs>> {
+    let df = crate::tables::read_parquet(&results.join("summary.parquet"))?;
+    let (ds, va, me) = (crate::tables::strs(&df, "dataset")?, crate::tables::strs(&df, "variant")?, crate::tables::strs(&df, "method")?);
+    let (bu, se, pa, bce) = (crate::tables::f64s(&df, "budget")?, crate::tables::f64s(&df, "seed")?, crate::tables::f64s(&df, "params")?, crate::tables::f64s(&df, "test_bce")?);
+    let auc = crate::tables::f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
+    Ok((0..df.height())
+        .map(|i| Obs { dataset: ds[i].clone(), line: crate::config::CellName::parse(&va[i]).line(), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
+        .collect())
+}
+
 /// The grid labels (`key=value`) of a line key; the first part is the method.
 pub fn labels(line: &str) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for part in line.split('-').skip(1) {
-        match part.split_once('=') {
-            Some((k, v)) => {
-                out.insert(k.to_string(), v.to_string());
-                last = Some(k.to_string());
-            }
-            // A value that itself held a '-' (a negative number): glue it back.
-            None => {
-                if let Some(k) = &last {
-                    let v = out.get_mut(k).expect("inserted above");
-                    v.push('-');
-                    v.push_str(part);
-                }
-            }
-        }
-    }
-    out
+    crate::config::CellName::parse(line).labels.into_iter().collect()
 }
 
 /// Whether two lines agree on every grid label they both carry.
@@ -134,7 +127,7 @@ pub fn pair_label(a: &str, b: &str) -> String {
 
 /// Whether a line is a quantized variant (`quantize=int8` in its name).
 pub fn is_quantized(line: &str) -> bool {
-    line.contains("quantize=")
+    crate::config::CellName::parse(line).is_quantized()
 }
 
 /// Every paired comparison of a line against each line whose method is in `against` (the

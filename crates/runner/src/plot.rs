@@ -281,11 +281,7 @@ fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
 /// Line label for a variant: the cell name without its budget and dataset parts, so each line
 /// joins one method's cells over budgets (other grid values stay in the label).
 pub fn line_key(variant: &str) -> String {
-    variant
-        .split('-')
-        .filter(|p| !(p.starts_with('b') && p.len() > 1 && p[1..].chars().all(|c| c.is_ascii_digit())) && !p.starts_with("dataset="))
-        .collect::<Vec<_>>()
-        .join("-")
+    crate::config::CellName::parse(variant).line()
 }
 
 fn slug(s: &str) -> String {
@@ -301,7 +297,7 @@ pub fn default_pairs() -> Vec<(String, String)> {
 /// A − B test BCE against the budget, one line per A line (its other grid values: teacher
 /// groups, rows, ...), the band the 95% interval over seeds, and 0 dashed. Below 0, A is better.
 fn plot_paired(results: &Path, charts: &Path, pairs: &[(String, String)]) -> Result<Vec<PathBuf>> {
-    let obs = crate::report::observations(results)?;
+    let obs = crate::paired::observations(results)?;
     let mut written = vec![];
     for (a, b) in pairs {
         let rows = crate::paired::paired(&obs, std::slice::from_ref(b));

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::paired::{paired, reach_dense, Interval, Obs};
-use crate::plot::line_key;
+use crate::paired::{observations, paired, reach_dense, Interval, Obs};
 use crate::tables::{f64s, read_parquet, strs};
 
 /// Mean and sample standard deviation over seeds of one (dataset, method, budget) group.
@@ -126,17 +125,6 @@ pub fn frequency_table(rows: &[GroupRow]) -> String {
         let _ = writeln!(s, "| {} | {} | {} | {h:.5} | {t:.5} | {l:.5} | {nh:.0} / {nt:.0} / {nl:.0} |", r.dataset, r.variant, r.n);
     }
     s
-}
-
-/// The summary's cells as paired-comparison observations.
-pub fn observations(results: &Path) -> Result<Vec<Obs>> {
-    let df = read_parquet(&results.join("summary.parquet"))?;
-    let (ds, va, me) = (strs(&df, "dataset")?, strs(&df, "variant")?, strs(&df, "method")?);
-    let (bu, se, pa, bce) = (f64s(&df, "budget")?, f64s(&df, "seed")?, f64s(&df, "params")?, f64s(&df, "test_bce")?);
-    let auc = f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
-    Ok((0..df.height())
-        .map(|i| Obs { dataset: ds[i].clone(), line: line_key(&va[i]), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
-        .collect())
 }
 
 fn fmt_interval(i: &Interval, digits: usize) -> String {

@@ -41,10 +41,7 @@ pub fn normalized_entropy(bce: f64, p: f64) -> f64 {
 
 /// The cell name without its seed: cells that differ only in the seed share a variant.
 pub fn variant(name: &str) -> String {
-    match name.rfind("-s") {
-        Some(i) if name[i + 2..].chars().all(|c| c.is_ascii_digit()) => name[..i].to_string(),
-        _ => name.to_string(),
-    }
+    crate::config::CellName::parse(name).variant()
 }
 
 pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {

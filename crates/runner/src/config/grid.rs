@@ -1,6 +1,7 @@
 //! Grid expansion: any scalar of the shared sections, a method entry or its overrides may be a
 //! list (a grid axis); cells are the Cartesian product of the axes, budgets and seeds.
 
+use super::name::CellName;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -384,7 +385,7 @@ impl Grid<'_> {
                 for (k, setting) in trials.iter().enumerate() {
                     group_trials.push(self.trial(&v, mi, *b, &label, k, setting, &rungs, spec)?);
                 }
-                let line = group_trials[0].finals[0].name.rsplit_once("-s").map(|x| x.0.to_string()).unwrap_or_default();
+                let line = CellName::parse(&group_trials[0].finals[0].name).variant();
                 let budget = group_trials[0].finals[0].config.budget;
                 groups.push(TuneGroup { line, method: method.clone(), budget, trials: group_trials });
             }
@@ -437,13 +438,15 @@ impl Grid<'_> {
             }
         }
         let config = to_config(&v, mi, self.ctx)?;
-        let mut name_parts = vec![config.method.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "least-squares".into())];
-        if let Some(b) = config.budget {
-            name_parts.push(format!("b{b}"));
+        let method = config.method.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| "least-squares".into());
+        let mut name = CellName { method, budget: config.budget, labels: vec![], rung: None, seed: Some(config.seed) };
+        for l in label {
+            match l.split_once('=') {
+                Some((k, v)) => name.labels.push((k.to_string(), v.to_string())),
+                None => name.rung = Some(l.trim_start_matches('r').to_string()),
+            }
         }
-        name_parts.extend(label.iter().cloned());
-        name_parts.push(format!("s{}", config.seed));
-        Ok(Cell { id: cell_id(&config), name: name_parts.join("-"), config })
+        Ok(Cell { id: cell_id(&config), name: name.to_string(), config })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod grid;
 mod lines;
+pub mod name;
 pub mod tune;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde_yaml::Value;
 
 pub use grid::{cell_id, parse_experiment};
 pub use lines::line_index;
+pub use name::CellName;
 use lines::{file_path_for, Ctx};
 
 use cqr_data::movielens::MovieLensLayout;
