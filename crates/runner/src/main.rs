@@ -106,6 +106,9 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "cqr,dense")]
         against: Vec<String>,
     },
+    /// Paired differences A − B of the same lines in two results directories (by dataset, line,
+    /// budget and seed), e.g. a tuned grid against its shared-setting twin: the gain from tuning.
+    Compare { a: PathBuf, b: PathBuf },
     /// Training throughput (samples/s) of the DLRM preset on random data.
     Bench {
         #[arg(long, default_value = "kaggle")]
@@ -455,6 +458,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { results, against } => {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
+        }
+        Cmd::Compare { a, b } => {
+            require_dir(&a)?;
+            require_dir(&b)?;
+            print!("{}", cqr_runner::report::compare_dirs(&a, &b)?);
         }
         Cmd::Bench { preset, batch, steps, repeats, cases, backend, precision, ab, cluster_rows, cluster_options, ingest_rows } => {
             let ab = ab.map(|a| match a {

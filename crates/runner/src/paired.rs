@@ -94,11 +94,13 @@ pub struct PairRow {
 /// The summary's cells as paired-comparison observations.
 pub fn observations(results: &std::path::Path) -> anyhow::Result<Vec<Obs>> {
     let df = crate::tables::read_parquet(&results.join("summary.parquet"))?;
-    let (ds, va, me) = (crate::tables::strs(&df, "dataset")?, crate::tables::strs(&df, "variant")?, crate::tables::strs(&df, "method")?);
+    let (ds, me) = (crate::tables::strs(&df, "dataset")?, crate::tables::strs(&df, "method")?);
+    // Summaries written before the `line` column: derive it from the variant.
+    let lines = crate::tables::strs(&df, "line").or_else(|_| crate::tables::strs(&df, "variant").map(|v| v.iter().map(|v| crate::config::CellName::parse(v).line()).collect()))?;
     let (bu, se, pa, bce) = (crate::tables::f64s(&df, "budget")?, crate::tables::f64s(&df, "seed")?, crate::tables::f64s(&df, "params")?, crate::tables::f64s(&df, "test_bce")?);
     let auc = crate::tables::f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
     Ok((0..df.height())
-        .map(|i| Obs { dataset: ds[i].clone(), line: crate::config::CellName::parse(&va[i]).line(), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
+        .map(|i| Obs { dataset: ds[i].clone(), line: lines[i].clone(), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
         .collect())
 }
 
@@ -167,6 +169,28 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
     out
 }
 
+/// The same line in two results directories (`cqr compare A B`): for each dataset, line and
+/// budget present in both, the paired per-seed difference `A − B` over the seeds both ran (at
+/// least two). Which setting each side ran is the caller's to state (tuned against a shared
+/// setting, one build against another).
+pub fn across(a: &[Obs], b: &[Obs]) -> Vec<PairRow> {
+    fn index(obs: &[Obs]) -> BTreeMap<(String, String), Budgets<'_>> {
+        let mut m: BTreeMap<(String, String), Budgets> = BTreeMap::new();
+        for o in obs {
+            m.entry((o.dataset.clone(), o.line.clone())).or_default().entry(o.budget).or_default().insert(o.seed, o);
+        }
+        m
+    }
+    let (ia, ib) = (index(a), index(b));
+    let mut out = vec![];
+    for (key, a_obs) in &ia {
+        if let Some(b_obs) = ib.get(key) {
+            out.extend(pair_lines(&key.0, &key.1, &key.1, a_obs, b_obs, false));
+        }
+    }
+    out
+}
+
 type Budgets<'a> = BTreeMap<u64, BTreeMap<u64, &'a Obs>>;
 
 /// The rows of one (A, B) pair of lines: one per budget of A with at least two shared seeds.
@@ -227,6 +251,18 @@ pub fn reach_dense(rows: &[PairRow], dense_lines: &BTreeSet<String>) -> Vec<Reac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn across_pairs_one_line_of_two_directories_by_seed() {
+        let o = |line: &str, budget: u64, seed: u64, bce: f64| Obs { dataset: "d".into(), line: line.into(), method: line.into(), budget, seed, params: 1.0, test_bce: bce, best_val_auc: 0.5 };
+        let tuned = vec![o("cqr", 800, 0, 0.40), o("cqr", 800, 1, 0.41), o("cqr", 800, 2, 0.42), o("ce", 800, 0, 0.5), o("cqr", 3200, 0, 0.3)];
+        let shared = vec![o("cqr", 800, 0, 0.45), o("cqr", 800, 1, 0.45), o("cqr", 800, 2, 0.46), o("cqr", 800, 3, 0.1), o("cqr", 3200, 0, 0.3)];
+        let rows = across(&tuned, &shared);
+        // ce is in one directory only; cqr at 3,200 shares one seed (< 2); seed 3 is unpaired.
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].a.as_str(), rows[0].budget, rows[0].bce.n), ("cqr", 800, 3));
+        assert!((rows[0].bce.mean - (-0.05 - 0.04 - 0.04) / 3.0).abs() < 1e-12);
+    }
 
     fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64, auc: f64) -> Obs {
         Obs { dataset: "d".into(), line: line.into(), method: method.into(), budget, seed, params: budget as f64, test_bce: bce, best_val_auc: auc }

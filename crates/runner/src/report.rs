@@ -127,6 +127,23 @@ pub fn frequency_table(rows: &[GroupRow]) -> String {
     s
 }
 
+/// `cqr compare A B`: the same lines in two results directories, paired by seed (A − B), as a
+/// Markdown table. Typical use: a tuned grid against its shared-setting twin (the gain from
+/// tuning), or one build's records against another's.
+pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
+    let rows = crate::paired::across(&observations(a)?, &observations(b)?);
+    let mut s = String::new();
+    let _ = writeln!(s, "A = {}, B = {}: the same line, budget and seed in both, A − B (95% t interval over the paired seeds; `*`: excludes 0). Test BCE: negative means A is better.\n", a.display(), b.display());
+    let _ = writeln!(s, "| dataset | line | budget/table | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |\n|---|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", r.dataset, r.a, r.budget, r.bce.n, fmt_interval(&r.bce, 5), resolution(&r.bce, 5), fmt_interval(&r.auc, 4));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no line, budget and two seeds in common)");
+    }
+    Ok(s)
+}
+
 fn fmt_interval(i: &Interval, digits: usize) -> String {
     let mark = if i.significant() { " *" } else { "" };
     format!("{:+.d$} [{:+.d$}, {:+.d$}]{mark}", i.mean, i.lo, i.hi, d = digits)

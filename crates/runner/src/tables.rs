@@ -21,7 +21,7 @@ fn col_u(name: &str, v: Vec<u64>) -> Column {
 
 /// Column names of `summary` (documented in the README).
 pub const SUMMARY_COLUMNS: &[&str] = &[
-    "cell_id", "cell_name", "variant", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "best_step", "val_bce", "val_auc",
+    "cell_id", "cell_name", "variant", "line", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "best_step", "val_bce", "val_auc",
     "best_val_auc", "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
     "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc", "train_click_rate", "normalized_entropy", "test_bce_head",
@@ -59,6 +59,7 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_s("cell_id", s(&|r, _| r.id.clone())),
         col_s("cell_name", s(&|r, _| r.name.clone())),
         col_s("variant", s(&|r, _| variant(&r.name))),
+        col_s("line", s(&|r, _| crate::config::CellName::parse(&r.name).line())),
         col_s("experiment", s(&|r, _| r.config.experiment.clone())),
         col_s("dataset", s(&|r, _| r.dataset.clone())),
         col_s("model", s(&|r, _| r.config.model.as_ref().map(|m| format!("{:?}", m.kind).to_lowercase()).unwrap_or_default())),
