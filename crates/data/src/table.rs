@@ -19,6 +19,7 @@
 //! into a [`RowSink`] like the streamed formats.
 
 use std::fs::File;
+#[cfg(feature = "tables")]
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

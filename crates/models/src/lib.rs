@@ -5,6 +5,7 @@ pub mod dcn;
 pub mod deepfm;
 pub mod fused;
 pub mod net;
+pub mod probe;
 pub mod tables;
 pub mod train;
 pub mod wdl;

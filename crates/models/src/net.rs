@@ -13,7 +13,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use cqr_data::Dataset;
+
+use crate::dcn::Dcn;
+use crate::deepfm::DeepFm;
 use crate::fused::{self, Precision};
+use crate::train::{ModelConfig, TrainError};
+use crate::wdl::Wdl;
 
 /// Layer sizes of DLRM. `bottom` starts with the number of dense features and ends with the
 /// embedding dim; `top` lists the hidden sizes and ends with 1 (its input size is derived).
@@ -303,6 +310,97 @@ pub fn gmf_forward(emb: Tensor<3>) -> Tensor<2> {
     let u = emb.clone().slice([0..1, 0..b, 0..d]).reshape([b, d]);
     let v = emb.slice([1..2, 0..b, 0..d]).reshape([b, d]);
     (u * v).sum_dim(1)
+}
+
+/// The backbone a run trains, as one type: the training loop's dispatch over the models.
+#[derive(Clone)]
+pub(crate) enum Net {
+    Dlrm(Dlrm),
+    Gmf,
+    Dcn(Dcn),
+    DeepFm(DeepFm),
+    Wdl(Wdl),
+}
+
+/// One optimizer step of a module from the gradients of a backward pass.
+fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: burn::tensor::Gradients) -> M {
+    let gp = GradientsParams::from_grads(grads, m);
+    optim.step(lr, m.clone(), gp)
+}
+
+impl Net {
+    pub(crate) fn new(model: &ModelConfig, ds: &Dataset, seed: u64, precision: Precision, device: &Device) -> Result<Net, TrainError> {
+        model.check_precision(precision).map_err(TrainError::Config)?;
+        if !precision.is_f32() {
+            if !crate::fused::fused_available(device) {
+                let why = if crate::fused::fused_available(&Device::flex()) { "a backend other than flex" } else { "burn's op graph (CQR_KERNELS=burn)" };
+                return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));
+            }
+        }
+        let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
+        Ok(match model {
+            ModelConfig::Dlrm(c) => {
+                c.validate(n_dense).map_err(TrainError::Config)?;
+                Net::Dlrm(Dlrm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
+            }
+            ModelConfig::Gmf { dim } => {
+                if n_cat != 2 || *dim == 0 {
+                    return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, n_cat)));
+                }
+                Net::Gmf
+            }
+            ModelConfig::Dcn(c) => {
+                c.validate().map_err(TrainError::Config)?;
+                Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device).with_precision(precision))
+            }
+            ModelConfig::Deepfm(c) => {
+                c.validate("deepfm").map_err(TrainError::Config)?;
+                Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
+            }
+            ModelConfig::Wdl(c) => {
+                c.validate("wdl").map_err(TrainError::Config)?;
+                Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device).with_precision(precision))
+            }
+        })
+    }
+    /// `dense: [batch, max(n_dense, 1)]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
+    pub(crate) fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
+        match self {
+            Net::Dlrm(m) => m.forward(dense, emb),
+            Net::Gmf => gmf_forward(emb),
+            Net::Dcn(m) => m.forward(dense, emb),
+            Net::DeepFm(m) => m.forward(dense, emb),
+            Net::Wdl(m) => m.forward(dense, emb),
+        }
+    }
+    pub(crate) fn valid(&self) -> Net {
+        match self {
+            Net::Dlrm(m) => Net::Dlrm(m.valid()),
+            Net::Gmf => Net::Gmf,
+            Net::Dcn(m) => Net::Dcn(m.valid()),
+            Net::DeepFm(m) => Net::DeepFm(m.valid()),
+            Net::Wdl(m) => Net::Wdl(m.valid()),
+        }
+    }
+    pub(crate) fn num_params(&self) -> u64 {
+        (match self {
+            Net::Dlrm(m) => m.num_params(),
+            Net::Gmf => 0,
+            Net::Dcn(m) => m.num_params(),
+            Net::DeepFm(m) => m.num_params(),
+            Net::Wdl(m) => m.num_params(),
+        }) as u64
+    }
+    /// The MLP optimizer step (none for GMF, which has no dense parameters).
+    pub(crate) fn step(&self, optim: &mut ModuleOptimizer, lr: f64, grads: burn::tensor::Gradients) -> Net {
+        match self {
+            Net::Dlrm(m) => Net::Dlrm(module_step(optim, lr, m, grads)),
+            Net::Gmf => Net::Gmf,
+            Net::Dcn(m) => Net::Dcn(module_step(optim, lr, m, grads)),
+            Net::DeepFm(m) => Net::DeepFm(module_step(optim, lr, m, grads)),
+            Net::Wdl(m) => Net::Wdl(module_step(optim, lr, m, grads)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,19 +62,7 @@ pub struct BenchOptions {
     pub ingest_rows: u64,
 }
 
-/// The CPU as `/proc/cpuinfo` names it, with its family and model numbers (vendors reuse one
-/// name across generations: "AMD EPYC" is Zen 4 at family 25 model 17, Zen 5 at family 26) and
-/// whether it has AVX-512 (the GEMM kernels, and so the last digits of results, depend on it).
-pub fn cpu_model() -> String {
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return "unknown CPU".into() };
-    let field = |name: &str| info.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == name)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string());
-    let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
-    let simd = if field("flags").is_some_and(|f| f.split_whitespace().any(|x| x == "avx512f")) { "AVX-512" } else { "no AVX-512" };
-    match (field("cpu family"), field("model")) {
-        (Some(f), Some(m)) => format!("{name} (family {f}, model {m}, {simd})"),
-        _ => format!("{name} ({simd})"),
-    }
-}
+pub use cqr_models::probe::cpu_model;
 
 pub fn run(o: &BenchOptions) -> Result<()> {
     let Some(dlrm) = DlrmConfig::preset(&o.preset) else { bail!("unknown preset `{}` (kaggle, small)", o.preset) };

@@ -1,0 +1,410 @@
+//! One training loop for every model and embedding method.
+
+use std::time::Instant;
+
+use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cqr_data::metrics::{auc, bce_with_logits as bce_host};
+use cqr_data::Dataset;
+use cqr_methods::EmbeddingMethod;
+
+use crate::net::{loss, Net};
+use crate::probe::{peak_rss_bytes, reset_peak_rss};
+use crate::tables::{EmbeddingSpec, EmbeddingTables};
+
+mod config;
+mod freq;
+mod order;
+mod result;
+
+pub use config::*;
+pub use freq::train_counts;
+pub use result::*;
+
+use freq::FrequencyBuckets;
+use order::{batch_rng, Batch, EpochOrder};
+
+/// Trains `model` with embedding `spec` on `ds` and evaluates it.
+///
+/// Phases, each a method of [`Trainer`]: batching ([`Batch::fill`]), one optimizer step
+/// ([`Trainer::step`]), evaluation ([`Trainer::evaluate`]), bookkeeping after an evaluation
+/// (best-model snapshot, early stopping: [`Trainer::record`]) and the methods' lifecycle hooks
+/// ([`Trainer::hook`]): `on_step` after every step but the last, `on_epoch_end` after every epoch
+/// but the last, `on_train_end` once.
+pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &TrainConfig) -> Result<RunResult, TrainError> {
+    cfg.validate()?;
+    // A mapped dataset is not scanned (that would read all of it): its cache was checked on open.
+    if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }.map_err(TrainError::Config)?;
+    if ds.splits.train.is_empty() || ds.splits.val.is_empty() || ds.splits.test.is_empty() {
+        return Err(TrainError::Config(format!("dataset {} needs non-empty train, val and test splits ({:?})", ds.name, ds.splits)));
+    }
+    reset_peak_rss();
+    let mut t = Trainer::new(ds, model, spec, cfg)?;
+    // The batch order's only randomness: the seed (never the method), so that cells of two
+    // methods with one seed see the same batches (paired comparisons rely on it).
+    let mut rng = batch_rng(cfg.seed);
+    let mut order = EpochOrder::new(ds, cfg.shuffle);
+    let n_batches = ds.splits.train.len().div_ceil(cfg.batch_size);
+    let last_step = n_batches * cfg.epochs;
+    let eval_every = cfg.eval_interval(n_batches);
+    // A partial run (`stop_after`) ends at its first evaluation at or past this step.
+    let stop_step = cfg.stop_after.map(|f| (f * last_step as f64).ceil() as usize);
+    let past_stop = |step: usize| stop_step.is_some_and(|s| step >= s);
+    'epochs: for epoch in 0..cfg.epochs {
+        order.start_epoch(&mut rng);
+        let bar = progress_bar(cfg.progress, n_batches as u64, epoch);
+        while let Some(chunk) = order.next_batch(cfg.batch_size, &mut rng) {
+            t.step(chunk, epoch)?;
+            bar.inc(1);
+            if eval_every.is_some_and(|k| t.step % k == 0) && t.step < last_step {
+                let scores = t.evaluate();
+                if t.record(epoch, scores) || past_stop(t.step) {
+                    bar.finish_and_clear();
+                    break 'epochs;
+                }
+            }
+            if t.step_hooks && t.step < last_step {
+                let step = t.step;
+                t.hook(&format!("step {step}"), |m| m.on_step(step))?;
+            }
+        }
+        bar.finish_and_clear();
+        let scores = t.evaluate();
+        let stop = t.record(epoch, scores) || past_stop(t.step);
+        // Lifecycle: CQR's epoch schedule clusters here (not after the last epoch).
+        if epoch + 1 < cfg.epochs && !stop {
+            t.hook(&format!("epoch {epoch}"), |m| m.on_epoch_end(epoch))?;
+        }
+        if stop {
+            break;
+        }
+    }
+    t.finish()
+}
+
+/// The state of one training run.
+struct Trainer<'a> {
+    ds: &'a Dataset,
+    cfg: &'a TrainConfig,
+    dim: usize,
+    dense_w: usize,
+    base: Device,
+    device: Device,
+    net: Net,
+    tables: EmbeddingTables,
+    optim: ModuleOptimizer,
+    mlp_params: u64,
+    timings: Timings,
+    evals: Vec<EvalPoint>,
+    hook_log: Vec<String>,
+    batch: Batch,
+    step: usize,
+    samples: usize,
+    loss_sum: f64,
+    loss_n: usize,
+    since_best: usize,
+    /// PQ/RQ compress the model of the best validation evaluation, not the last one: CTR models
+    /// often overfit after one epoch, and compressing an overfit model would charge the method
+    /// for it. The snapshot costs one copy of the (dense) tables.
+    post_training: bool,
+    /// Whether any table has a step hook (else the per-step call is skipped).
+    step_hooks: bool,
+    snapshot: Option<(Net, crate::tables::TablesSnapshot)>,
+    /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
+    test_buckets: FrequencyBuckets,
+    /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
+    last_freq: FrequencyBce,
+    freq_evals: Vec<FrequencyBce>,
+    /// Per evaluation: whether every table was within budget then.
+    eligible: Vec<bool>,
+}
+
+fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    match cfg.optimizer {
+        OptimizerKind::Adam => AdamConfig::new().init(),
+        // burn's default decay (1e-4) is replaced by ours, the same value the tables get.
+        OptimizerKind::Adamw => AdamWConfig::new().with_weight_decay(cfg.effective_weight_decay() as f32).init(),
+        OptimizerKind::Adagrad => AdaGradConfig::new().init(),
+        OptimizerKind::Sgd => SgdConfig::new().init(),
+    }
+}
+
+impl<'a> Trainer<'a> {
+    fn new(ds: &'a Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &'a TrainConfig) -> Result<Self, TrainError> {
+        let dim = model.dim();
+        let n_dense = ds.n_dense();
+        let base = cfg.backend.device()?;
+        let device = base.clone().autodiff();
+        let net = Net::new(model, ds, cfg.seed, cfg.precision, &device)?;
+        let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
+        let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) { train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect() } else { vec![] };
+        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed, &counts)?;
+        // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
+        // model: it is snapshotted at each new best validation BCE.
+        let post_training = spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+        let step_hooks = tables.methods.iter().any(|m| m.uses_step_hook());
+        Ok(Trainer {
+            ds,
+            cfg,
+            dim,
+            dense_w: n_dense.max(1),
+            base,
+            device,
+            mlp_params: net.num_params(),
+            net,
+            tables,
+            optim: mlp_optimizer(cfg),
+            timings: Timings::default(),
+            evals: vec![],
+            hook_log: vec![],
+            test_buckets: FrequencyBuckets::new(ds, &counts),
+            last_freq: FrequencyBce::default(),
+            freq_evals: vec![],
+            eligible: vec![],
+            batch: Batch::default(),
+            step: 0,
+            samples: 0,
+            loss_sum: 0.0,
+            loss_n: 0,
+            since_best: 0,
+            post_training,
+            step_hooks,
+            snapshot: None,
+        })
+    }
+
+    /// One optimizer step on the training rows `rows`: gather, forward, backward, MLP step, sparse
+    /// table updates.
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<(), TrainError> {
+        let t0 = Instant::now();
+        let (b, dim, t_count) = (rows.len(), self.dim, self.ds.n_cat());
+        let device = &self.device;
+        self.batch.fill(self.ds, rows);
+        self.tables.forward(&self.batch.cats, &mut self.batch.emb);
+        let dense = Tensor::<2>::from_data(TensorData::new(self.batch.dense.clone(), [b, self.dense_w]), device);
+        let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut self.batch.emb), [t_count, b, dim]), device).require_grad();
+        let labels = Tensor::<2>::from_data(TensorData::new(self.batch.labels.clone(), [b, 1]), device);
+        let loss = loss(self.net.forward(dense, emb.clone()), labels);
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite { epoch, step: self.step, loss: loss_value as f64 });
+        }
+        let mut grads = loss.backward();
+        let emb_grad = emb.grad_remove(&mut grads).map(|g| g.into_data().try_into_vec::<f32>().expect("f32 gradient"));
+        self.net = self.net.step(&mut self.optim, self.cfg.lr, grads);
+        if let Some(g) = emb_grad {
+            self.tables.backward(&g);
+            // The buffer goes back to the batch: no allocation of its size next step.
+            self.batch.emb = g;
+        }
+        self.step += 1;
+        self.samples += b;
+        self.loss_sum += loss_value as f64 * b as f64;
+        self.loss_n += b;
+        self.timings.train_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Validation and test scores of the current model (and the test BCE per frequency bucket,
+    /// kept in `last_freq`).
+    fn evaluate(&mut self) -> Scores {
+        let t0 = Instant::now();
+        let (val_bce, val_auc) = self.score(self.ds.splits.val.clone()).0;
+        let ((test_bce, test_auc), logits, labels) = self.score(self.ds.splits.test.clone());
+        self.last_freq = self.test_buckets.bce(&logits, &labels);
+        self.timings.eval_s += t0.elapsed().as_secs_f64();
+        Scores { val_bce, val_auc, test_bce, test_auc }
+    }
+
+    /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`, the logits and the labels.
+    fn score(&mut self, range: std::ops::Range<usize>) -> ((f64, f64), Vec<f32>, Vec<f32>) {
+        let (ds, dim, t_count) = (self.ds, self.dim, self.ds.n_cat());
+        let eval_net = self.net.valid();
+        let mut logits = Vec::with_capacity(range.len());
+        let mut b = Batch::default();
+        let mut chunk = Vec::with_capacity(self.cfg.eval_batch_size);
+        for start in range.clone().step_by(self.cfg.eval_batch_size) {
+            let rows = start..(start + self.cfg.eval_batch_size).min(range.end);
+            chunk.clear();
+            chunk.extend(rows.clone());
+            b.fill(ds, &chunk);
+            // Out of core: scored rows are not needed again until the next evaluation.
+            ds.release(rows);
+            self.tables.forward(&b.cats, &mut b.emb);
+            let n = chunk.len();
+            let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, self.dense_w]), &self.base);
+            let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, dim]), &self.base);
+            let out = eval_net.forward(dense, emb);
+            logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
+        }
+        let labels: Vec<f32> = range.map(|r| ds.label(r)).collect();
+        ((bce_host(&logits, &labels), auc(&logits, &labels)), logits, labels)
+    }
+
+    /// Records an evaluation, snapshots the best model for post-training methods, and returns
+    /// whether early stopping says to stop.
+    fn record(&mut self, epoch: usize, scores: Scores) -> bool {
+        // Only a model within budget can be the best one (PEP before its prune is not): the
+        // best evaluation, the snapshot and early stopping all count eligible evaluations only.
+        let eligible = self.tables.within_budget();
+        push_eval(&mut self.evals, &self.eligible, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, eligible, &mut self.since_best);
+        self.eligible.push(eligible);
+        self.freq_evals.push(self.last_freq);
+        if self.post_training && eligible && self.since_best == 0 {
+            self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
+        }
+        self.cfg.early_stopping_patience.is_some_and(|p| self.since_best > p)
+    }
+
+    /// Runs a lifecycle hook on every table, timed as cluster time, logged with `when`.
+    fn hook(&mut self, when: &str, f: impl Fn(&mut dyn EmbeddingMethod) -> Result<cqr_methods::HookReport, cqr_methods::MethodError> + Sync) -> Result<(), TrainError> {
+        let t0 = Instant::now();
+        let log = self.tables.hook(f)?;
+        self.timings.cluster_s += t0.elapsed().as_secs_f64();
+        self.hook_log.extend(log.into_iter().map(|l| format!("{when}: {l}")));
+        Ok(())
+    }
+
+    /// Restores the best snapshot (post-training methods), compresses, and assembles the result.
+    fn finish(mut self) -> Result<RunResult, TrainError> {
+        if let Some((best_net, weights)) = self.snapshot.take() {
+            self.net = best_net;
+            self.tables.restore(&weights);
+        }
+        let tables_train = self.tables.records();
+        let total_train = self.tables.total();
+        // PQ/RQ compress here; other methods do nothing.
+        let t0 = Instant::now();
+        let log = self.tables.hook(|m: &mut dyn EmbeddingMethod| m.on_train_end())?;
+        self.timings.compress_s += t0.elapsed().as_secs_f64();
+        let compressed = if log.is_empty() {
+            None
+        } else {
+            self.hook_log.extend(log);
+            Some(self.evaluate())
+        };
+        // The best evaluation among those within budget (all of them, if none was).
+        let any_eligible = self.eligible.iter().any(|&e| e);
+        let (best_i, best) = self.evals.iter().enumerate().filter(|(i, _)| !any_eligible || self.eligible[*i]).min_by(|a, b| a.1.scores.val_bce.total_cmp(&b.1.scores.val_bce)).map(|(i, e)| (i, *e)).expect("at least one evaluation");
+        let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { self.freq_evals[best_i] };
+        // PQ/RQ: the compressed model is evaluated once; the trained dense model's AUCs are not
+        // the method's.
+        let best_val_auc = match compressed {
+            Some(c) => c.val_auc,
+            None => self.evals.iter().zip(&self.eligible).filter(|(_, &ok)| !any_eligible || ok).map(|(e, _)| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max),
+        };
+        Ok(RunResult {
+            reported: compressed.unwrap_or(best.scores),
+            best,
+            stored_best_val_auc: best_val_auc,
+            compressed,
+            tables_train,
+            tables_final: self.tables.records(),
+            total_train,
+            total_final: self.tables.total(),
+            mlp_params: self.mlp_params,
+            train_samples_per_s: self.samples as f64 / self.timings.train_s.max(1e-9),
+            timings: self.timings,
+            peak_rss_bytes: peak_rss_bytes(),
+            hook_log: self.hook_log,
+            teacher: self.ds.teacher,
+            train_click_rate: self.ds.label_rate(self.ds.splits.train.clone()),
+            test_bce_by_frequency: Some(test_bce_by_frequency),
+            skipped: self.ds.skipped.clone(),
+            evals: self.evals,
+        })
+    }
+}
+
+/// Appends an evaluation and updates `since_best`, the evaluations since the best eligible one
+/// (`eligible[i]`: evaluation `i` was within budget). An ineligible evaluation leaves it at 0:
+/// patience starts counting at the first model within budget.
+#[allow(clippy::too_many_arguments)]
+fn push_eval(evals: &mut Vec<EvalPoint>, eligible: &[bool], epoch: usize, step: usize, loss_sum: &mut f64, loss_n: &mut usize, scores: Scores, is_eligible: bool, since_best: &mut usize) {
+    let best = evals.iter().zip(eligible).filter(|(_, &ok)| ok).map(|(e, _)| e.scores.val_bce).fold(f64::INFINITY, f64::min);
+    *since_best = if !is_eligible || scores.val_bce < best { 0 } else { *since_best + 1 };
+    let train_loss = if *loss_n > 0 { *loss_sum / *loss_n as f64 } else { f64::NAN };
+    evals.push(EvalPoint { epoch, step, train_loss, scores });
+    *loss_sum = 0.0;
+    *loss_n = 0;
+}
+
+fn progress_bar(enabled: bool, len: u64, epoch: usize) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    // indicatif draws to stderr and stays quiet when it is not a terminal.
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(epoch.to_string());
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqr_data::synthetic::{generate_gmf, GmfSynthConfig};
+
+    /// Paired comparisons rely on it: the batches of a run depend on the seed and the data, and
+    /// on nothing else (`train` hands this source to the epoch order alone).
+    #[test]
+    fn the_batch_order_depends_only_on_the_seed() {
+        let ds = generate_gmf(&GmfSynthConfig { rows: 2000, users: 30, items: 30, ..Default::default() }).unwrap();
+        let batches = |seed: u64, shuffle: Shuffle| -> Vec<Vec<usize>> {
+            let mut rng = batch_rng(seed);
+            let mut order = EpochOrder::new(&ds, shuffle);
+            let mut out = vec![];
+            for _ in 0..2 {
+                order.start_epoch(&mut rng);
+                while let Some(b) = order.next_batch(128, &mut rng) {
+                    out.push(b.to_vec());
+                }
+            }
+            out
+        };
+        for shuffle in [Shuffle::Full, Shuffle::Blocks { block_rows: 256, window: 2 }] {
+            assert_eq!(batches(3, shuffle), batches(3, shuffle));
+            assert_ne!(batches(3, shuffle), batches(4, shuffle));
+        }
+    }
+
+    /// `evals_per_epoch: k` evaluates about k times an epoch whatever the row count.
+    #[test]
+    fn evals_per_epoch_spreads_evaluations_over_each_epoch() {
+        let cfg = TrainConfig { evals_per_epoch: Some(4), ..Default::default() };
+        assert_eq!(cfg.eval_interval(100), Some(25));
+        assert_eq!(cfg.eval_interval(10), Some(3));
+        assert_eq!(cfg.eval_interval(2), Some(1));
+        assert_eq!(TrainConfig { eval_every_steps: Some(7), ..Default::default() }.eval_interval(100), Some(7));
+        assert_eq!(TrainConfig::default().eval_interval(100), None);
+        assert!(TrainConfig { evals_per_epoch: Some(0), ..Default::default() }.validate().is_err());
+        assert!(TrainConfig { evals_per_epoch: Some(2), eval_every_steps: Some(5), ..Default::default() }.validate().is_err());
+        for rows in [2000, 8000] {
+            let ds = generate_gmf(&GmfSynthConfig { rows, users: 30, items: 30, ..Default::default() }).unwrap();
+            let spec = EmbeddingSpec { method: "dense".into(), budget: u64::MAX, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+            let cfg = TrainConfig { epochs: 2, batch_size: 64, evals_per_epoch: Some(4), ..Default::default() };
+            let r = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
+            let steps = ds.splits.train.len().div_ceil(64);
+            let k = steps.div_ceil(4);
+            // In-epoch evaluations at every multiple of k before the last step, plus each epoch end.
+            assert_eq!(r.evals.len(), (2 * steps - 1) / k + 2, "{rows} rows");
+            assert!((7..=9).contains(&r.evals.len()), "{rows} rows: {} evaluations", r.evals.len());
+        }
+        // Serialised only when set: configs without it keep their cell ids.
+        assert!(!serde_json::to_string(&TrainConfig::default()).unwrap().contains("evals_per_epoch"));
+    }
+
+    /// A NaN training loss (no step since the previous evaluation) survives a JSON round trip.
+    #[test]
+    fn an_eval_point_without_steps_reads_back() {
+        let e = EvalPoint { epoch: 0, step: 3, train_loss: f64::NAN, scores: Scores { val_bce: 0.5, val_auc: 0.6, test_bce: 0.5, test_auc: 0.6 } };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"train_loss\":null"), "{json}");
+        let back: EvalPoint = serde_json::from_str(&json).unwrap();
+        assert!(back.train_loss.is_nan() && back.step == 3);
+        let ok: EvalPoint = serde_json::from_str(&json.replace("null", "0.25")).unwrap();
+        assert_eq!(ok.train_loss, 0.25);
+    }
+}
