@@ -1,9 +1,11 @@
 //! The pieces behind the `cqr` binary: experiment files, sweeps, tables, charts, reports.
 
 pub mod bench;
+pub mod cell;
 pub mod config;
 pub mod jobs;
 pub mod plot;
+pub mod record;
 pub mod paired;
 pub mod report;
 pub mod slurm;
@@ -11,3 +13,4 @@ pub mod sweep;
 pub mod tables;
 pub mod tune;
 pub mod tune_report;
+pub mod verify;
