@@ -15,6 +15,7 @@ use crate::probe::{peak_rss_bytes, reset_peak_rss};
 use crate::tables::{EmbeddingSpec, EmbeddingTables};
 
 mod config;
+mod eval_log;
 mod freq;
 mod order;
 mod result;
@@ -23,6 +24,7 @@ pub use config::*;
 pub use freq::train_counts;
 pub use result::*;
 
+use eval_log::EvalLog;
 use freq::FrequencyBuckets;
 use order::{batch_rng, Batch, EpochOrder};
 
@@ -97,14 +99,11 @@ struct Trainer<'a> {
     optim: ModuleOptimizer,
     mlp_params: u64,
     timings: Timings,
-    evals: Vec<EvalPoint>,
+    log: EvalLog,
     hook_log: Vec<String>,
     batch: Batch,
     step: usize,
     samples: usize,
-    loss_sum: f64,
-    loss_n: usize,
-    since_best: usize,
     /// PQ/RQ compress the model of the best validation evaluation, not the last one: CTR models
     /// often overfit after one epoch, and compressing an overfit model would charge the method
     /// for it. The snapshot costs one copy of the (dense) tables.
@@ -114,11 +113,8 @@ struct Trainer<'a> {
     snapshot: Option<(Net, crate::tables::TablesSnapshot)>,
     /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
     test_buckets: FrequencyBuckets,
-    /// Test BCE per frequency bucket of the last evaluation, and of each recorded one.
+    /// Test BCE per frequency bucket of the last evaluation.
     last_freq: FrequencyBce,
-    freq_evals: Vec<FrequencyBce>,
-    /// Per evaluation: whether every table was within budget then.
-    eligible: Vec<bool>,
 }
 
 fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -157,18 +153,13 @@ impl<'a> Trainer<'a> {
             tables,
             optim: mlp_optimizer(cfg),
             timings: Timings::default(),
-            evals: vec![],
+            log: EvalLog::default(),
             hook_log: vec![],
             test_buckets: FrequencyBuckets::new(ds, &counts),
             last_freq: FrequencyBce::default(),
-            freq_evals: vec![],
-            eligible: vec![],
             batch: Batch::default(),
             step: 0,
             samples: 0,
-            loss_sum: 0.0,
-            loss_n: 0,
-            since_best: 0,
             post_training,
             step_hooks,
             snapshot: None,
@@ -201,8 +192,7 @@ impl<'a> Trainer<'a> {
         }
         self.step += 1;
         self.samples += b;
-        self.loss_sum += loss_value as f64 * b as f64;
-        self.loss_n += b;
+        self.log.add_loss(loss_value as f64, b);
         self.timings.train_s += t0.elapsed().as_secs_f64();
         Ok(())
     }
@@ -249,13 +239,11 @@ impl<'a> Trainer<'a> {
         // Only a model within budget can be the best one (PEP before its prune is not): the
         // best evaluation, the snapshot and early stopping all count eligible evaluations only.
         let eligible = self.tables.within_budget();
-        push_eval(&mut self.evals, &self.eligible, epoch, self.step, &mut self.loss_sum, &mut self.loss_n, scores, eligible, &mut self.since_best);
-        self.eligible.push(eligible);
-        self.freq_evals.push(self.last_freq);
-        if self.post_training && eligible && self.since_best == 0 {
+        self.log.push(epoch, self.step, scores, eligible, self.last_freq);
+        if self.post_training && eligible && self.log.since_best() == 0 {
             self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
         }
-        self.cfg.early_stopping_patience.is_some_and(|p| self.since_best > p)
+        self.cfg.early_stopping_patience.is_some_and(|p| self.log.since_best() > p)
     }
 
     /// Runs a lifecycle hook on every table, timed as cluster time, logged with `when`.
@@ -286,14 +274,13 @@ impl<'a> Trainer<'a> {
             Some(self.evaluate())
         };
         // The best evaluation among those within budget (all of them, if none was).
-        let any_eligible = self.eligible.iter().any(|&e| e);
-        let (best_i, best) = self.evals.iter().enumerate().filter(|(i, _)| !any_eligible || self.eligible[*i]).min_by(|a, b| a.1.scores.val_bce.total_cmp(&b.1.scores.val_bce)).map(|(i, e)| (i, *e)).expect("at least one evaluation");
-        let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { self.freq_evals[best_i] };
+        let (best, best_freq, best_auc) = self.log.best().expect("at least one evaluation");
+        let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { best_freq };
         // PQ/RQ: the compressed model is evaluated once; the trained dense model's AUCs are not
         // the method's.
         let best_val_auc = match compressed {
             Some(c) => c.val_auc,
-            None => self.evals.iter().zip(&self.eligible).filter(|(_, &ok)| !any_eligible || ok).map(|(e, _)| e.scores.val_auc).fold(f64::NEG_INFINITY, f64::max),
+            None => best_auc,
         };
         Ok(RunResult {
             reported: compressed.unwrap_or(best.scores),
@@ -313,22 +300,9 @@ impl<'a> Trainer<'a> {
             train_click_rate: self.ds.label_rate(self.ds.splits.train.clone()),
             test_bce_by_frequency: Some(test_bce_by_frequency),
             skipped: self.ds.skipped.clone(),
-            evals: self.evals,
+            evals: self.log.into_points(),
         })
     }
-}
-
-/// Appends an evaluation and updates `since_best`, the evaluations since the best eligible one
-/// (`eligible[i]`: evaluation `i` was within budget). An ineligible evaluation leaves it at 0:
-/// patience starts counting at the first model within budget.
-#[allow(clippy::too_many_arguments)]
-fn push_eval(evals: &mut Vec<EvalPoint>, eligible: &[bool], epoch: usize, step: usize, loss_sum: &mut f64, loss_n: &mut usize, scores: Scores, is_eligible: bool, since_best: &mut usize) {
-    let best = evals.iter().zip(eligible).filter(|(_, &ok)| ok).map(|(e, _)| e.scores.val_bce).fold(f64::INFINITY, f64::min);
-    *since_best = if !is_eligible || scores.val_bce < best { 0 } else { *since_best + 1 };
-    let train_loss = if *loss_n > 0 { *loss_sum / *loss_n as f64 } else { f64::NAN };
-    evals.push(EvalPoint { epoch, step, train_loss, scores });
-    *loss_sum = 0.0;
-    *loss_n = 0;
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: usize) -> ProgressBar {
