@@ -1,7 +1,7 @@
 //! The networks: DLRM (Naumov et al., 2019) and GMF, as burn modules. Embedding tables are not
 //! part of these modules: their output arrives as one `[tables, batch, dim]` tensor (see
 //! `tables.rs` for why). On the Flex CPU backend the linear layers, DLRM's interaction and the loss
-//! run as the fused ops of `fused.rs`; elsewhere (wgpu) and under `CQR_KERNELS=burn` as burn's
+//! run as the fused ops of `fused/`; elsewhere (wgpu) and under `CQR_KERNELS=burn` as burn's
 //! op graph, which stays here as the reference the fused ops are tested against.
 
 use burn::module::{Module, Param};
