@@ -39,6 +39,7 @@ registry::methods! {
     alpt::Alpt,
     mdfreq::MdFreq { needs_counts },
     pep::Pep { trains_full_table },
+    magprune::MagPrune { trains_full_table },
 }
 
 use serde::{Deserialize, Serialize};

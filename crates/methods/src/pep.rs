@@ -71,8 +71,9 @@ impl Default for PepOptions {
 }
 
 enum Stage {
-    /// Soft-threshold training; `thr` is a 1 x |s| table.
-    Search { thr: Table },
+    /// Soft-threshold training; `thr` is a 1 x |s| table (`None`: no thresholds, the plain
+    /// table: magnitude pruning, `magprune.rs`).
+    Search { thr: Option<Table> },
     /// Training `V ⊙ mask`; bit `i` of `mask` keeps weight `i` of `V` (row-major).
     Retrain { mask: Vec<u64> },
     /// Served: row `id`'s values are `values[offsets[id]..offsets[id + 1]]` at columns `cols`.
@@ -90,6 +91,8 @@ fn bit(mask: &[u64], i: usize) -> bool {
 }
 
 pub struct Pep {
+    /// `pep`, or `magprune` when built without thresholds.
+    name: &'static str,
     vocab: usize,
     dim: usize,
     budget: u64,
@@ -119,13 +122,6 @@ impl Pep {
         if !o.threshold_init.is_finite() {
             return Err(bad(format!("threshold_init must be finite, got {}", o.threshold_init)));
         }
-        if (p.vocab as u64) * (p.dim as u64) > u32::MAX as u64 {
-            return Err(bad(format!("the full table of {} x {} weights exceeds 2^32 - 1 (PEP trains the full table)", p.vocab, p.dim)));
-        }
-        p.budget_rows(Self::NAME, 1)?;
-        let total = p.epochs * p.steps_per_epoch;
-        let at = (o.prune_at * total as f64).round() as usize;
-        let prune_step = (at >= 1 && at < total).then_some(at);
         let n_thr = match o.threshold {
             Threshold::Global => 1,
             Threshold::Dimension => p.dim,
@@ -133,7 +129,22 @@ impl Pep {
         // No decay of the thresholds: decay would pull s to 0, a threshold of 1/2.
         let mut thr = Table::new(1, n_thr, p.optimizer.with_lr_without_decay(p.optimizer.lr()));
         thr.weights.fill(o.threshold_init);
-        let mut m = Pep { vocab: p.vocab, dim: p.dim, budget: p.budget, seed: p.seed, init_scale: p.init_scale, optimizer: p.optimizer, rewind: o.rewind, prune_step, table: Table::new(p.vocab, p.dim, p.optimizer), stage: Stage::Search { thr }, grad_buf: vec![], rows_buf: vec![] };
+        Self::build(p, Self::NAME, Some(thr), o.prune_at, o.rewind)
+    }
+
+    /// The full table, pruned to the budget by `|V| − g(s)` (plain `|V|` without thresholds)
+    /// after `prune_at` of the steps (1: at the end, no retraining), then retrained under the
+    /// mask from the initial (`rewind`) or the trained weights.
+    pub(crate) fn build(p: &MethodParams, name: &'static str, thr: Option<Table>, prune_at: f64, rewind: bool) -> Result<Self, MethodError> {
+        if (p.vocab as u64) * (p.dim as u64) > u32::MAX as u64 {
+            let reason = format!("the full table of {} x {} weights exceeds 2^32 - 1 ({name} trains the full table)", p.vocab, p.dim);
+            return Err(MethodError::BadOptions { method: name.into(), reason });
+        }
+        p.budget_rows(name, 1)?;
+        let total = p.epochs * p.steps_per_epoch;
+        let at = (prune_at * total as f64).round() as usize;
+        let prune_step = (at >= 1 && at < total).then_some(at);
+        let mut m = Pep { name, vocab: p.vocab, dim: p.dim, budget: p.budget, seed: p.seed, init_scale: p.init_scale, optimizer: p.optimizer, rewind, prune_step, table: Table::new(p.vocab, p.dim, p.optimizer), stage: Stage::Search { thr }, grad_buf: vec![], rows_buf: vec![] };
         m.init_weights();
         Ok(m)
     }
@@ -144,8 +155,11 @@ impl Pep {
     }
 
     /// `g(s)` for each dimension (a global threshold repeated).
-    fn thresholds(thr: &Table, dim: usize) -> Vec<f32> {
-        (0..dim).map(|j| sigmoid(thr.weights[j % thr.weights.len()])).collect()
+    fn thresholds(thr: &Option<Table>, dim: usize) -> Vec<f32> {
+        match thr {
+            Some(thr) => (0..dim).map(|j| sigmoid(thr.weights[j % thr.weights.len()])).collect(),
+            None => vec![0.0; dim],
+        }
     }
 
     /// Whether the table is stored sparse (after training).
@@ -213,7 +227,7 @@ impl Pep {
 
 impl EmbeddingMethod for Pep {
     fn name(&self) -> &'static str {
-        Self::NAME
+        self.name
     }
     fn vocab(&self) -> usize {
         self.vocab
@@ -255,7 +269,12 @@ impl EmbeddingMethod for Pep {
         self.grad_buf.clear();
         match &mut self.stage {
             Stage::Search { thr } => {
-                let t = Self::thresholds(thr, d);
+                let Some(thr) = thr else {
+                    // No thresholds: the plain table.
+                    self.table.update(ids, grad);
+                    return;
+                };
+                let t: Vec<f32> = (0..d).map(|j| sigmoid(thr.weights[j % thr.weights.len()])).collect();
                 let mut gs = vec![0.0f32; thr.weights.len()];
                 let n = gs.len();
                 for (g, &id) in grad.chunks_exact(d).zip(ids) {
@@ -292,21 +311,23 @@ impl EmbeddingMethod for Pep {
     fn accounting(&self) -> Accounting {
         let full = Accounting { trainable_params: self.table.param_count(), optimizer_state_bytes: self.table.state_bytes(), ..Default::default() };
         match &self.stage {
-            Stage::Search { thr } => Accounting { trainable_params: full.trainable_params + thr.param_count(), optimizer_state_bytes: full.optimizer_state_bytes + thr.state_bytes(), ..full },
+            Stage::Search { thr: Some(thr) } => Accounting { trainable_params: full.trainable_params + thr.param_count(), optimizer_state_bytes: full.optimizer_state_bytes + thr.state_bytes(), ..full },
+            Stage::Search { thr: None } => full,
             Stage::Retrain { mask } => Accounting { index_bytes: 8 * mask.len() as u64, ..full },
             Stage::Sparse { offsets, cols, values } => Accounting { trainable_params: values.param_count(), optimizer_state_bytes: values.state_bytes(), index_bytes: 4 * offsets.len() as u64 + cols.bytes(), ..Default::default() },
         }
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         match &mut self.stage {
-            Stage::Search { thr } => vec![&mut self.table.weights, &mut thr.weights],
+            Stage::Search { thr: Some(thr) } => vec![&mut self.table.weights, &mut thr.weights],
+            Stage::Search { thr: None } => vec![&mut self.table.weights],
             Stage::Retrain { .. } => vec![&mut self.table.weights],
             Stage::Sparse { values, .. } => vec![&mut values.weights],
         }
     }
     fn row_widths(&mut self) -> Vec<usize> {
         match &self.stage {
-            Stage::Search { thr } => vec![self.dim, thr.weights.len()],
+            Stage::Search { thr: Some(thr) } => vec![self.dim, thr.weights.len()],
             _ => vec![self.dim],
         }
     }
@@ -318,7 +339,7 @@ impl EmbeddingMethod for Pep {
             return Ok(HookReport::default());
         }
         let (keep, alive) = self.prune();
-        Ok(HookReport { changed: true, detail: format!("pep: pruned at step {step}: {keep} of {} weights kept ({alive} left non-zero by the thresholds), rewind {}", self.vocab * self.dim, self.rewind) })
+        Ok(HookReport { changed: true, detail: format!("{}: pruned at step {step}: {keep} of {} weights kept ({alive} left non-zero by the thresholds), rewind {}", self.name, self.vocab * self.dim, self.rewind) })
     }
     fn within_budget(&self) -> bool {
         !matches!(self.stage, Stage::Search { .. })
@@ -330,7 +351,7 @@ impl EmbeddingMethod for Pep {
         let mut report = HookReport::default();
         if matches!(self.stage, Stage::Search { .. }) {
             let (keep, alive) = self.prune();
-            report = HookReport { changed: true, detail: format!("pep: pruned at the end (no retraining): {keep} kept ({alive} non-zero)") };
+            report = HookReport { changed: true, detail: format!("{}: pruned at the end (no retraining): {keep} kept ({alive} non-zero)", self.name) };
         }
         self.to_sparse();
         Ok(report)
@@ -441,7 +462,7 @@ mod tests {
     fn thresholds_take_no_weight_decay() {
         let adamw = RowOptimizer::LazyAdam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
         let m = Pep::new(&params(30).with_optimizer(adamw)).unwrap();
-        let Stage::Search { thr } = &m.stage else { panic!() };
+        let Stage::Search { thr: Some(thr) } = &m.stage else { panic!() };
         assert!(matches!(thr.optimizer(), RowOptimizer::LazyAdam { weight_decay: 0.0, lr: 1e-3, .. }));
         assert_eq!(m.table.optimizer(), adamw, "the table keeps its decay");
     }
@@ -456,7 +477,7 @@ mod tests {
             let g: Vec<f32> = all_rows(&m).iter().map(|v| v.signum()).collect();
             m.backward(&ids, &g);
         }
-        let Stage::Search { thr } = &m.stage else { panic!() };
+        let Stage::Search { thr: Some(thr) } = &m.stage else { panic!() };
         assert!(thr.weights.iter().all(|&s| s > -1.0), "{:?}", thr.weights);
         assert!(all_rows(&m).iter().filter(|&&v| v != 0.0).count() < start);
     }
