@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cell;
+pub mod chart;
 pub mod config;
 pub mod jobs;
 pub mod plot;

@@ -7,276 +7,16 @@
 //! variants of one method in one chart differ by marker. Ticks sit at the x values the grid ran
 //! (the caps), when there are few of them. Log axes are drawn as log10 values.
 
+//! Which charts a results directory gets; the drawing is `chart.rs`.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
-use anyhow::{anyhow, Result};
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
-use plotters::coord::Shift;
-use plotters::prelude::*;
+use anyhow::Result;
 
+pub use crate::chart::{compact, render, Chart, Line};
+use crate::chart::aggregate;
 use crate::tables::{f64s, read_parquet, strs};
-
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-static REGISTER: Once = Once::new();
-
-fn register_font() {
-    REGISTER.call_once(|| {
-        // Text in PNGs is rendered from this bundled font (DejaVu Sans), so no system font
-        // libraries are needed.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
-pub const WIDTH: u32 = 900;
-pub const HEIGHT: u32 = 600;
-
-/// One line: points of (x, y, band low, band high).
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub label: String,
-    pub points: Vec<(f64, f64, f64, f64)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Chart {
-    pub title: String,
-    pub x_label: String,
-    pub y_label: String,
-    pub log_x: bool,
-    pub log_y: bool,
-    pub lines: Vec<Line>,
-    /// Dashed horizontal reference lines.
-    pub hlines: Vec<(String, f64)>,
-}
-
-const COLORS: [RGBColor; 11] = [
-    RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207),
-    RGBColor(188, 189, 34), RGBColor(127, 127, 127), RGBColor(0, 0, 128),
-];
-
-/// A line's colour, fixed per method across every chart: the method (first word of the label,
-/// up to `-` or a space) by its place in the registry; other labels by a hash of that word.
-pub fn color_of(label: &str) -> RGBColor {
-    let method = label.split(['-', ' ']).next().unwrap_or(label);
-    let i = cqr_methods::method_names().iter().position(|m| *m == method).unwrap_or_else(|| cqr_data::records::fnv1a64(method.as_bytes()) as usize);
-    COLORS[i % COLORS.len()]
-}
-
-/// Where ticks go on an axis spanning `lo..hi` (transformed): at the data's distinct values when
-/// there are at most 8, else at round values (integer powers of ten on a log axis).
-fn key_points(values: &[f64], lo: f64, hi: f64, log: bool) -> Vec<f64> {
-    let mut v: Vec<f64> = values.iter().cloned().filter(|x| x.is_finite()).collect();
-    v.sort_by(f64::total_cmp);
-    v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    if !v.is_empty() && v.len() <= 8 {
-        // Values closer than 6% of the axis (a method whose parameter count sits just below a
-        // cap) would print over each other: keep the first of each cluster.
-        let gap = 0.06 * (hi - lo);
-        let mut kept: Vec<f64> = vec![];
-        for x in v {
-            if kept.last().is_none_or(|k| x - k >= gap) {
-                kept.push(x);
-            }
-        }
-        return kept;
-    }
-    let span = hi - lo;
-    let step = if log && span >= 2.0 { 1.0 } else { 10f64.powf((span / 6.0).log10().floor()) };
-    let step = if span / step > 12.0 { step * 2.0 } else { step };
-    let mut out = vec![];
-    let mut x = (lo / step).ceil() * step;
-    while x <= hi {
-        out.push(x);
-        x += step;
-    }
-    out
-}
-
-/// An x axis whose ticks are exactly `keys` (plotters' own `WithKeyPoints` loses the label
-/// formatter of an f64 range).
-struct KeyedAxis {
-    range: std::ops::Range<f64>,
-    keys: Vec<f64>,
-}
-
-impl Ranged for KeyedAxis {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-    fn range(&self) -> std::ops::Range<f64> {
-        self.range.clone()
-    }
-    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
-        let f = (v - self.range.start) / (self.range.end - self.range.start);
-        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
-    }
-    fn key_points<H: KeyPointHint>(&self, _hint: H) -> Vec<f64> {
-        self.keys.clone()
-    }
-}
-
-/// Draws one line's points with marker `k` (0: circle, 1: triangle, 2: square, 3: cross), the
-/// line itself, and its legend entry.
-macro_rules! draw_line {
-    ($chart:expr, $pts:expr, $color:expr, $label:expr, $k:expr, $e:expr) => {{
-        let (pts, color) = ($pts, $color);
-        let line = $chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2))).map_err($e)?.label($label);
-        match $k % 4 {
-            0 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Circle::new((10, 0), 4, color.filled()));
-                $chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err($e)?;
-            }
-            1 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + TriangleMarker::new((10, 0), 5, color.filled()));
-                $chart.draw_series(pts.iter().map(|p| TriangleMarker::new((p.0, p.1), 5, color.filled()))).map_err($e)?;
-            }
-            2 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Rectangle::new([(6, -4), (14, 4)], color.filled()));
-                $chart.draw_series(pts.iter().map(|p| EmptyElement::at((p.0, p.1)) + Rectangle::new([(-4, -4), (4, 4)], color.filled()))).map_err($e)?;
-            }
-            _ => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Cross::new((10, 0), 5, color.stroke_width(2)));
-                $chart.draw_series(pts.iter().map(|p| Cross::new((p.0, p.1), 5, color.stroke_width(2)))).map_err($e)?;
-            }
-        }
-    }};
-}
-
-fn tr(v: f64, log: bool) -> f64 {
-    if log { v.max(f64::MIN_POSITIVE).log10() } else { v }
-}
-
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing chart `{}`: {e:?}", c.title);
-    root.fill(&WHITE).map_err(e)?;
-    let xs: Vec<f64> = c.lines.iter().flat_map(|l| l.points.iter().map(|p| tr(p.0, c.log_x))).filter(|v| v.is_finite()).collect();
-    let ys: Vec<f64> = c
-        .lines
-        .iter()
-        .flat_map(|l| l.points.iter().flat_map(|p| [p.2, p.3]))
-        .chain(c.hlines.iter().map(|h| h.1))
-        .map(|v| tr(v, c.log_y))
-        .filter(|v| v.is_finite())
-        .collect();
-    if xs.is_empty() || ys.is_empty() {
-        return Err(anyhow!("chart `{}` has no finite data", c.title));
-    }
-    let (mut x0, mut x1) = (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
-    let (mut y0, mut y1) = (ys.iter().cloned().fold(f64::INFINITY, f64::min), ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
-    let px = ((x1 - x0) * 0.05).max(1e-9);
-    let py = ((y1 - y0) * 0.08).max(1e-9);
-    x0 -= px;
-    x1 += px;
-    y0 -= py;
-    y1 += py;
-    // One x value (a single cap): widen the range so the one tick is readable.
-    if x1 - x0 < 1e-6 {
-        (x0, x1) = (x0 - 0.5, x1 + 0.5);
-    }
-    let x_keys = key_points(&xs, x0, x1, c.log_x);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(&c.title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(KeyedAxis { range: x0..x1, keys: x_keys }, y0..y1)
-        .map_err(e)?;
-    let (log_x, log_y) = (c.log_x, c.log_y);
-    let fmt = |v: f64, log: bool| if log { compact(10f64.powf(v)) } else { trim(format!("{v:.4}")) };
-    chart
-        .configure_mesh()
-        .x_desc(&c.x_label)
-        .y_desc(&c.y_label)
-        .x_label_formatter(&|v| fmt(*v, log_x))
-        .y_label_formatter(&|v| fmt(*v, log_y))
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
-    let mut seen: BTreeMap<(u8, u8, u8), usize> = BTreeMap::new();
-    for l in &c.lines {
-        let color = color_of(&l.label);
-        let k = seen.entry((color.0, color.1, color.2)).or_insert(0);
-        let m = *k;
-        *k += 1;
-        let mut pts: Vec<(f64, f64, f64, f64)> = l.points.iter().map(|p| (tr(p.0, log_x), tr(p.1, log_y), tr(p.2, log_y), tr(p.3, log_y))).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if pts.iter().any(|p| p.3 > p.2) {
-            let band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).chain(pts.iter().rev().map(|p| (p.0, p.3))).collect();
-            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(e)?;
-        }
-        draw_line!(chart, &pts, color, &l.label, m, e);
-    }
-    for (label, y) in &c.hlines {
-        let y = tr(*y, log_y);
-        chart
-            .draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 8, 5, BLACK.stroke_width(2)))
-            .map_err(e)?
-            .label(label)
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
-}
-
-fn trim(s: String) -> String {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
-}
-
-/// Three significant digits with a k/M/G suffix (tick labels of log axes).
-pub fn compact(v: f64) -> String {
-    let a = v.abs();
-    let (x, suffix) = if a >= 1e9 { (v / 1e9, "G") } else if a >= 1e6 { (v / 1e6, "M") } else if a >= 1e3 { (v / 1e3, "k") } else { (v, "") };
-    let digits = if x.abs() >= 100.0 { 0 } else if x.abs() >= 10.0 { 1 } else if x.abs() >= 1.0 { 2 } else { 3 };
-    format!("{}{suffix}", trim(format!("{x:.digits$}")))
-}
-
-/// Writes `stem.png` and `stem.svg` under `dir`.
-pub fn render(c: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
-    register_font();
-    std::fs::create_dir_all(dir)?;
-    let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
-    draw(BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area(), c)?;
-    draw(SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area(), c)?;
-    Ok(vec![png, svg])
-}
-
-/// Groups (key, x, y) rows into lines of (x, mean, 95% interval of the mean) per key: Student t
-/// over the seeds at that x; with one seed the band is the point itself.
-fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
-    let mut m: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
-    for ((k, &x), &y) in keys.iter().zip(xs).zip(ys) {
-        if y.is_finite() {
-            m.entry(k.clone()).or_default().entry(x.to_bits()).or_default().push(y);
-        }
-    }
-    m.into_iter()
-        .map(|(label, pts)| Line {
-            label,
-            points: pts
-                .into_iter()
-                .map(|(x, v)| {
-                    let i = crate::paired::t_interval(&v);
-                    let (lo, hi) = if v.len() < 2 { (i.mean, i.mean) } else { (i.lo, i.hi) };
-                    (f64::from_bits(x), i.mean, lo, hi)
-                })
-                .collect(),
-        })
-        .collect()
-}
 
 /// Line label for a variant: the cell name without its budget and dataset parts, so each line
 /// joins one method's cells over budgets (other grid values stay in the label).
@@ -389,140 +129,109 @@ pub fn plot_results_with(results: &Path, pairs: &[(String, String)]) -> Result<V
     let summary = results.join("summary.parquet");
     if summary.exists() {
         let df = read_parquet(&summary)?;
-        let datasets = strs(&df, "dataset")?;
-        let methods = strs(&df, "method")?;
-        let variants = strs(&df, "variant")?;
-        // x: exact trainable embedding parameters of the cell, or its embedding bytes during
-        // training (`train_total_bytes`: PQ/RQ train the full table) or at the end
-        // (`total_bytes`: pointer arrays included, which dominate CQR's bytes at Criteo scale).
-        // The dense tables are drawn as the reference line.
-        let mut ds_names: Vec<String> = datasets.clone();
+        let mut ds_names = strs(&df, "dataset")?;
         ds_names.sort();
         ds_names.dedup();
         for ds in &ds_names {
-            let rows: Vec<usize> = (0..df.height()).filter(|&i| &datasets[i] == ds).collect();
-            let seeds = f64s(&df, "seed")?;
-            let n_seeds = rows.iter().map(|&i| seeds[i].to_bits()).collect::<std::collections::BTreeSet<_>>().len();
-            let over = if n_seeds > 1 { format!("mean and 95% CI over {n_seeds} seeds") } else { "1 seed".to_string() };
-            for (xcol, xname, xlabel) in X_AXES {
-                let xs = f64s(&df, xcol)?;
-                for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
-                    let ys = f64s(&df, metric)?;
-                    let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
-                    let mut dense = vec![];
-                    for &i in &rows {
-                        // The reference line is the f32 dense table; quantized dense cells are points.
-                        if methods[i] == "dense" && !crate::paired::is_quantized(&variants[i]) {
-                            dense.push(ys[i]);
-                        } else {
-                            k.push(line_key(&variants[i]));
-                            x.push(if *xcol == "params" { xs[i] } else { xs[i] / 1e6 });
-                            y.push(ys[i]);
-                        }
-                    }
-                    let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
-                    let what = match *xname {
-                        "params" => "trainable embedding parameters",
-                        "train_bytes" => "embedding memory during training",
-                        _ => "embedding memory at the end",
-                    };
-                    let chart = Chart {
-                        title: format!("{ds}: {} against {what} ({over})", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
-                        x_label: (*xlabel).into(),
-                        y_label: label.into(),
-                        log_x: true,
-                        log_y: false,
-                        lines: aggregate(&k, &x, &y),
-                        hlines,
-                    };
-                    if !chart.lines.is_empty() {
-                        written.extend(render(&chart, &charts, &format!("{}_{metric}_vs_{}", slug(ds), slug(xname)))?);
-                    }
-                }
-            }
+            written.extend(plot_accuracy(&df, ds, &charts)?);
         }
         let epochs_path = results.join("epochs.parquet");
         if epochs_path.exists() {
             let ep = read_parquet(&epochs_path)?;
             written.extend(plot_epochs(&ep, &ds_names, &charts)?);
         }
-    }
-    if summary.exists() {
         written.extend(plot_paired(results, &charts, pairs)?);
     }
     written.extend(crate::tune_report::plot_tuning(results, &charts)?);
     let ls = results.join("least_squares.parquet");
     if ls.exists() {
-        let df = read_parquet(&ls)?;
-        let k = f64s(&df, "k")?;
-        let it = f64s(&df, "iteration")?;
-        let loss = f64s(&df, "loss")?;
-        let bound = f64s(&df, "bound")?;
-        let opt = f64s(&df, "optimum")?;
-        let mut ks: Vec<f64> = k.clone();
-        ks.sort_by(f64::total_cmp);
-        ks.dedup();
-        for kk in ks {
-            let rows: Vec<usize> = (0..df.height()).filter(|&i| k[i] == kk).collect();
-            let x: Vec<f64> = rows.iter().map(|&i| it[i]).collect();
-            let mut lines = aggregate(&vec!["CQR iteration: ||XT_i - Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| loss[i]).collect::<Vec<_>>());
-            lines.extend(aggregate(&vec!["bound (1-rho)^(ik)||XT*||^2 + ||XT*-Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| bound[i]).collect::<Vec<_>>()));
-            let o = rows.iter().map(|&i| opt[i]).sum::<f64>() / rows.len().max(1) as f64;
-            let chart = Chart {
-                title: format!("Least squares: CQR iteration vs its bound (k = {kk})"),
-                x_label: "iteration i".into(),
-                y_label: "squared loss (log scale)".into(),
-                log_x: false,
-                log_y: true,
-                lines,
-                hlines: vec![("optimum ||XT*-Y||^2 (mean over seeds)".into(), o)],
+        written.extend(plot_least_squares(&read_parquet(&ls)?, &charts)?);
+    }
+    Ok(written)
+}
+
+/// One dataset's accuracy charts: test BCE and AUC against each of [`X_AXES`], one line per
+/// method variant over the caps, the f32 dense table as the reference line.
+fn plot_accuracy(df: &polars::prelude::DataFrame, ds: &str, charts: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = vec![];
+    let (datasets, methods, variants) = (strs(df, "dataset")?, strs(df, "method")?, strs(df, "variant")?);
+    let rows: Vec<usize> = (0..df.height()).filter(|&i| datasets[i] == ds).collect();
+    let seeds = f64s(df, "seed")?;
+    let n_seeds = rows.iter().map(|&i| seeds[i].to_bits()).collect::<std::collections::BTreeSet<_>>().len();
+    let over = if n_seeds > 1 { format!("mean and 95% CI over {n_seeds} seeds") } else { "1 seed".to_string() };
+    for (xcol, xname, xlabel) in X_AXES {
+        let xs = f64s(df, xcol)?;
+        for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
+            let ys = f64s(df, metric)?;
+            let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
+            let mut dense = vec![];
+            for &i in &rows {
+                // The reference line is the f32 dense table; quantized dense cells are points.
+                if methods[i] == "dense" && !crate::paired::is_quantized(&variants[i]) {
+                    dense.push(ys[i]);
+                } else {
+                    k.push(line_key(&variants[i]));
+                    x.push(if *xcol == "params" { xs[i] } else { xs[i] / 1e6 });
+                    y.push(ys[i]);
+                }
+            }
+            let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
+            let what = match *xname {
+                "params" => "trainable embedding parameters",
+                "train_bytes" => "embedding memory during training",
+                _ => "embedding memory at the end",
             };
-            written.extend(render(&chart, &charts, &format!("least_squares_k{kk}"))?);
+            let chart = Chart {
+                title: format!("{ds}: {} against {what} ({over})", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
+                x_label: (*xlabel).into(),
+                y_label: label.into(),
+                log_x: true,
+                log_y: false,
+                lines: aggregate(&k, &x, &y),
+                hlines,
+            };
+            if !chart.lines.is_empty() {
+                written.extend(render(&chart, charts, &format!("{}_{metric}_vs_{}", slug(ds), slug(xname)))?);
+            }
         }
+    }
+    Ok(written)
+}
+
+/// Claim 4's charts: the CQR iteration's loss against its proven bound, one chart per k.
+fn plot_least_squares(df: &polars::prelude::DataFrame, charts: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = vec![];
+    let (k, it, loss, bound, opt) = (f64s(df, "k")?, f64s(df, "iteration")?, f64s(df, "loss")?, f64s(df, "bound")?, f64s(df, "optimum")?);
+    let mut ks: Vec<f64> = k.clone();
+    ks.sort_by(f64::total_cmp);
+    ks.dedup();
+    for kk in ks {
+        let rows: Vec<usize> = (0..df.height()).filter(|&i| k[i] == kk).collect();
+        let x: Vec<f64> = rows.iter().map(|&i| it[i]).collect();
+        let mut lines = aggregate(&vec!["CQR iteration: ||XT_i - Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| loss[i]).collect::<Vec<_>>());
+        lines.extend(aggregate(&vec!["bound (1-rho)^(ik)||XT*||^2 + ||XT*-Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| bound[i]).collect::<Vec<_>>()));
+        let o = rows.iter().map(|&i| opt[i]).sum::<f64>() / rows.len().max(1) as f64;
+        let chart = Chart {
+            title: format!("Least squares: CQR iteration vs its bound (k = {kk})"),
+            x_label: "iteration i".into(),
+            y_label: "squared loss (log scale)".into(),
+            log_x: false,
+            log_y: true,
+            lines,
+            hlines: vec![("optimum ||XT*-Y||^2 (mean over seeds)".into(), o)],
+        };
+        written.extend(render(&chart, charts, &format!("least_squares_k{kk}"))?);
     }
     Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_labels() {
-        assert_eq!(compact(5011.723), "5.01k");
-        assert_eq!(compact(158489.3), "158k");
-        assert_eq!(compact(2_000_000.0), "2M");
-        assert_eq!(compact(0.5), "0.5");
-    }
-
     #[test]
     fn paired_lines_are_named_by_their_shared_grid_values() {
         use crate::paired::pair_label;
         assert_eq!(pair_label("cqr-rows=11460-groups=100", "ce-rows=11460-groups=100"), "groups=100 rows=11460");
         assert_eq!(pair_label("cqr", "ce"), "cqr vs ce");
         assert_eq!(pair_label("cqr-sample=frequency-groups=1", "ce-groups=1"), "cqr-sample=frequency-groups=1 vs ce-groups=1");
-    }
-
-    #[test]
-    fn renders_png_and_svg_of_the_expected_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let chart = Chart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            log_x: true,
-            log_y: false,
-            lines: vec![Line { label: "a".into(), points: vec![(100.0, 0.5, 0.45, 0.55), (1000.0, 0.4, 0.39, 0.42)] }],
-            hlines: vec![("dense".into(), 0.38)],
-        };
-        let files = render(&chart, dir.path(), "c").unwrap();
-        let png = std::fs::read(&files[0]).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
-        // IHDR: width and height as big-endian u32 at bytes 16..24.
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), WIDTH);
-        assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), HEIGHT);
-        assert!(png.len() > 5_000);
-        let svg = std::fs::read_to_string(&files[1]).unwrap();
-        assert!(svg.contains(&format!("width=\"{WIDTH}\"")) && svg.contains("<text"), "svg lacks size or text");
     }
 }
