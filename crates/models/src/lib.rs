@@ -16,4 +16,4 @@ pub use deepfm::DeepFmConfig;
 pub use net::DlrmConfig;
 pub use wdl::WdlConfig;
 pub use tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
-pub use train::{train, Backend, EvalPoint, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, Shuffle, TrainConfig, TrainError};
+pub use train::{train, Backend, EvalPoint, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle, TrainConfig, TrainError};

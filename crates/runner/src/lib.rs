@@ -9,6 +9,7 @@ pub mod plot;
 pub mod record;
 pub mod paired;
 pub mod report;
+pub mod serving_report;
 pub mod slurm;
 pub mod sweep;
 pub mod tables;

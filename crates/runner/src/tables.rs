@@ -26,7 +26,7 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
     "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc", "train_click_rate", "normalized_entropy", "test_bce_head",
     "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail", "optimizer", "lr", "embedding_lr", "batch_size", "epochs",
-    "method_options",
+    "method_options", "serve_samples_per_s", "serve_p50_b1_ms", "serve_p99_b1_ms", "serve_p50_b64_ms", "serve_p99_b64_ms",
 ];
 
 /// Normalized entropy (He et al. 2014, as the DLRM papers report it): the BCE divided by the
@@ -107,6 +107,12 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_u("batch_size", u(&|r, _| r.config.training.batch_size as u64)),
         col_u("epochs", u(&|r, _| r.config.training.epochs as u64)),
         col_s("method_options", s(&|r, _| r.config.method.as_ref().map(|m| if m.options.is_null() { String::new() } else { m.options.to_string() }).unwrap_or_default())),
+        // The served model's cost (`training.serving: true`; NaN otherwise).
+        col_f("serve_samples_per_s", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.samples_per_s_b2048))),
+        col_f("serve_p50_b1_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b1[0]))),
+        col_f("serve_p99_b1_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b1[1]))),
+        col_f("serve_p50_b64_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b64[0]))),
+        col_f("serve_p99_b64_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b64[1]))),
     ];
     Ok(DataFrame::new(rows.len(), cols)?)
 }

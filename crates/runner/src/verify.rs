@@ -9,7 +9,7 @@ use crate::record::record_path;
 use crate::sweep::{precheck_datasets, SweepOptions};
 
 /// Keys of a record that measure the machine, not the model: left out of `--verify`.
-const VOLATILE: [&str; 6] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu", "kernels"];
+const VOLATILE: [&str; 7] = ["timings", "train_samples_per_s", "peak_rss_bytes", "wall_s", "cpu", "kernels", "serving"];
 
 /// How `--verify` compares numbers. `Exact`: every value bit for bit (floats round-trip exactly
 /// through the JSON records). `Relative(tol)`: two numbers agree when

@@ -19,10 +19,12 @@ mod eval_log;
 mod freq;
 mod order;
 mod result;
+mod serving;
 
 pub use config::*;
 pub use freq::train_counts;
 pub use result::*;
+pub use serving::ServingCost;
 
 use eval_log::EvalLog;
 use freq::FrequencyBuckets;
@@ -282,7 +284,9 @@ impl<'a> Trainer<'a> {
             Some(c) => c.val_auc,
             None => best_auc,
         };
+        let serving = if self.cfg.serving { self.serving_cost() } else { None };
         Ok(RunResult {
+            serving,
             reported: compressed.unwrap_or(best.scores),
             best,
             stored_best_val_auc: best_val_auc,
@@ -345,6 +349,21 @@ mod tests {
     }
 
     /// `evals_per_epoch: k` evaluates about k times an epoch whatever the row count.
+    #[test]
+    fn serving_is_measured_when_asked_and_changes_no_score() {
+        let ds = generate_gmf(&GmfSynthConfig { rows: 2000, users: 30, items: 30, ..Default::default() }).unwrap();
+        let spec = EmbeddingSpec { method: "hashing".into(), budget: 4 * 20, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+        let cfg = TrainConfig { epochs: 1, batch_size: 64, ..Default::default() };
+        let plain = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
+        assert!(plain.serving.is_none());
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("serving"), "unset: cell ids unchanged");
+        let served = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &TrainConfig { serving: true, ..cfg }).unwrap();
+        let c = served.serving.expect("measured");
+        assert!(c.samples_per_s_b2048 > 0.0 && c.latency_ms_b1[0] > 0.0);
+        assert!(c.latency_ms_b1[0] <= c.latency_ms_b1[1] && c.latency_ms_b64[0] <= c.latency_ms_b64[1]);
+        assert_eq!(served.reported, plain.reported, "timing the served model changes no score");
+    }
+
     #[test]
     fn evals_per_epoch_spreads_evaluations_over_each_epoch() {
         let cfg = TrainConfig { evals_per_epoch: Some(4), ..Default::default() };

@@ -87,6 +87,9 @@ pub struct RunResult {
     /// training split (see [`FrequencyBuckets`]); `None` in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_bce_by_frequency: Option<FrequencyBce>,
+    /// The served model's forward-only cost (`training.serving: true`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<super::ServingCost>,
 }
 
 fn nan() -> f64 {
