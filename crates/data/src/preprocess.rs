@@ -347,65 +347,19 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     let (a, b, val_first) = boundaries(src, opts, lines)?;
     let sub = opts.sub_sample_negatives.unwrap_or(0.0);
     let kept = |g: u64, file: usize, rec: &RawRecord| sub == 0.0 || rec.label == 1 || g > a || keep_negative(sub, file, g);
-
-    // Pass 2: vocabularies over the training lines. Pieces are parsed in parallel; counting is
-    // parallel by column.
-    let n_cat = format.n_cat();
-    let vocab = match &opts.encoding {
-        CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
-            use rayon::prelude::*;
-            let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
-            // Returns the piece's keys and whether it reached past the training lines.
-            let work = |rd: &mut RecordReader<&[u8]>, offset: u64, file: usize| -> Result<(Vec<u64>, bool)> {
-                let mut keys = Vec::new();
-                let mut rec = RawRecord::default();
-                while let Some(line) = rd.next_record(&mut rec)? {
-                    let g = offset + line;
-                    if g > a {
-                        return Ok((keys, true));
-                    }
-                    if line > opts.max_rows.unwrap_or(u64::MAX) {
-                        break;
-                    }
-                    if kept(g, file, &rec) {
-                        keys.extend(rec.cats.iter().map(|&k| reduce(k, *hash_range)));
-                    }
-                }
-                Ok((keys, false))
-            };
-            stream(&src.train, format, opts, None, work, |pieces| {
-                counts.par_iter_mut().enumerate().for_each(|(c, map)| {
-                    for (keys, _) in &pieces {
-                        for row in keys.chunks_exact(n_cat) {
-                            *map.entry(row[c]).or_insert(0) += 1;
-                        }
-                    }
-                });
-                Ok(!pieces.iter().any(|p| p.1))
-            })?;
-            Some(Vocabulary::from_counts(counts, *min_freq))
-        }
-        CategoricalEncoding::Modulo { .. } => None,
+    let encoder = match &opts.encoding {
+        CategoricalEncoding::Vocabulary { min_freq, hash_range } => Encoder::Vocabulary { vocab: count_vocabulary(src, opts, a, *hash_range, *min_freq, &kept)?, hash_range: *hash_range },
+        CategoricalEncoding::Modulo { range } => Encoder::Modulo { range: *range },
     };
-    let cardinalities: Vec<usize> = (0..n_cat)
-        .map(|c| match (&vocab, &opts.encoding) {
-            (Some(v), _) => v.cardinality(c),
-            (None, CategoricalEncoding::Modulo { range }) => *range as usize,
-            _ => unreachable!("vocabulary exists unless encoding is modulo"),
-        })
-        .collect();
+    let n_cat = format.n_cat();
     let name = first.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut ds = crate::cache::header(name, format.dense_names(), format.cat_names(), cardinalities);
+    let mut ds = crate::cache::header(name, format.dense_names(), format.cat_names(), (0..n_cat).map(|c| encoder.cardinality(c)).collect());
 
     // Pass 3: encode. Pieces are parsed and encoded in parallel, then appended in order.
     let encode = |rec: &RawRecord, out: &mut Encoded| {
         out.labels.push(rec.label);
         out.dense.extend(rec.dense.iter().map(|&v| log_transform(v)));
-        out.ids.extend(rec.cats.iter().enumerate().map(|(c, &k)| match (&vocab, &opts.encoding) {
-            (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => v.encode(c, reduce(k, *hash_range)),
-            (None, CategoricalEncoding::Modulo { range }) => (k % range) as u32,
-            _ => unreachable!(),
-        }));
+        out.ids.extend(rec.cats.iter().enumerate().map(|(c, &k)| encoder.encode(c, k)));
     };
     let (nd, limit) = (format.n_dense(), opts.max_rows.unwrap_or(u64::MAX));
     let work = |filter: bool| {
@@ -436,14 +390,7 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
         let mut cuts = [(half, None)];
         stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| append(&mut sink, pieces, nd, n_cat, &mut cuts))?;
         let [(_, mid)] = cuts;
-        let end = sink.rows();
-        ds.splits = match mid {
-            // Terabyte (DLRM): the first half of the test day is the test split, the second half
-            // validation.
-            Some(m) if opts.split == SplitSpec::Terabyte => Splits { train: 0..ca, test: end_train_file..m, val: m..end },
-            _ if opts.split == SplitSpec::Terabyte => Splits { train: 0..ca, test: end_train_file..end, val: end..end },
-            _ => Splits { train: 0..ca, val: ca..end_train_file, test: end_train_file..end },
-        };
+        ds.splits = test_file_splits(&opts.split, ca, end_train_file, mid, sink.rows());
     } else if val_first {
         ds.splits = Splits { train: 0..ca, val: ca..cb, test: cb..sink.rows() };
     } else {
@@ -453,6 +400,77 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
         return Err(DataError::Empty { path: first.clone(), reason: "no training rows after parsing and splitting".into() });
     }
     sink.finish(ds)
+}
+
+/// How raw categorical values become ids: through the training split's vocabulary (values
+/// reduced modulo `hash_range` first, when set) or modulo a range.
+enum Encoder {
+    Vocabulary { vocab: Vocabulary, hash_range: Option<u64> },
+    Modulo { range: u64 },
+}
+
+impl Encoder {
+    fn cardinality(&self, col: usize) -> usize {
+        match self {
+            Encoder::Vocabulary { vocab, .. } => vocab.cardinality(col),
+            Encoder::Modulo { range } => *range as usize,
+        }
+    }
+    fn encode(&self, col: usize, key: u64) -> u32 {
+        match self {
+            Encoder::Vocabulary { vocab, hash_range } => vocab.encode(col, reduce(key, *hash_range)),
+            Encoder::Modulo { range } => (key % range) as u32,
+        }
+    }
+}
+
+/// Pass 2: the vocabularies over the training lines (up to global line `a`, the rows `kept`
+/// keeps). Pieces are parsed in parallel; counting is parallel by column.
+fn count_vocabulary(src: &TabularSource, opts: &PreprocessOptions, a: u64, hash_range: Option<u64>, min_freq: u32, kept: &(dyn Fn(u64, usize, &RawRecord) -> bool + Sync)) -> Result<Vocabulary> {
+    use rayon::prelude::*;
+    let n_cat = src.format.n_cat();
+    let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
+    // Returns the piece's keys and whether it reached past the training lines.
+    let work = |rd: &mut RecordReader<&[u8]>, offset: u64, file: usize| -> Result<(Vec<u64>, bool)> {
+        let mut keys = Vec::new();
+        let mut rec = RawRecord::default();
+        while let Some(line) = rd.next_record(&mut rec)? {
+            let g = offset + line;
+            if g > a {
+                return Ok((keys, true));
+            }
+            if line > opts.max_rows.unwrap_or(u64::MAX) {
+                break;
+            }
+            if kept(g, file, &rec) {
+                keys.extend(rec.cats.iter().map(|&k| reduce(k, hash_range)));
+            }
+        }
+        Ok((keys, false))
+    };
+    stream(&src.train, src.format, opts, None, work, |pieces| {
+        counts.par_iter_mut().enumerate().for_each(|(c, map)| {
+            for (keys, _) in &pieces {
+                for row in keys.chunks_exact(n_cat) {
+                    *map.entry(row[c]).or_insert(0) += 1;
+                }
+            }
+        });
+        Ok(!pieces.iter().any(|p| p.1))
+    })?;
+    Ok(Vocabulary::from_counts(counts, min_freq))
+}
+
+/// The splits when a separate test file follows the training rows (`end_train` of them, the
+/// training split ending at `train_end`): Terabyte (DLRM) takes the test day's first half as the
+/// test split and its second half (from `mid`) as validation; otherwise the training file's tail
+/// is validation and the test file the test split.
+fn test_file_splits(split: &SplitSpec, train_end: usize, end_train: usize, mid: Option<usize>, end: usize) -> Splits {
+    match mid {
+        Some(m) if *split == SplitSpec::Terabyte => Splits { train: 0..train_end, test: end_train..m, val: m..end },
+        _ if *split == SplitSpec::Terabyte => Splits { train: 0..train_end, test: end_train..end, val: end..end },
+        _ => Splits { train: 0..train_end, val: train_end..end_train, test: end_train..end },
+    }
 }
 
 /// Encoded rows of one piece, with their global line numbers.
