@@ -40,6 +40,7 @@ registry::methods! {
     mdfreq::MdFreq { needs_counts },
     pep::Pep { trains_full_table },
     magprune::MagPrune { trains_full_table },
+    mpzch::Mpzch,
 }
 
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@ use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gfl
 use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, Precision, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
-const CASES: [(&str, &str, &str, usize, u64); 21] = [
+const CASES: [(&str, &str, &str, usize, u64); 22] = [
     ("dense-10k", "dlrm", "dense", 10_000, u64::MAX),
     ("dense-1m", "dlrm", "dense", 1_000_000, u64::MAX),
     ("hashing", "dlrm", "hashing", 10_000, 3200),
@@ -35,6 +35,7 @@ const CASES: [(&str, &str, &str, usize, u64); 21] = [
     // The full 1M x 16 table with its thresholds while searching (the budget binds at the prune).
     ("pep-1m", "dlrm", "pep", 1_000_000, 3200),
     ("magprune-1m", "dlrm", "magprune", 1_000_000, 3200),
+    ("mpzch-1m", "dlrm", "mpzch", 1_000_000, 3200),
 ];
 
 /// All case names, for `--cases` (plus `cluster-kaggle`, the cluster-step benchmark, `ingest`,

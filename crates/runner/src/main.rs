@@ -124,7 +124,7 @@ enum Cmd {
         repeats: usize,
         /// Cases to run (default: all): dense-10k, dense-1m, hashing, qr, cqr, cqr-1m,
         /// hashing-1m, gmf-ml1m, bloom-1m, hashednets-1m, robe-1m, hash_embedding-1m,
-        /// lowdim-1m, ttrec-1m, dhe-1m, cafe-1m, adaembed-1m, alpt-1m, mdfreq-1m, pep-1m, magprune-1m,
+        /// lowdim-1m, ttrec-1m, dhe-1m, cafe-1m, adaembed-1m, alpt-1m, mdfreq-1m, pep-1m, magprune-1m, mpzch-1m,
         /// cluster-kaggle, ingest, gemm (every matrix product of one step, per kernel).
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
