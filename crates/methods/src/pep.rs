@@ -361,7 +361,7 @@ impl EmbeddingMethod for Pep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{check_budgets, check_gradients_step};
+    use crate::testing::{all_rows, check_budgets, check_gradients_step};
     use serde_json::json;
 
     fn params(budget: u64) -> MethodParams {
@@ -372,13 +372,6 @@ mod tests {
 
     fn build(p: &MethodParams) -> Box<dyn EmbeddingMethod> {
         Box::new(Pep::new(p).unwrap())
-    }
-
-    fn all_rows(m: &dyn EmbeddingMethod) -> Vec<f32> {
-        let ids: Vec<u32> = (0..m.vocab() as u32).collect();
-        let mut out = vec![0.0; ids.len() * m.dim()];
-        m.forward(&ids, &mut out);
-        out
     }
 
     const IDS: [u32; 5] = [1, 7, 1, 19, 3];

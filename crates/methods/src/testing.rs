@@ -91,3 +91,11 @@ pub fn with_counts(name: &str, mut p: MethodParams) -> MethodParams {
     }
     p
 }
+
+/// Every id's embedding, in id order (`vocab · dim` values).
+pub fn all_rows(m: &dyn EmbeddingMethod) -> Vec<f32> {
+    let ids: Vec<u32> = (0..m.vocab() as u32).collect();
+    let mut out = vec![0.0; ids.len() * m.dim()];
+    m.forward(&ids, &mut out);
+    out
+}
