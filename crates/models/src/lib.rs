@@ -6,7 +6,7 @@ pub mod deepfm;
 pub mod fused;
 pub mod net;
 pub mod probe;
-pub mod tables;
+pub mod embeddings;
 pub mod train;
 pub mod wdl;
 
@@ -15,5 +15,5 @@ pub use fused::Precision;
 pub use deepfm::DeepFmConfig;
 pub use net::DlrmConfig;
 pub use wdl::WdlConfig;
-pub use tables::{EmbeddingSpec, EmbeddingTables, TableRecord};
-pub use train::{train, Backend, EvalPoint, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle, TrainConfig, TrainError};
+pub use embeddings::{EmbeddingSpec, EmbeddingTables, TableRecord};
+pub use train::{train, EvalPoint, MlpBackend, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle, TrainConfig, TrainError};

@@ -1,6 +1,6 @@
 //! The networks: DLRM (Naumov et al., 2019) and GMF, as burn modules. Embedding tables are not
 //! part of these modules: their output arrives as one `[tables, batch, dim]` tensor (see
-//! `tables.rs` for why). On the Flex CPU backend the linear layers, DLRM's interaction and the loss
+//! `embeddings.rs` for why). On the Flex CPU backend the linear layers, DLRM's interaction and the loss
 //! run as the fused ops of `fused/`; elsewhere (wgpu) and under `CQR_KERNELS=burn` as burn's
 //! op graph, which stays here as the reference the fused ops are tested against.
 
@@ -292,13 +292,13 @@ pub fn loss(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
     if fused::fused_available(&logits.device()) {
         fused::bce(logits, labels)
     } else {
-        bce_with_logits(logits, labels)
+        graph_bce_with_logits(logits, labels)
     }
 }
 
 /// Numerically stable mean binary cross-entropy of logits `[batch, 1]` against labels `[batch, 1]`:
 /// `max(z, 0) - z y + ln(1 + e^{-|z|})`.
-pub fn bce_with_logits(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+pub fn graph_bce_with_logits(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
     let loss = logits.clone().clamp_min(0.0) - logits.clone() * labels + logits.abs().neg().exp().log1p();
     loss.mean()
 }

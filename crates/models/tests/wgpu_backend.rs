@@ -8,8 +8,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use cqr_data::synthetic::{generate_criteo, CriteoSynthConfig};
-use cqr_models::net::{bce_with_logits, Dlrm};
-use cqr_models::{train, Backend, DlrmConfig, EmbeddingSpec, ModelConfig, Precision, TrainConfig};
+use cqr_models::net::{graph_bce_with_logits, Dlrm};
+use cqr_models::{train, DlrmConfig, MlpBackend, EmbeddingSpec, ModelConfig, Precision, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -47,7 +47,7 @@ fn wgpu_loss_and_gradients_match_flex_on_one_batch() {
         let d = Tensor::<2>::from_data(TensorData::new(dense.clone(), [b, n_dense]), &device).require_grad();
         let e = Tensor::<3>::from_data(TensorData::new(emb.clone(), [n_cat, b, dim]), &device).require_grad();
         let y = Tensor::<2>::from_data(TensorData::new(labels.clone(), [b, 1]), &device);
-        let loss = bce_with_logits(net.forward(d.clone(), e.clone()), y);
+        let loss = graph_bce_with_logits(net.forward(d.clone(), e.clone()), y);
         let value: f32 = loss.clone().into_scalar();
         let mut grads = loss.backward();
         let ge = e.grad_remove(&mut grads).expect("embedding gradient").into_data().try_into_vec::<f32>().unwrap();
@@ -72,8 +72,8 @@ fn wgpu_matches_flex_over_an_epoch_of_training() {
     let spec = EmbeddingSpec { method: "hashing".into(), budget: 160, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
     let model = ModelConfig::Dlrm(DlrmConfig::small());
     let cfg = |backend| TrainConfig { lr: 3e-3, batch_size: 256, epochs: 1, eval_every_steps: Some(4), seed: 1, backend, ..Default::default() };
-    let flex = train(&ds, &model, &spec, &cfg(Backend::Flex)).unwrap();
-    let Some(gpu) = wgpu_or_skip(|| train(&ds, &model, &spec, &cfg(Backend::Wgpu))) else { return };
+    let flex = train(&ds, &model, &spec, &cfg(MlpBackend::Flex)).unwrap();
+    let Some(gpu) = wgpu_or_skip(|| train(&ds, &model, &spec, &cfg(MlpBackend::Wgpu))) else { return };
     let gpu = gpu.unwrap();
     // The tables are updated on the host from the embedding gradient the backend computes, so
     // equal losses after many steps mean equal forward passes and equal gradients (MLP and
@@ -86,6 +86,6 @@ fn wgpu_matches_flex_over_an_epoch_of_training() {
     }
     eprintln!("flex {:.0} samples/s, wgpu {:.0} samples/s", flex.train_samples_per_s, gpu.train_samples_per_s);
     // bf16 runs on the fused CPU kernels only: refused on wgpu, before any training.
-    let err = train(&ds, &model, &spec, &TrainConfig { precision: Precision::Bf16, ..cfg(Backend::Wgpu) }).unwrap_err().to_string();
+    let err = train(&ds, &model, &spec, &TrainConfig { precision: Precision::Bf16, ..cfg(MlpBackend::Wgpu) }).unwrap_err().to_string();
     assert!(err.contains("bf16") && err.contains("fused"), "{err}");
 }

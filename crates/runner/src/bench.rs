@@ -7,7 +7,7 @@ use serde_json::json;
 
 use cqr_data::synthetic::KAGGLE_CARDINALITIES;
 use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gflops, random_dataset, random_gmf_dataset, throughput};
-use cqr_models::{Backend, DlrmConfig, EmbeddingSpec, ModelConfig, OptimizerKind, Precision, TrainConfig};
+use cqr_models::{DlrmConfig, MlpBackend, EmbeddingSpec, ModelConfig, OptimizerKind, Precision, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
 const CASES: [(&str, &str, &str, usize, u64); 22] = [
@@ -51,7 +51,7 @@ pub struct BenchOptions {
     /// Timed runs per case after one untimed warm-up run.
     pub repeats: usize,
     pub cases: Vec<String>,
-    pub backend: Backend,
+    pub backend: MlpBackend,
     /// Arithmetic of the DLRM MLPs' GEMMs (GMF has no MLP: f32).
     pub precision: Precision,
     /// A paired comparison in one process instead of the plain table (`repeats` rounds).

@@ -12,7 +12,7 @@ pub mod report;
 pub mod serving_report;
 pub mod slurm;
 pub mod sweep;
-pub mod tables;
+pub mod frames;
 pub mod tune;
 pub mod tune_report;
 pub mod verify;

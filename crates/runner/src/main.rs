@@ -8,11 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cqr_data::inspect::inspect_tabular;
 use cqr_data::movielens::load_movielens;
 use cqr_data::{BadRowPolicy, TabularFormat};
-use cqr_models::{Backend, Precision};
+use cqr_models::{MlpBackend, Precision};
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report_against};
 use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions, Tolerance, Verdict, CROSS_CPU_TOLERANCE};
-use cqr_runner::{bench, plot, slurm, tables};
+use cqr_runner::{bench, frames, plot, slurm};
 
 #[derive(Parser)]
 #[command(name = "cqr", version, about = "Compressed embedding tables for recommendation: train, sweep, tabulate, plot")]
@@ -184,11 +184,11 @@ enum BackendArg {
     Wgpu,
 }
 
-impl From<BackendArg> for Backend {
+impl From<BackendArg> for MlpBackend {
     fn from(b: BackendArg) -> Self {
         match b {
-            BackendArg::Flex => Backend::Flex,
-            BackendArg::Wgpu => Backend::Wgpu,
+            BackendArg::Flex => MlpBackend::Flex,
+            BackendArg::Wgpu => MlpBackend::Wgpu,
         }
     }
 }
@@ -408,7 +408,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{} cells ran ({} infeasible at their budget), {} were already done, {} failed{stopped}; {} dataset cache(s) built", rep.ran.len(), rep.infeasible, rep.already_done, rep.failed.len(), rep.cache_builds);
             cqr_runner::sweep::with_results_lock(&results, || {
                 let records = load_records(&results)?;
-                tables::write_tables(&results, &records)?;
+                frames::write_tables(&results, &records)?;
                 for p in plot::plot_results(&results)? {
                     eprintln!("wrote {}", p.display());
                 }

@@ -93,12 +93,12 @@ pub struct PairRow {
 
 /// The summary's cells as paired-comparison observations.
 pub fn observations(results: &std::path::Path) -> anyhow::Result<Vec<Obs>> {
-    let df = crate::tables::read_parquet(&results.join("summary.parquet"))?;
-    let (ds, me) = (crate::tables::strs(&df, "dataset")?, crate::tables::strs(&df, "method")?);
+    let df = crate::frames::read_parquet(&results.join("summary.parquet"))?;
+    let (ds, me) = (crate::frames::strs(&df, "dataset")?, crate::frames::strs(&df, "method")?);
     // Summaries written before the `line` column: derive it from the variant.
-    let lines = crate::tables::strs(&df, "line").or_else(|_| crate::tables::strs(&df, "variant").map(|v| v.iter().map(|v| crate::config::CellName::parse(v).line()).collect()))?;
-    let (bu, se, pa, bce) = (crate::tables::f64s(&df, "budget")?, crate::tables::f64s(&df, "seed")?, crate::tables::f64s(&df, "params")?, crate::tables::f64s(&df, "test_bce")?);
-    let auc = crate::tables::f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
+    let lines = crate::frames::strs(&df, "line").or_else(|_| crate::frames::strs(&df, "variant").map(|v| v.iter().map(|v| crate::config::CellName::parse(v).line()).collect()))?;
+    let (bu, se, pa, bce) = (crate::frames::f64s(&df, "budget")?, crate::frames::f64s(&df, "seed")?, crate::frames::f64s(&df, "params")?, crate::frames::f64s(&df, "test_bce")?);
+    let auc = crate::frames::f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
     Ok((0..df.height())
         .map(|i| Obs { dataset: ds[i].clone(), line: lines[i].clone(), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
         .collect())

@@ -16,7 +16,7 @@ use anyhow::Result;
 
 pub use crate::chart::{compact, render, Chart, Line};
 use crate::chart::aggregate;
-use crate::tables::{f64s, read_parquet, strs};
+use crate::frames::{f64s, read_parquet, strs};
 
 /// Line label for a variant: the cell name without its budget and dataset parts, so each line
 /// joins one method's cells over budgets (other grid values stay in the label).
@@ -88,7 +88,7 @@ fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Pa
         bs.dedup();
         for b in bs {
             let rows: Vec<usize> = (0..ep.height()).filter(|&i| &eds[i] == ds && (eb[i] == b || em[i] == "dense") && spe.get(ids[i].as_str()).is_some_and(|&s| s > 0.0)).collect();
-            let k: Vec<String> = rows.iter().map(|&i| line_key(&crate::tables::variant(&ev[i]))).collect();
+            let k: Vec<String> = rows.iter().map(|&i| line_key(&crate::frames::variant(&ev[i]))).collect();
             let x: Vec<f64> = rows.iter().map(|&i| (step[i] / spe[ids[i].as_str()] * 100.0).round() / 100.0).collect();
             let y: Vec<f64> = rows.iter().map(|&i| vb[i]).collect();
             let n_seeds = rows.iter().map(|&i| seed[i].to_bits()).collect::<std::collections::BTreeSet<_>>().len();

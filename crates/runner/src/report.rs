@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::paired::{observations, paired, reach_dense, Interval, Obs};
-use crate::tables::{f64s, read_parquet, strs};
+use crate::frames::{f64s, read_parquet, strs};
 
 /// Mean and sample standard deviation over seeds of one (dataset, method, budget) group.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::chart::{render, Chart, Line};
-use crate::tables::{f64s, read_parquet, strs};
+use crate::frames::{f64s, read_parquet, strs};
 
 /// Per (dataset, variant): seeds, mean test BCE and the mean of each serving column.
 struct Row {

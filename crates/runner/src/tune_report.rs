@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::plot::{render, Chart, Line};
-use crate::tables::{f64s, read_parquet, strs};
+use crate::frames::{f64s, read_parquet, strs};
 
 /// The "Tuned comparison" section of `report.md`.
 pub fn tuned_section(results: &Path) -> Result<String> {

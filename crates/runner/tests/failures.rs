@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use cqr_runner::config::parse_experiment;
-use cqr_runner::tables::{f64s, read_parquet, strs};
+use cqr_runner::frames::{f64s, read_parquet, strs};
 
 const EXP: &str = r#"
 name: fail

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cqr_runner::config::parse_experiment;
 use cqr_runner::sweep::{load_records, sweep, SweepOptions};
-use cqr_runner::tables::{f64s, read_parquet, strs, write_tables};
+use cqr_runner::frames::{f64s, read_parquet, strs, write_tables};
 
 const EXP: &str = r#"
 name: tuned

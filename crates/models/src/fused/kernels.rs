@@ -348,14 +348,14 @@ pub fn interaction_backward(x: &FlexTensor, emb: &FlexTensor, g: &FlexTensor) ->
     (tensor(dx, vec![b, d]), tensor(demb, vec![t, b, d]))
 }
 
-fn bce_term(z: f32, y: f32) -> f32 {
+fn bce_term_f32(z: f32, y: f32) -> f32 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
 }
 
 pub fn bce_forward(z: &FlexTensor, y: &FlexTensor) -> FlexTensor {
     let (z, y) = (contiguous(z), contiguous(y));
     assert_eq!(z.len(), y.len(), "fused bce: logits and labels differ in length");
-    let sum: f64 = z.iter().zip(y.iter()).map(|(&z, &y)| bce_term(z, y) as f64).sum();
+    let sum: f64 = z.iter().zip(y.iter()).map(|(&z, &y)| bce_term_f32(z, y) as f64).sum();
     tensor(vec![(sum / z.len() as f64) as f32], vec![1])
 }
 

@@ -155,7 +155,7 @@ pub fn bce(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::bce_with_logits;
+    use crate::net::graph_bce_with_logits;
     use burn::tensor::activation::relu;
     use burn::tensor::Int;
     use rand::{Rng, SeedableRng};
@@ -257,7 +257,7 @@ mod tests {
         let z = z.detach().require_grad();
         let y = rand_tensor([200, 1], 9, &device).greater_elem(0.0).float();
         let ours = bce(z.clone(), y.clone());
-        let plain = bce_with_logits(z.clone(), y);
+        let plain = graph_bce_with_logits(z.clone(), y);
         assert_close("loss", &vec(ours.clone()), &vec(plain.clone()), 1e-6);
         let g1 = (ours * 3.0).backward();
         let g2 = (plain * 3.0).backward();
@@ -278,7 +278,7 @@ mod tests {
         let run = |fused: bool| {
             let emb = rand_tensor([t, b, 16], 16, &device).require_grad();
             let logits = model.forward_with(dense.clone(), emb.clone(), fused);
-            let loss = if fused { bce(logits.clone(), labels.clone()) } else { bce_with_logits(logits.clone(), labels.clone()) };
+            let loss = if fused { bce(logits.clone(), labels.clone()) } else { graph_bce_with_logits(logits.clone(), labels.clone()) };
             let grads = loss.clone().backward();
             (vec(logits), vec(loss), vec(emb.grad(&grads).unwrap()))
         };

@@ -25,7 +25,7 @@ pub enum OptimizerKind {
 /// Which burn device runs the MLPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Backend {
+pub enum MlpBackend {
     /// burn's pure-Rust CPU backend.
     #[default]
     Flex,
@@ -33,14 +33,14 @@ pub enum Backend {
     Wgpu,
 }
 
-impl Backend {
+impl MlpBackend {
     pub fn device(self) -> Result<Device, TrainError> {
         match self {
-            Backend::Flex => Ok(Device::flex()),
+            MlpBackend::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Ok(Device::wgpu(Default::default())),
+            MlpBackend::Wgpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "wgpu"))]
-            Backend::Wgpu => Err(TrainError::Config("backend wgpu needs a build with `--features wgpu`".into())),
+            MlpBackend::Wgpu => Err(TrainError::Config("backend wgpu needs a build with `--features wgpu`".into())),
         }
     }
 }
@@ -74,7 +74,7 @@ pub struct TrainConfig {
     /// so cell ids of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
-    pub backend: Backend,
+    pub backend: MlpBackend,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
     /// How training rows are ordered each epoch (default: a full shuffle). Not serialised when
@@ -169,7 +169,7 @@ impl Default for TrainConfig {
             early_stopping_patience: None,
             eval_batch_size: 8192,
             weight_decay: None,
-            backend: Backend::Flex,
+            backend: MlpBackend::Flex,
             progress: false,
             shuffle: Shuffle::Full,
             precision: Precision::F32,
@@ -213,7 +213,7 @@ impl TrainConfig {
                 return bad(format!("shuffle: blocks needs block_rows >= 1 and window >= 1 (got {block_rows}, {window})"));
             }
         }
-        if !self.precision.is_f32() && self.backend != Backend::Flex {
+        if !self.precision.is_f32() && self.backend != MlpBackend::Flex {
             return bad(format!("precision: bf16 runs on the fused CPU kernels only (backend flex), not on {:?}", self.backend));
         }
         if let Some(f) = self.stop_after {

@@ -12,7 +12,7 @@ use cqr_methods::EmbeddingMethod;
 
 use crate::net::{loss, Net};
 use crate::probe::{peak_rss_bytes, reset_peak_rss};
-use crate::tables::{EmbeddingSpec, EmbeddingTables};
+use crate::embeddings::{EmbeddingSpec, EmbeddingTables};
 
 mod config;
 mod eval_log;
@@ -112,7 +112,7 @@ struct Trainer<'a> {
     post_training: bool,
     /// Whether any table has a step hook (else the per-step call is skipped).
     step_hooks: bool,
-    snapshot: Option<(Net, crate::tables::TablesSnapshot)>,
+    snapshot: Option<(Net, crate::embeddings::TablesSnapshot)>,
     /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
     test_buckets: FrequencyBuckets,
     /// Test BCE per frequency bucket of the last evaluation.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use cqr_data::{SkipReport, TeacherScore};
 use cqr_methods::Accounting;
 
-use crate::tables::TableRecord;
+use crate::embeddings::TableRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
