@@ -200,7 +200,11 @@ impl RowSink {
             let p = dir.join(name);
             Ok(BufWriter::with_capacity(1 << 20, File::create(&p).map_err(|e| DataError::write(&p, e))?))
         };
-        Ok(RowSink { rows: 0, widths: None, out: SinkOut::Files { dir: dir.into(), dense: open(DENSE)?, cats: open(CATS)?, labels: open(LABELS)? } })
+        Ok(RowSink {
+            rows: 0,
+            widths: None,
+            out: SinkOut::Files { dir: dir.into(), dense: open(DENSE)?, cats: open(CATS)?, labels: open(LABELS)? },
+        })
     }
 
     /// Rows pushed so far.
@@ -256,7 +260,8 @@ impl RowSink {
                     let f = w.into_inner().map_err(|e| DataError::write(dir.join(name), e.into_error()))?;
                     f.sync_all().map_err(|e| DataError::write(dir.join(name), e))?;
                 }
-                let json = serde_json::to_vec(&Header { rows, dataset: header }).map_err(|e| DataError::Cache { path: dir.join(HEADER), reason: e.to_string() })?;
+                let json = serde_json::to_vec(&Header { rows, dataset: header })
+                    .map_err(|e| DataError::Cache { path: dir.join(HEADER), reason: e.to_string() })?;
                 let hp = dir.join(HEADER);
                 fs::write(&hp, json).map_err(|e| DataError::write(&hp, e))?;
                 open(&dir, Storage::Mapped)
@@ -298,14 +303,23 @@ mod tests {
         let cfg = GmfSynthConfig { rows: 200, users: 10, items: 10, ..Default::default() };
         let key = |c: &GmfSynthConfig| vec![serde_json::to_string(c).unwrap()];
         let mut builds = 0;
-        let (a, o1) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| { builds += 1; s.absorb(generate_gmf(&cfg)?) }).unwrap();
-        let (b, o2) = load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| { builds += 1; s.absorb(generate_gmf(&cfg)?) }).unwrap();
+        let (a, o1) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| {
+            builds += 1;
+            s.absorb(generate_gmf(&cfg)?)
+        })
+        .unwrap();
+        let (b, o2) = load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| {
+            builds += 1;
+            s.absorb(generate_gmf(&cfg)?)
+        })
+        .unwrap();
         assert_eq!((o1, o2, builds), (CacheOutcome::Miss, CacheOutcome::Hit, 1));
         assert!(!a.cats.is_mapped() && b.cats.is_mapped());
         assert_eq!(a, b, "mapped and in-memory loads hold the same dataset");
         assert_eq!(a, generate_gmf(&cfg).unwrap());
         let cfg2 = GmfSynthConfig { seed: 9, ..cfg.clone() };
-        let (_, o3) = load_cached(Some(dir.path()), &key(&cfg2), Storage::Memory, |s| s.absorb(generate_gmf(&cfg2)?)).unwrap();
+        let (_, o3) =
+            load_cached(Some(dir.path()), &key(&cfg2), Storage::Memory, |s| s.absorb(generate_gmf(&cfg2)?)).unwrap();
         assert_eq!(o3, CacheOutcome::Miss);
         // A truncated column or a corrupt header is rebuilt.
         let p = cache_path(dir.path(), &cache_key(&key(&cfg)));
@@ -314,10 +328,12 @@ mod tests {
         fs::OpenOptions::new().write(true).open(&cats).unwrap().set_len(len - 3).unwrap();
         let err = open(&p, Storage::Mapped).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
-        let (c, o4) = load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
+        let (c, o4) =
+            load_cached(Some(dir.path()), &key(&cfg), Storage::Mapped, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
         assert_eq!((o4, &c), (CacheOutcome::Miss, &a));
         fs::write(p.join(HEADER), b"{garbage").unwrap();
-        let (d, o5) = load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
+        let (d, o5) =
+            load_cached(Some(dir.path()), &key(&cfg), Storage::Memory, |s| s.absorb(generate_gmf(&cfg)?)).unwrap();
         assert_eq!((o5, &d), (CacheOutcome::Miss, &a));
     }
 
@@ -330,7 +346,15 @@ mod tests {
         let builds = AtomicUsize::new(0);
         let outcomes: Vec<(Dataset, CacheOutcome)> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| load_cached(Some(dir.path()), &key, Storage::Memory, |sink| { builds.fetch_add(1, Ordering::SeqCst); sink.absorb(generate_gmf(&cfg)?) }).unwrap()))
+                .map(|_| {
+                    s.spawn(|| {
+                        load_cached(Some(dir.path()), &key, Storage::Memory, |sink| {
+                            builds.fetch_add(1, Ordering::SeqCst);
+                            sink.absorb(generate_gmf(&cfg)?)
+                        })
+                        .unwrap()
+                    })
+                })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -339,7 +363,8 @@ mod tests {
         let want = generate_gmf(&cfg).unwrap();
         assert!(outcomes.iter().all(|(d, _)| *d == want));
         // No temporary directory is left behind.
-        let names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         // Distinct builders never share a temporary name.
         let p = cache_path(dir.path(), "k");

@@ -77,7 +77,13 @@ impl<T: Plain> Column<T> {
         let bytes = file.metadata().map_err(|e| DataError::io(path, e))?.len();
         let want = (len * std::mem::size_of::<T>()) as u64;
         if bytes != want {
-            return Err(DataError::Cache { path: path.into(), reason: format!("{bytes} bytes, expected {want} ({len} {} values): truncated or from another build", T::NAME) });
+            return Err(DataError::Cache {
+                path: path.into(),
+                reason: format!(
+                    "{bytes} bytes, expected {want} ({len} {} values): truncated or from another build",
+                    T::NAME
+                ),
+            });
         }
         if len == 0 {
             return Ok(Column::Owned(Vec::new()));

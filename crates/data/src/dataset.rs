@@ -93,7 +93,12 @@ impl Dataset {
         for (i, &id) in self.cats.iter().enumerate() {
             let c = i % self.n_cat();
             if id as usize >= self.cardinalities[c] {
-                return Err(format!("row {} column {} id {id} >= cardinality {}", i / self.n_cat(), self.cat_names[c], self.cardinalities[c]));
+                return Err(format!(
+                    "row {} column {} id {id} >= cardinality {}",
+                    i / self.n_cat(),
+                    self.cat_names[c],
+                    self.cardinalities[c]
+                ));
             }
         }
         if let Some(r) = self.labels.iter().position(|&y| y > 1) {
@@ -119,8 +124,13 @@ impl Dataset {
         // may serve as both validation and test. Rows outside every split are allowed (a run on a
         // prefix of a large dataset).
         let inside = [&s.train, &s.val, &s.test].iter().all(|r| r.start <= r.end && r.end <= n);
-        let apart = |a: &Range<usize>, b: &Range<usize>| a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start;
-        if !inside || !apart(&s.train, &s.val) || !apart(&s.train, &s.test) || (s.val != s.test && !apart(&s.val, &s.test)) {
+        let apart =
+            |a: &Range<usize>, b: &Range<usize>| a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start;
+        if !inside
+            || !apart(&s.train, &s.val)
+            || !apart(&s.train, &s.test)
+            || (s.val != s.test && !apart(&s.val, &s.test))
+        {
             return Err(format!("splits {s:?} are not disjoint ranges within the {n} rows"));
         }
         Ok(())

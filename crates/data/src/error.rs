@@ -14,12 +14,7 @@ pub enum DataError {
     Write { path: PathBuf, error: std::io::Error },
     /// A row did not parse; `line` is 1-based.
     #[error("{path}:{line}: field `{field}`: {reason}")]
-    BadRow {
-        path: PathBuf,
-        line: u64,
-        field: String,
-        reason: String,
-    },
+    BadRow { path: PathBuf, line: u64, field: String, reason: String },
     /// The file parsed but holds nothing usable (e.g. empty, or every row skipped).
     #[error("{path}: {reason}")]
     Empty { path: PathBuf, reason: String },

@@ -35,7 +35,9 @@ pub mod samples {
     /// checkouts reuses this crate's build from another clone (seen 2026-12-06: tests here read
     /// a deleted CI clone's path, and a CI clone would read the development tree's files).
     fn repo_root() -> PathBuf {
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from).join("../..")
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+            .join("../..")
     }
 
     /// The committed Criteo Terabyte sample (CC BY-NC-SA 4.0, see datasets/criteo/).

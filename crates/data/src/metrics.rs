@@ -24,7 +24,11 @@ pub fn bce_with_probs(probs: &[f64], labels: &[f32]) -> f64 {
         .zip(labels)
         .map(|(&p, &y)| {
             let p = p.clamp(1e-12, 1.0 - 1e-12);
-            if y > 0.5 { -p.ln() } else { -(1.0 - p).ln() }
+            if y > 0.5 {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
         })
         .sum();
     s / probs.len().max(1) as f64
@@ -72,7 +76,13 @@ mod tests {
             for j in 0..s.len() {
                 if y[i] > 0.5 && y[j] < 0.5 {
                     den += 1.0;
-                    num += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    num += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

@@ -80,7 +80,9 @@ fn read_ratings(path: &Path, layout: MovieLensLayout, policy: BadRowPolicy) -> R
             if fields.len() != 4 {
                 return Err((usize::MAX, format!("expected 4 fields, found {}", fields.len())));
             }
-            let int = |k: usize| fields[k].trim().parse::<u64>().map_err(|_| (k, format!("not a non-negative integer: {:?}", fields[k])));
+            let int = |k: usize| {
+                fields[k].trim().parse::<u64>().map_err(|_| (k, format!("not a non-negative integer: {:?}", fields[k])))
+            };
             let user = int(0)?;
             let item = int(1)?;
             let rating: f32 = fields[2].trim().parse().map_err(|_| (2, format!("not a number: {:?}", fields[2])))?;
@@ -143,7 +145,8 @@ pub fn load_movielens(path: &Path, layout: Option<MovieLensLayout>, policy: BadR
             held[i] = true;
         }
     }
-    let order: Vec<usize> = (0..ratings.len()).filter(|&i| !held[i]).chain((0..ratings.len()).filter(|&i| held[i])).collect();
+    let order: Vec<usize> =
+        (0..ratings.len()).filter(|&i| !held[i]).chain((0..ratings.len()).filter(|&i| held[i])).collect();
     let n_train = ratings.len() - held.iter().filter(|&&h| h).count();
     let mut cats = Vec::with_capacity(order.len() * 2);
     let mut labels = Vec::with_capacity(order.len());
@@ -178,8 +181,14 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".data").tempfile().unwrap();
         // user item rating ts
         let rows = [
-            (10, 100, 5, 1), (10, 200, 3, 2), (10, 300, 1, 3), (10, 400, 4, 4), (10, 100, 2, 5),
-            (20, 300, 4, 9), (20, 200, 5, 1), (20, 400, 2, 3),
+            (10, 100, 5, 1),
+            (10, 200, 3, 2),
+            (10, 300, 1, 3),
+            (10, 400, 4, 4),
+            (10, 100, 2, 5),
+            (20, 300, 4, 9),
+            (20, 200, 5, 1),
+            (20, 400, 2, 3),
         ];
         for (u, i, r, t) in rows {
             writeln!(f, "{u}\t{i}\t{r}\t{t}").unwrap();
@@ -191,7 +200,8 @@ mod tests {
         assert_eq!(ds.splits.train.len(), 3);
         assert_eq!(ds.splits.val.len(), 4);
         // User 10's last two by time: (400, ts 4, label 1) and (100, ts 5, label 0).
-        let held: Vec<(u32, u32, f32)> = ds.splits.val.clone().map(|r| (ds.cat_row(r)[0], ds.cat_row(r)[1], ds.label(r))).collect();
+        let held: Vec<(u32, u32, f32)> =
+            ds.splits.val.clone().map(|r| (ds.cat_row(r)[0], ds.cat_row(r)[1], ds.label(r))).collect();
         assert!(held.contains(&(0, 3, 1.0)) && held.contains(&(0, 0, 0.0)));
         // User 20's last two: (400, ts 3, 0) and (300, ts 9, 1).
         assert!(held.contains(&(1, 3, 0.0)) && held.contains(&(1, 2, 1.0)));

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::RowSink;
 use crate::dataset::{Dataset, Splits};
 use crate::error::{DataError, Result};
-use crate::cache::RowSink;
 use crate::records::{count_lines, RawRecord, RecordReader, TabularFormat, MISSING_KEY};
 use crate::skip::{BadRowPolicy, SkipReport};
 
@@ -72,7 +72,10 @@ impl SplitSpec {
             }
             let sum = train + val + test;
             if (sum - 1.0).abs() > 1e-6 {
-                return Err(DataError::Options(format!("split fractions train {train} + val {val} + test {test} sum to {}, expected 1", round4(sum))));
+                return Err(DataError::Options(format!(
+                    "split fractions train {train} + val {val} + test {test} sum to {}, expected 1",
+                    round4(sum)
+                )));
             }
         }
         Ok(())
@@ -295,9 +298,14 @@ fn cut_lines(bytes: &[u8], n: usize, first_line: u64) -> Vec<(usize, usize, u64,
     let (mut start, mut line) = (0usize, first_line);
     for k in 1..=n {
         let target = bytes.len() * k / n;
-        let end = if k == n { bytes.len() } else { memchr::memchr(b'\n', &bytes[target.max(start)..]).map_or(bytes.len(), |i| target.max(start) + i + 1) };
+        let end = if k == n {
+            bytes.len()
+        } else {
+            memchr::memchr(b'\n', &bytes[target.max(start)..]).map_or(bytes.len(), |i| target.max(start) + i + 1)
+        };
         if end > start {
-            let lines = memchr::memchr_iter(b'\n', &bytes[start..end]).count() as u64 + (bytes[end - 1] != b'\n') as u64;
+            let lines =
+                memchr::memchr_iter(b'\n', &bytes[start..end]).count() as u64 + (bytes[end - 1] != b'\n') as u64;
             out.push((start, end, line, line + lines));
             line += lines;
             start = end;
@@ -346,14 +354,23 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     }
     let (a, b, val_first) = boundaries(src, opts, lines)?;
     let sub = opts.sub_sample_negatives.unwrap_or(0.0);
-    let kept = |g: u64, file: usize, rec: &RawRecord| sub == 0.0 || rec.label == 1 || g > a || keep_negative(sub, file, g);
+    let kept =
+        |g: u64, file: usize, rec: &RawRecord| sub == 0.0 || rec.label == 1 || g > a || keep_negative(sub, file, g);
     let encoder = match &opts.encoding {
-        CategoricalEncoding::Vocabulary { min_freq, hash_range } => Encoder::Vocabulary { vocab: count_vocabulary(src, opts, a, *hash_range, *min_freq, &kept)?, hash_range: *hash_range },
+        CategoricalEncoding::Vocabulary { min_freq, hash_range } => Encoder::Vocabulary {
+            vocab: count_vocabulary(src, opts, a, *hash_range, *min_freq, &kept)?,
+            hash_range: *hash_range,
+        },
         CategoricalEncoding::Modulo { range } => Encoder::Modulo { range: *range },
     };
     let n_cat = format.n_cat();
     let name = first.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut ds = crate::cache::header(name, format.dense_names(), format.cat_names(), (0..n_cat).map(|c| encoder.cardinality(c)).collect());
+    let mut ds = crate::cache::header(
+        name,
+        format.dense_names(),
+        format.cat_names(),
+        (0..n_cat).map(|c| encoder.cardinality(c)).collect(),
+    );
 
     // Pass 3: encode. Pieces are parsed and encoded in parallel, then appended in order.
     let encode = |rec: &RawRecord, out: &mut Encoded| {
@@ -380,15 +397,23 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
         }
     };
     let mut cuts = [(a, None), (b, None)];
-    stream(&src.train, format, opts, Some(&mut ds.skipped), work(true), |pieces| append(&mut sink, pieces, nd, n_cat, &mut cuts))?;
+    stream(&src.train, format, opts, Some(&mut ds.skipped), work(true), |pieces| {
+        append(&mut sink, pieces, nd, n_cat, &mut cuts)
+    })?;
     let [(_, cut_a), (_, cut_b)] = cuts;
     let end_train_file = sink.rows();
     let ca = cut_a.unwrap_or(end_train_file);
     let cb = cut_b.unwrap_or(end_train_file).max(ca);
     if let Some(test) = &src.test {
-        let half = if opts.split == SplitSpec::Terabyte { count_lines(test)?.min(opts.max_rows.unwrap_or(u64::MAX)) / 2 } else { u64::MAX };
+        let half = if opts.split == SplitSpec::Terabyte {
+            count_lines(test)?.min(opts.max_rows.unwrap_or(u64::MAX)) / 2
+        } else {
+            u64::MAX
+        };
         let mut cuts = [(half, None)];
-        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| append(&mut sink, pieces, nd, n_cat, &mut cuts))?;
+        stream(std::slice::from_ref(test), format, opts, Some(&mut ds.skipped), work(false), |pieces| {
+            append(&mut sink, pieces, nd, n_cat, &mut cuts)
+        })?;
         let [(_, mid)] = cuts;
         ds.splits = test_file_splits(&opts.split, ca, end_train_file, mid, sink.rows());
     } else if val_first {
@@ -397,7 +422,10 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
         ds.splits = Splits { train: 0..ca, test: ca..cb, val: cb..sink.rows() };
     }
     if ds.splits.train.is_empty() {
-        return Err(DataError::Empty { path: first.clone(), reason: "no training rows after parsing and splitting".into() });
+        return Err(DataError::Empty {
+            path: first.clone(),
+            reason: "no training rows after parsing and splitting".into(),
+        });
     }
     sink.finish(ds)
 }
@@ -426,7 +454,14 @@ impl Encoder {
 
 /// Pass 2: the vocabularies over the training lines (up to global line `a`, the rows `kept`
 /// keeps). Pieces are parsed in parallel; counting is parallel by column.
-fn count_vocabulary(src: &TabularSource, opts: &PreprocessOptions, a: u64, hash_range: Option<u64>, min_freq: u32, kept: &(dyn Fn(u64, usize, &RawRecord) -> bool + Sync)) -> Result<Vocabulary> {
+fn count_vocabulary(
+    src: &TabularSource,
+    opts: &PreprocessOptions,
+    a: u64,
+    hash_range: Option<u64>,
+    min_freq: u32,
+    kept: &(dyn Fn(u64, usize, &RawRecord) -> bool + Sync),
+) -> Result<Vocabulary> {
     use rayon::prelude::*;
     let n_cat = src.format.n_cat();
     let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
@@ -484,7 +519,13 @@ struct Encoded {
 
 /// Appends encoded pieces to the sink in order. Each `(line, at)` in `cuts` records in `at` the
 /// sink row of the first appended row whose global line number exceeds `line` (split points).
-fn append(sink: &mut RowSink, pieces: Vec<Encoded>, nd: usize, n_cat: usize, cuts: &mut [(u64, Option<usize>)]) -> Result<bool> {
+fn append(
+    sink: &mut RowSink,
+    pieces: Vec<Encoded>,
+    nd: usize,
+    n_cat: usize,
+    cuts: &mut [(u64, Option<usize>)],
+) -> Result<bool> {
     for p in pieces {
         for (r, &g) in p.lines.iter().enumerate() {
             for (line, at) in cuts.iter_mut() {
@@ -511,7 +552,9 @@ pub(crate) fn reduce(key: u64, range: Option<u64>) -> u64 {
 fn boundaries(src: &TabularSource, opts: &PreprocessOptions, lines: u64) -> Result<(u64, u64, bool)> {
     if opts.split == SplitSpec::Terabyte {
         if src.test.is_none() {
-            return Err(DataError::Options("split: terabyte needs a test_path (the day split into test and validation halves)".into()));
+            return Err(DataError::Options(
+                "split: terabyte needs a test_path (the day split into test and validation halves)".into(),
+            ));
         }
         return Ok((lines, lines, true));
     }
@@ -586,7 +629,8 @@ mod tests {
     fn split_sizes_for_both_kinds() {
         let f = criteo_file(700);
         let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
-        let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.1, test: 0.1 }, ..Default::default() };
+        let opts =
+            PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.1, test: 0.1 }, ..Default::default() };
         let ds = load_tabular(&src, &opts).unwrap();
         assert_eq!((ds.splits.train.len(), ds.splits.val.len(), ds.splits.test.len()), (560, 70, 70));
         ds.validate().unwrap();
@@ -601,7 +645,10 @@ mod tests {
     fn vocabulary_built_on_train_only() {
         let f = criteo_file(100);
         let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
-        let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.5, val: 0.25, test: 0.25 }, ..Default::default() };
+        let opts = PreprocessOptions {
+            split: SplitSpec::Fractions { train: 0.5, val: 0.25, test: 0.25 },
+            ..Default::default()
+        };
         let ds = load_tabular(&src, &opts).unwrap();
         // Column C26 holds i % 27: only 0..=26 appear in the 50 train rows, so all are known.
         assert_eq!(ds.cardinalities[25], 28);
@@ -615,8 +662,13 @@ mod tests {
     fn separate_test_file() {
         let tr = criteo_file(100);
         let te = criteo_file(30);
-        let src = TabularSource { format: TabularFormat::Criteo, train: vec![tr.path().into()], test: Some(te.path().into()) };
-        let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.9, val: 0.1, test: 0.0 }, ..Default::default() };
+        let src = TabularSource {
+            format: TabularFormat::Criteo,
+            train: vec![tr.path().into()],
+            test: Some(te.path().into()),
+        };
+        let opts =
+            PreprocessOptions { split: SplitSpec::Fractions { train: 0.9, val: 0.1, test: 0.0 }, ..Default::default() };
         let ds = load_tabular(&src, &opts).unwrap();
         assert_eq!(ds.splits.train, 0..90);
         assert_eq!(ds.splits.val, 90..100);
@@ -631,7 +683,10 @@ mod tests {
         crate::synthetic::write_criteo_tsv(&path, 40_000, 50_000, 5).unwrap();
         assert!(std::fs::metadata(&path).unwrap().len() > BLOCK_BYTES as u64, "spans blocks");
         let src = TabularSource { format: TabularFormat::Criteo, train: vec![path.clone()], test: None };
-        let opts = PreprocessOptions { encoding: CategoricalEncoding::Vocabulary { min_freq: 2, hash_range: None }, ..Default::default() };
+        let opts = PreprocessOptions {
+            encoding: CategoricalEncoding::Vocabulary { min_freq: 2, hash_range: None },
+            ..Default::default()
+        };
         let ds = load_tabular(&src, &opts).unwrap();
         let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); 26];
         let mut rd = RecordReader::open(&path, TabularFormat::Criteo, BadRowPolicy::Fail).unwrap();
@@ -664,7 +719,8 @@ mod tests {
     fn bad_fractions_are_rejected() {
         let f = criteo_file(10);
         let src = TabularSource { format: TabularFormat::Criteo, train: vec![f.path().into()], test: None };
-        let opts = PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.3, test: 0.1 }, ..Default::default() };
+        let opts =
+            PreprocessOptions { split: SplitSpec::Fractions { train: 0.8, val: 0.3, test: 0.1 }, ..Default::default() };
         let err = load_tabular(&src, &opts).unwrap_err().to_string();
         assert!(err.contains("sum to"), "{err}");
     }

@@ -29,9 +29,28 @@ pub const CRITEO_DENSE: usize = 13;
 pub const CRITEO_CATS: usize = 26;
 /// Avazu columns after `id` and `click`, all treated as categorical.
 pub const AVAZU_CAT_NAMES: [&str; 22] = [
-    "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain",
-    "app_category", "device_id", "device_ip", "device_model", "device_type", "device_conn_type", "C14",
-    "C15", "C16", "C17", "C18", "C19", "C20", "C21",
+    "hour",
+    "C1",
+    "banner_pos",
+    "site_id",
+    "site_domain",
+    "site_category",
+    "app_id",
+    "app_domain",
+    "app_category",
+    "device_id",
+    "device_ip",
+    "device_model",
+    "device_type",
+    "device_conn_type",
+    "C14",
+    "C15",
+    "C16",
+    "C17",
+    "C18",
+    "C19",
+    "C20",
+    "C21",
 ];
 
 impl TabularFormat {
@@ -129,10 +148,7 @@ impl RecordReader {
     pub fn open(path: &Path, format: TabularFormat, policy: BadRowPolicy) -> Result<Self> {
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(DataError::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory"),
-            ));
+            return Err(DataError::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory")));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -145,7 +161,6 @@ impl RecordReader {
             field_names: format.field_names(),
         })
     }
-
 }
 
 impl<R: BufRead> RecordReader<R> {
@@ -264,14 +279,18 @@ pub fn parse_criteo(line: &str, rec: &mut RawRecord) -> std::result::Result<(), 
             if f.is_empty() {
                 Ok(rec.dense.push(None))
             } else {
-                parse_i64(f).map(|v| rec.dense.push(Some(v))).ok_or_else(|| (i, format!("not an integer: {:?}", String::from_utf8_lossy(f))))
+                parse_i64(f)
+                    .map(|v| rec.dense.push(Some(v)))
+                    .ok_or_else(|| (i, format!("not an integer: {:?}", String::from_utf8_lossy(f))))
             }
         } else if f.is_empty() {
             Ok(rec.cats.push(MISSING_KEY))
         } else if f.len() != 8 {
             Err((i, format!("expected 8 hex digits, found {:?}", String::from_utf8_lossy(f))))
         } else {
-            parse_hex8(f).map(|v| rec.cats.push(v as u64)).ok_or_else(|| (i, format!("not hexadecimal: {:?}", String::from_utf8_lossy(f))))
+            parse_hex8(f)
+                .map(|v| rec.cats.push(v as u64))
+                .ok_or_else(|| (i, format!("not hexadecimal: {:?}", String::from_utf8_lossy(f))))
         };
         if let Err(e) = parsed {
             first_err = Some(e);
@@ -413,11 +432,27 @@ mod tests {
 
     #[test]
     fn integer_and_hex_parsers_match_the_standard_library() {
-        for s in ["0", "-1", "+7", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "", "-", "1a", " 1", "00012"] {
+        for s in [
+            "0",
+            "-1",
+            "+7",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "",
+            "-",
+            "1a",
+            " 1",
+            "00012",
+        ] {
             assert_eq!(parse_i64(s.as_bytes()), s.parse::<i64>().ok(), "{s:?}");
         }
         for s in ["00000000", "ffffffff", "DEADbeef", "0000000g", "-0000001"] {
-            assert_eq!(parse_hex8(s.as_bytes()), u32::from_str_radix(s, 16).ok().filter(|_| !s.starts_with(['+', '-'])), "{s:?}");
+            assert_eq!(
+                parse_hex8(s.as_bytes()),
+                u32::from_str_radix(s, 16).ok().filter(|_| !s.starts_with(['+', '-'])),
+                "{s:?}"
+            );
         }
     }
 
@@ -427,10 +462,42 @@ mod tests {
         let mut fields: Vec<String> = good.split('\t').map(String::from).collect();
         let cases: Vec<(String, &str, &str)> = vec![
             (fields[..39].join("\t"), "(row)", "found 39"),
-            ({ let mut f = fields.clone(); f[0] = "2".into(); f.join("\t") }, "label", "0 or 1"),
-            ({ let mut f = fields.clone(); f[4] = "x1".into(); f.join("\t") }, "I4", "not an integer"),
-            ({ let mut f = fields.clone(); f[20] = "zzzzzzzz".into(); f.join("\t") }, "C7", "not hexadecimal"),
-            ({ let mut f = fields.clone(); f[21] = "abc".into(); f.join("\t") }, "C8", "8 hex digits"),
+            (
+                {
+                    let mut f = fields.clone();
+                    f[0] = "2".into();
+                    f.join("\t")
+                },
+                "label",
+                "0 or 1",
+            ),
+            (
+                {
+                    let mut f = fields.clone();
+                    f[4] = "x1".into();
+                    f.join("\t")
+                },
+                "I4",
+                "not an integer",
+            ),
+            (
+                {
+                    let mut f = fields.clone();
+                    f[20] = "zzzzzzzz".into();
+                    f.join("\t")
+                },
+                "C7",
+                "not hexadecimal",
+            ),
+            (
+                {
+                    let mut f = fields.clone();
+                    f[21] = "abc".into();
+                    f.join("\t")
+                },
+                "C8",
+                "8 hex digits",
+            ),
         ];
         fields.truncate(40);
         for (bad, field, reason) in cases {

@@ -15,8 +15,8 @@ use crate::skip::SkipReport;
 /// (facebookresearch/dlrm, `--data-set=kaggle`; the same list appears in the CCE authors'
 /// `dlrm_data_pytorch` setup and the DLRM README's Kaggle run logs).
 pub const KAGGLE_CARDINALITIES: [usize; 26] = [
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
-    5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992, 5461306, 10, 5652,
+    2173, 4, 7046547, 18, 15, 286181, 105, 142572,
 ];
 
 /// Draws ranks 0..n with P(k) proportional to (k + 1)^-s by inverse-CDF lookup.
@@ -67,7 +67,9 @@ fn labels_u8(labels: &[f32]) -> crate::column::Column<u8> {
 }
 
 fn teacher_score(probs: &[f64], labels: &[f32], s: &Splits) -> TeacherScore {
-    let part = |r: &std::ops::Range<usize>| (bce_with_probs(&probs[r.clone()], &labels[r.clone()]), auc(&probs[r.clone()], &labels[r.clone()]));
+    let part = |r: &std::ops::Range<usize>| {
+        (bce_with_probs(&probs[r.clone()], &labels[r.clone()]), auc(&probs[r.clone()], &labels[r.clone()]))
+    };
     let (val_bce, val_auc) = part(&s.val);
     let (test_bce, test_auc) = part(&s.test);
     TeacherScore { val_bce, val_auc, test_bce, test_auc }
@@ -117,13 +119,31 @@ impl GmfSampling {
 
 impl Default for GmfSynthConfig {
     fn default() -> Self {
-        GmfSynthConfig { users: 1000, items: 1000, latent_dim: 4, rows: 100_000, zipf_s: 0.8, logit_scale: 3.0, seed: 0, sampling: GmfSampling::Independent }
+        GmfSynthConfig {
+            users: 1000,
+            items: 1000,
+            latent_dim: 4,
+            rows: 100_000,
+            zipf_s: 0.8,
+            logit_scale: 3.0,
+            seed: 0,
+            sampling: GmfSampling::Independent,
+        }
     }
 }
 
 /// The authors' pairs: ⌊rows / users⌋ distinct items per user by Gumbel top-k on
 /// `<u, v> / temp` (sampling without replacement from the softmax), rows shuffled.
-fn authors_pairs(u: &[f64], v: &[f64], k: usize, users: usize, items: usize, rows: usize, temp: f64, rng: &mut ChaCha8Rng) -> Vec<(usize, usize)> {
+fn authors_pairs(
+    u: &[f64],
+    v: &[f64],
+    k: usize,
+    users: usize,
+    items: usize,
+    rows: usize,
+    temp: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, usize)> {
     let per_user = (rows / users).min(items);
     let mut pairs = Vec::with_capacity(per_user * users);
     let mut keys: Vec<(f64, usize)> = Vec::with_capacity(items);
@@ -158,11 +178,15 @@ pub fn generate_gmf(cfg: &GmfSynthConfig) -> Result<Dataset> {
     // the authors' recipe draws every pair first.
     let mut pairs = match cfg.sampling {
         GmfSampling::Independent => None,
-        GmfSampling::Authors => Some(authors_pairs(&u, &v, k, cfg.users, cfg.items, cfg.rows, cfg.logit_scale, &mut rng).into_iter()),
+        GmfSampling::Authors => {
+            Some(authors_pairs(&u, &v, k, cfg.users, cfg.items, cfg.rows, cfg.logit_scale, &mut rng).into_iter())
+        }
     };
     let n = pairs.as_ref().map_or(cfg.rows, |p| p.len());
     if n < 10 {
-        return Err(DataError::Options(format!("gmf synthetic data: {n} rows drawn (rows / users per user); need >= 10")));
+        return Err(DataError::Options(format!(
+            "gmf synthetic data: {n} rows drawn (rows / users per user); need >= 10"
+        )));
     }
     let mut cats = Vec::with_capacity(n * 2);
     let mut labels = Vec::with_capacity(n);
@@ -271,7 +295,15 @@ fn shuffle<T>(v: &mut [T], rng: &mut impl Rng) {
 /// Teacher parameters of one column of `n` ids in `g` latent groups: per id, a bias (std
 /// `bias_std`) and a `k`-vector (std `f_std` per coordinate), each `sqrt(1 - noise)` times its
 /// group's value plus `sqrt(noise)` times its own.
-fn grouped_params(n: usize, g: usize, k: usize, noise: f64, bias_std: f64, f_std: f64, rng: &mut impl Rng) -> (Vec<f64>, Vec<f64>) {
+fn grouped_params(
+    n: usize,
+    g: usize,
+    k: usize,
+    noise: f64,
+    bias_std: f64,
+    f_std: f64,
+    rng: &mut impl Rng,
+) -> (Vec<f64>, Vec<f64>) {
     let g = g.min(n);
     let (a, b) = ((1.0 - noise).sqrt(), noise.sqrt());
     let gb: Vec<f64> = (0..g).map(|_| normal(rng) * bias_std).collect();
@@ -288,11 +320,16 @@ fn grouped_params(n: usize, g: usize, k: usize, noise: f64, bias_std: f64, f_std
 
 pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     if cfg.rows < 10 || cfg.teacher_dim == 0 || !(cfg.cardinality_scale > 0.0) {
-        return Err(DataError::Options("criteo synthetic data needs rows >= 10, teacher_dim >= 1, cardinality_scale > 0".into()));
+        return Err(DataError::Options(
+            "criteo synthetic data needs rows >= 10, teacher_dim >= 1, cardinality_scale > 0".into(),
+        ));
     }
     let group_noise = cfg.group_noise.unwrap_or(0.1);
     if cfg.groups == Some(0) || !(0.0..=1.0).contains(&group_noise) {
-        return Err(DataError::Options(format!("criteo synthetic data: groups must be >= 1 and group_noise in [0, 1] (got {:?}, {})", cfg.groups, group_noise)));
+        return Err(DataError::Options(format!(
+            "criteo synthetic data: groups must be >= 1 and group_noise in [0, 1] (got {:?}, {})",
+            cfg.groups, group_noise
+        )));
     }
     const C: usize = 26;
     const D: usize = 13;
@@ -508,7 +545,15 @@ mod tests {
 
     #[test]
     fn the_authors_recipe_gives_each_user_the_same_count_of_distinct_likely_items() {
-        let cfg = GmfSynthConfig { users: 40, items: 60, latent_dim: 8, rows: 40 * 25, logit_scale: 8f64.sqrt(), sampling: GmfSampling::Authors, ..Default::default() };
+        let cfg = GmfSynthConfig {
+            users: 40,
+            items: 60,
+            latent_dim: 8,
+            rows: 40 * 25,
+            logit_scale: 8f64.sqrt(),
+            sampling: GmfSampling::Authors,
+            ..Default::default()
+        };
         let ds = generate_gmf(&cfg).unwrap();
         ds.validate().unwrap();
         let rows: Vec<(u32, u32)> = (0..ds.n_rows()).map(|r| (ds.cats[2 * r], ds.cats[2 * r + 1])).collect();
@@ -522,7 +567,8 @@ mod tests {
         }
         // Items are drawn towards high <u, v>: more positives than under independent draws.
         let pos = |d: &crate::Dataset| (0..d.n_rows()).map(|r| d.labels[r] as f64).sum::<f64>() / d.n_rows() as f64;
-        let indep = generate_gmf(&GmfSynthConfig { sampling: GmfSampling::Independent, zipf_s: 0.0, ..cfg.clone() }).unwrap();
+        let indep =
+            generate_gmf(&GmfSynthConfig { sampling: GmfSampling::Independent, zipf_s: 0.0, ..cfg.clone() }).unwrap();
         assert!(pos(&ds) > pos(&indep) + 0.1, "{} vs {}", pos(&ds), pos(&indep));
         // Rows are shuffled: the training split holds every user.
         let train_users: std::collections::HashSet<u32> = rows[..ds.splits.train.len()].iter().map(|p| p.0).collect();

@@ -18,9 +18,9 @@
 //! file, in order. Tables are read into memory before encoding (one pass of polars), then encoded
 //! into a [`RowSink`] like the streamed formats.
 
-use std::fs::File;
 #[cfg(feature = "tables")]
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -122,13 +122,19 @@ impl Raw {
 
 impl TableConfig {
     fn files(&self) -> Vec<&Path> {
-        [Some(&self.path), self.val_path.as_ref(), self.test_path.as_ref()].into_iter().flatten().map(|p| p.as_path()).collect()
+        [Some(&self.path), self.val_path.as_ref(), self.test_path.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect()
     }
 
     fn check(&self) -> Result<()> {
         let svm = matches!(self.format, TableFormat::Libsvm | TableFormat::Libfm);
         if svm && (self.label.is_some() || !self.categorical.is_empty() || !self.numeric.is_empty()) {
-            return Err(DataError::Options("libsvm/libfm files name no columns: drop label, categorical and numeric".into()));
+            return Err(DataError::Options(
+                "libsvm/libfm files name no columns: drop label, categorical and numeric".into(),
+            ));
         }
         if !svm && self.label.is_none() {
             return Err(DataError::Options("a table needs `label:` (a column name or 0-based index)".into()));
@@ -164,16 +170,28 @@ impl TableConfig {
         let sep = if self.format == TableFormat::Tsv { '\t' } else { ',' };
         for p in self.files() {
             let mut first = String::new();
-            BufReader::new(File::open(p).map_err(|e| DataError::io(p, e))?).read_line(&mut first).map_err(|e| DataError::io(p, e))?;
-            let cols: Vec<&str> = first.trim_end_matches(['\n', '\r']).split(sep).map(|c| c.trim_matches('"')).collect();
-            let roles = self.label.iter().map(|c| ("label", c)).chain(self.numeric.iter().map(|c| ("numeric", c))).chain(self.categorical.iter().map(|c| ("categorical", c)));
+            BufReader::new(File::open(p).map_err(|e| DataError::io(p, e))?)
+                .read_line(&mut first)
+                .map_err(|e| DataError::io(p, e))?;
+            let cols: Vec<&str> =
+                first.trim_end_matches(['\n', '\r']).split(sep).map(|c| c.trim_matches('"')).collect();
+            let roles = self
+                .label
+                .iter()
+                .map(|c| ("label", c))
+                .chain(self.numeric.iter().map(|c| ("numeric", c)))
+                .chain(self.categorical.iter().map(|c| ("categorical", c)));
             for (role, c) in roles {
                 let found = match c {
                     ColumnRef::Name(n) => cols.contains(&n.as_str()),
                     ColumnRef::Index(i) => *i < cols.len(),
                 };
                 if !found {
-                    return Err(DataError::Options(format!("{}: {role} column {c} not found (columns: {})", p.display(), cols.join(", "))));
+                    return Err(DataError::Options(format!(
+                        "{}: {role} column {c} not found (columns: {})",
+                        p.display(),
+                        cols.join(", ")
+                    )));
                 }
             }
         }
@@ -195,13 +213,18 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
         // Every file of one dataset has the same columns (libsvm: the same number of fields;
         // field-aware files are padded to the widest, as a file may lack the last fields).
         let (raw, n) = match (&names, cfg.format) {
-            (Some((_, prev)), TableFormat::Libsvm | TableFormat::Libfm) if prev.len() != n.1.len() => widen(raw, n.1.len(), prev.len(), &mut parts, &mut names),
+            (Some((_, prev)), TableFormat::Libsvm | TableFormat::Libfm) if prev.len() != n.1.len() => {
+                widen(raw, n.1.len(), prev.len(), &mut parts, &mut names)
+            }
             _ => (raw, n),
         };
         match &names {
             None => names = Some(n),
             Some(prev) if *prev != n => {
-                return Err(DataError::Empty { path: path.into(), reason: format!("its columns {:?} differ from the train file's {:?}", n.1, prev.1) });
+                return Err(DataError::Empty {
+                    path: path.into(),
+                    reason: format!("its columns {:?} differ from the train file's {:?}", n.1, prev.1),
+                });
             }
             _ => {}
         }
@@ -229,7 +252,8 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
             None
         }
     };
-    let cardinalities = (0..n_cat).map(|c| vocab.as_ref().map_or_else(|| modulo(encoding) as usize, |v| v.cardinality(c))).collect();
+    let cardinalities =
+        (0..n_cat).map(|c| vocab.as_ref().map_or_else(|| modulo(encoding) as usize, |v| v.cardinality(c))).collect();
     let name = cfg.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut ds = crate::cache::header(name, dense_names.clone(), cat_names, cardinalities);
     let (mut dense, mut ids) = (Vec::new(), Vec::new());
@@ -240,9 +264,13 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
             dense.clear();
             dense.extend(part.num[r * nd..(r + 1) * nd].iter().map(|&x| transform(x, cfg.numeric_transform)));
             ids.clear();
-            ids.extend(part.keys[r * n_cat..(r + 1) * n_cat].iter().enumerate().map(|(c, &k)| match (&vocab, encoding) {
-                (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => v.encode(c, reduce(k, *hash_range)),
-                _ => (k % modulo(encoding)) as u32,
+            ids.extend(part.keys[r * n_cat..(r + 1) * n_cat].iter().enumerate().map(|(c, &k)| {
+                match (&vocab, encoding) {
+                    (Some(v), CategoricalEncoding::Vocabulary { hash_range, .. }) => {
+                        v.encode(c, reduce(k, *hash_range))
+                    }
+                    _ => (k % modulo(encoding)) as u32,
+                }
             }));
             sink.push(part.labels[r], &dense, &ids)?;
         }
@@ -251,7 +279,10 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
     ds.splits = splits;
     ds.skipped = skipped;
     if ds.splits.train.is_empty() {
-        return Err(DataError::Empty { path: cfg.path.clone(), reason: "no training rows after parsing and splitting".into() });
+        return Err(DataError::Empty {
+            path: cfg.path.clone(),
+            reason: "no training rows after parsing and splitting".into(),
+        });
     }
     sink.finish(ds)
 }
@@ -302,7 +333,14 @@ fn table_splits(cfg: &TableConfig, parts: &[Raw]) -> Result<(usize, Splits)> {
         SplitSpec::Terabyte => return Err(DataError::Options("split: terabyte is for Criteo day files".into())),
     };
     Ok(match parts.len() {
-        3 => (n0, Splits { train: 0..n0, val: n0..n0 + parts[1].rows(), test: n0 + parts[1].rows()..n0 + parts[1].rows() + parts[2].rows() }),
+        3 => (
+            n0,
+            Splits {
+                train: 0..n0,
+                val: n0..n0 + parts[1].rows(),
+                test: n0 + parts[1].rows()..n0 + parts[1].rows() + parts[2].rows(),
+            },
+        ),
         2 => {
             let a = ((train / (train + val).max(f64::MIN_POSITIVE)) * n0 as f64).round() as usize;
             (a, Splits { train: 0..a, val: a..n0, test: n0..n0 + parts[1].rows() })
@@ -310,7 +348,11 @@ fn table_splits(cfg: &TableConfig, parts: &[Raw]) -> Result<(usize, Splits)> {
         _ => {
             let (a, b, val_first) = cfg.preprocess.split.boundaries(n0 as u64)?;
             let (a, b) = (a as usize, b as usize);
-            let s = if val_first { Splits { train: 0..a, val: a..b, test: b..n0 } } else { Splits { train: 0..a, test: a..b, val: b..n0 } };
+            let s = if val_first {
+                Splits { train: 0..a, val: a..b, test: b..n0 }
+            } else {
+                Splits { train: 0..a, test: a..b, val: b..n0 }
+            };
             (a, s)
         }
     })
@@ -321,7 +363,10 @@ type Names = (Vec<String>, Vec<String>);
 /// Without the `tables` feature (no polars): CSV, TSV and Parquet cannot be read.
 #[cfg(not(feature = "tables"))]
 fn read_frame(cfg: &TableConfig, path: &Path, _skipped: &mut SkipReport) -> Result<(Raw, Names)> {
-    let reason = format!("reading {:?} tables needs cqr-data's `tables` feature (on by default, and in the cqr binary)", cfg.format);
+    let reason = format!(
+        "reading {:?} tables needs cqr-data's `tables` feature (on by default, and in the cqr binary)",
+        cfg.format
+    );
     Err(DataError::Empty { path: path.into(), reason })
 }
 
@@ -329,7 +374,10 @@ fn read_frame(cfg: &TableConfig, path: &Path, _skipped: &mut SkipReport) -> Resu
 /// column names.
 #[cfg(feature = "tables")]
 fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
-    let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
+    let polars_err = |e: polars::error::PolarsError| DataError::Empty {
+        path: path.into(),
+        reason: format!("polars could not read it: {e}"),
+    };
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let text = cfg.format != TableFormat::Parquet;
     // Text: every record's field count is checked first (polars fills a short row with nulls,
@@ -341,8 +389,16 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
         let scan = scan_records(path, sep, cfg.header)?;
         let mut bad_lines = HashSet::new();
         for &(line, found) in &scan.bad {
-            let reason = format!("expected {} fields (as on {}), found {found}", scan.width, if cfg.header { "the header" } else { "line 1" });
-            bad_row(cfg.preprocess.bad_rows, skipped, DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason })?;
+            let reason = format!(
+                "expected {} fields (as on {}), found {found}",
+                scan.width,
+                if cfg.header { "the header" } else { "line 1" }
+            );
+            bad_row(
+                cfg.preprocess.bad_rows,
+                skipped,
+                DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason },
+            )?;
             bad_lines.insert(line);
         }
         // Every column as text: values are parsed below, where a bad one can be named.
@@ -369,7 +425,11 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
         match c {
             ColumnRef::Name(n) if cols.contains(n) => Ok(n.clone()),
             ColumnRef::Index(i) if *i < cols.len() => Ok(cols[*i].clone()),
-            _ => Err(DataError::Options(format!("{}: {role} column {c} not found (columns: {})", path.display(), cols.join(", ")))),
+            _ => Err(DataError::Options(format!(
+                "{}: {role} column {c} not found (columns: {})",
+                path.display(),
+                cols.join(", ")
+            ))),
         }
     };
     let label = resolve(cfg.label.as_ref().expect("checked"), "label")?;
@@ -395,7 +455,11 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
             for (j, col) in num_v.iter().enumerate() {
                 num.push(match col[r].as_deref().map(str::trim) {
                     None | Some("") => 0.0,
-                    Some(s) => s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| (numeric[j].clone(), format!("not a finite number: {s:?}")))?,
+                    Some(s) => s
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| (numeric[j].clone(), format!("not a finite number: {s:?}")))?,
                 });
             }
             keys.extend(cat_v.iter().map(|col| match col[r].as_deref() {
@@ -410,7 +474,11 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
                 raw.num.extend_from_slice(&num);
                 raw.keys.extend_from_slice(&keys);
             }
-            Err((field, reason)) => bad_row(cfg.preprocess.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line(r), field, reason })?,
+            Err((field, reason)) => bad_row(
+                cfg.preprocess.bad_rows,
+                skipped,
+                DataError::BadRow { path: path.into(), line: line(r), field, reason },
+            )?,
         }
     }
     Ok((raw, (numeric, categorical)))
@@ -442,7 +510,10 @@ fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Re
 pub fn inspect_table(path: &Path, policy: BadRowPolicy) -> Result<String> {
     use std::fmt::Write as _;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let polars_err = |e: polars::error::PolarsError| DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") };
+    let polars_err = |e: polars::error::PolarsError| DataError::Empty {
+        path: path.into(),
+        reason: format!("polars could not read it: {e}"),
+    };
     let mut skipped = SkipReport::default();
     let df = if ext == "parquet" {
         ParquetReader::new(File::open(path).map_err(|e| DataError::io(path, e))?).finish().map_err(polars_err)?
@@ -452,11 +523,20 @@ pub fn inspect_table(path: &Path, policy: BadRowPolicy) -> Result<String> {
         let mut drop = HashSet::new();
         for &(line, found) in &scan.bad {
             let reason = format!("expected {} fields (as on the header), found {found}", scan.width);
-            bad_row(policy, &mut skipped, DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason })?;
+            bad_row(
+                policy,
+                &mut skipped,
+                DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason },
+            )?;
             drop.insert(line);
         }
-        let opts = CsvReadOptions::default().with_has_header(true).with_infer_schema_length(Some(0)).with_parse_options(CsvParseOptions::default().with_separator(sep));
-        opts.into_reader_with_file_handle(std::io::Cursor::new(without_lines(path, &scan, &drop)?)).finish().map_err(polars_err)?
+        let opts = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(0))
+            .with_parse_options(CsvParseOptions::default().with_separator(sep));
+        opts.into_reader_with_file_handle(std::io::Cursor::new(without_lines(path, &scan, &drop)?))
+            .finish()
+            .map_err(polars_err)?
     };
     let mut out = String::new();
     let _ = writeln!(out, "rows: {}\nskipped: {}\ncolumns: {}", df.height(), skipped, df.width());
@@ -466,7 +546,8 @@ pub fn inspect_table(path: &Path, policy: BadRowPolicy) -> Result<String> {
         let ca = s.str().map_err(polars_err)?;
         let missing = ca.iter().filter(|v| v.is_none_or(|x| x.is_empty())).count();
         let distinct: HashSet<&str> = ca.iter().flatten().filter(|x| !x.is_empty()).collect();
-        let _ = writeln!(out, "| {} | {} | {:.4} |", c.name(), distinct.len(), missing as f64 / df.height().max(1) as f64);
+        let _ =
+            writeln!(out, "| {} | {} | {:.4} |", c.name(), distinct.len(), missing as f64 / df.height().max(1) as f64);
     }
     Ok(out)
 }
@@ -555,7 +636,9 @@ fn read_svm(path: &Path, opts: &PreprocessOptions, skipped: &mut SkipReport) -> 
             break;
         }
         let bytes = line.map_err(|e| DataError::io(path, e))?;
-        let parsed = std::str::from_utf8(&bytes).map_err(|_| ("(row)".to_string(), "line is not valid UTF-8".to_string())).and_then(|l| parse_svm_line(l.trim_end_matches('\r')));
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| ("(row)".to_string(), "line is not valid UTF-8".to_string()))
+            .and_then(|l| parse_svm_line(l.trim_end_matches('\r')));
         let parsed = parsed.and_then(|(y, feats, aware)| {
             if !aware {
                 match plain_width {
@@ -571,7 +654,9 @@ fn read_svm(path: &Path, opts: &PreprocessOptions, skipped: &mut SkipReport) -> 
                 n_fields = n_fields.max(feats.iter().map(|f| f.0 + 1).max().unwrap_or(0));
                 rows.push((line_no, y, feats));
             }
-            Err((field, reason)) => bad_row(opts.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line_no, field, reason })?,
+            Err((field, reason)) => {
+                bad_row(opts.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line_no, field, reason })?
+            }
         }
     }
     let mut raw = Raw::default();
@@ -600,17 +685,30 @@ fn parse_svm_line(line: &str) -> std::result::Result<(u8, Vec<(usize, u64)>, boo
             [i, v] => (k, i, v),
             [f, i, v] => {
                 aware = true;
-                (f.parse::<usize>().map_err(|_| (field_name.clone(), format!("field is not a non-negative integer: {f:?}")))?, i, v)
+                (
+                    f.parse::<usize>()
+                        .map_err(|_| (field_name.clone(), format!("field is not a non-negative integer: {f:?}")))?,
+                    i,
+                    v,
+                )
             }
             _ => return Err((field_name, format!("expected index:value or field:index:value, found {t:?}"))),
         };
         if field >= 10_000 {
             return Err((field_name, format!("field {field} is implausibly large (at most 9999 fields)")));
         }
-        let idx: u64 = idx.parse().map_err(|_| (field_name.clone(), format!("index is not a non-negative integer: {idx:?}")))?;
+        let idx: u64 =
+            idx.parse().map_err(|_| (field_name.clone(), format!("index is not a non-negative integer: {idx:?}")))?;
         match val.parse::<f64>() {
             Ok(v) if v == 1.0 => {}
-            _ => return Err((field_name, format!("value {val:?}: only one-hot (value 1) features are supported; other values would be dropped"))),
+            _ => {
+                return Err((
+                    field_name,
+                    format!(
+                        "value {val:?}: only one-hot (value 1) features are supported; other values would be dropped"
+                    ),
+                ))
+            }
         }
         feats.push((field, idx));
     }
@@ -636,7 +734,13 @@ mod tests {
     fn csv_text(sep: &str, rows: usize) -> String {
         let mut s = format!("y{sep}age{sep}city{sep}device\n");
         for i in 0..rows {
-            s.push_str(&format!("{}{sep}{}{sep}c{}{sep}{}\n", (i % 3 == 0) as u8, i % 50, i % 7, if i % 5 == 0 { "" } else { "phone" }));
+            s.push_str(&format!(
+                "{}{sep}{}{sep}c{}{sep}{}\n",
+                (i % 3 == 0) as u8,
+                i % 50,
+                i % 7,
+                if i % 5 == 0 { "" } else { "phone" }
+            ));
         }
         s
     }
@@ -660,8 +764,12 @@ mod tests {
     #[cfg(feature = "tables")]
     fn csv_tsv_and_parquet_give_the_same_dataset() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = load_table(&table(write(dir.path(), "a.csv", &csv_text(",", 100)), TableFormat::Csv), RowSink::memory()).unwrap();
-        let tsv = load_table(&table(write(dir.path(), "a.tsv", &csv_text("\t", 100)), TableFormat::Tsv), RowSink::memory()).unwrap();
+        let csv =
+            load_table(&table(write(dir.path(), "a.csv", &csv_text(",", 100)), TableFormat::Csv), RowSink::memory())
+                .unwrap();
+        let tsv =
+            load_table(&table(write(dir.path(), "a.tsv", &csv_text("\t", 100)), TableFormat::Tsv), RowSink::memory())
+                .unwrap();
         assert_eq!((csv.n_rows(), csv.n_dense(), csv.n_cat()), (100, 1, 2));
         assert_eq!(csv.cat_names, vec!["city", "device"]);
         assert_eq!(csv.cardinalities, vec![8, 3], "7 cities + OOV; phone, missing + OOV");
@@ -677,7 +785,10 @@ mod tests {
                 PlColumn::new("y".into(), (0..n).map(|i| (i % 3 == 0) as i64).collect::<Vec<_>>()),
                 PlColumn::new("age".into(), (0..n).map(|i| (i % 50) as f64).collect::<Vec<_>>()),
                 PlColumn::new("city".into(), (0..n).map(|i| format!("c{}", i % 7)).collect::<Vec<_>>()),
-                PlColumn::new("device".into(), (0..n).map(|i| if i % 5 == 0 { None } else { Some("phone") }).collect::<Vec<_>>()),
+                PlColumn::new(
+                    "device".into(),
+                    (0..n).map(|i| if i % 5 == 0 { None } else { Some("phone") }).collect::<Vec<_>>(),
+                ),
             ],
         )
         .unwrap();
@@ -718,7 +829,11 @@ mod tests {
         let ds = load_table(&cfg, RowSink::memory()).unwrap();
         assert_eq!((ds.n_rows(), ds.skipped.skipped, ds.skipped.first_lines.clone()), (19, 1, vec![8]));
         // A ragged line: polars fails, the error still names the line.
-        let p = write(dir.path(), "ragged.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2,phone,extra\n", 1));
+        let p = write(
+            dir.path(),
+            "ragged.csv",
+            &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2,phone,extra\n", 1),
+        );
         let err = load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap_err().to_string();
         assert!(err.contains("ragged.csv:4:") && err.contains("expected 4 fields"), "{err}");
         // A short line: an error naming it, or (skip) counted and left out; never a null value.
@@ -730,7 +845,11 @@ mod tests {
         let ds = load_table(&cfg, RowSink::memory()).unwrap();
         assert_eq!((ds.n_rows(), ds.skipped.skipped, ds.skipped.first_lines.clone()), (19, 1, vec![4]));
         // Later lines keep their own numbers after a skipped one.
-        let p = write(dir.path(), "both.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2\n", 1).replacen("\n1,6,", "\n1,six,", 1));
+        let p = write(
+            dir.path(),
+            "both.csv",
+            &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,c2\n", 1).replacen("\n1,6,", "\n1,six,", 1),
+        );
         let mut cfg = table(p, TableFormat::Csv);
         cfg.preprocess.bad_rows = BadRowPolicy::Skip;
         let ds = load_table(&cfg, RowSink::memory()).unwrap();
@@ -740,11 +859,26 @@ mod tests {
         let err = inspect_table(&p, BadRowPolicy::Fail).unwrap_err().to_string();
         assert!(err.contains("inspect.csv:4:") && err.contains("found 3"), "{err}");
         let rep = inspect_table(&p, BadRowPolicy::Skip).unwrap();
-        assert!(rep.contains("rows: 19") && rep.contains("| city | 7 |") && rep.contains("| device | 1 | 0.2105 |"), "{rep}");
+        assert!(
+            rep.contains("rows: 19") && rep.contains("| city | 7 |") && rep.contains("| device | 1 | 0.2105 |"),
+            "{rep}"
+        );
         // A quoted separator is part of its field, not a field of its own.
-        let p = write(dir.path(), "quoted.csv", &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,\"c,2\",phone\n", 1));
+        let p = write(
+            dir.path(),
+            "quoted.csv",
+            &csv_text(",", 20).replacen("\n0,2,c2,phone\n", "\n0,2,\"c,2\",phone\n", 1),
+        );
         assert_eq!(load_table(&table(p, TableFormat::Csv), RowSink::memory()).unwrap().n_rows(), 20);
-        let err = load_table(&TableConfig { label: Some(ColumnRef::Name("nope".into())), ..table(write(dir.path(), "x.csv", &csv_text(",", 5)), TableFormat::Csv) }, RowSink::memory()).unwrap_err().to_string();
+        let err = load_table(
+            &TableConfig {
+                label: Some(ColumnRef::Name("nope".into())),
+                ..table(write(dir.path(), "x.csv", &csv_text(",", 5)), TableFormat::Csv)
+            },
+            RowSink::memory(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("label column") && err.contains("nope"), "{err}");
     }
 
@@ -759,7 +893,12 @@ mod tests {
             let third = if i % 10 == 0 { String::new() } else { format!(" 2:{}:1", 200 + i % 2) };
             aware.push_str(&format!("{y} 0:{}:1 1:{}:1{third}\n", i % 5, 100 + i % 9));
         }
-        let cfg = |p: PathBuf| TableConfig { label: None, categorical: vec![], numeric: vec![], ..table(p, TableFormat::Libsvm) };
+        let cfg = |p: PathBuf| TableConfig {
+            label: None,
+            categorical: vec![],
+            numeric: vec![],
+            ..table(p, TableFormat::Libsvm)
+        };
         let a = load_table(&cfg(write(dir.path(), "p.libfm", &plain)), RowSink::memory()).unwrap();
         assert_eq!((a.n_cat(), a.n_dense(), a.n_rows()), (3, 0, 50));
         assert_eq!(a.labels[..4], [1, 0, 0, 0]);
@@ -768,9 +907,12 @@ mod tests {
         assert_eq!(b.cat_row(1)[..2], a.cat_row(1)[..2]);
         // Row 0 has no field 2: it is the column's "missing" value, not field 2's value of row 1.
         assert_ne!(b.cat_row(0)[2], b.cat_row(1)[2]);
-        let err = load_table(&cfg(write(dir.path(), "bad.libfm", "1 3:1 4:1\n0 3:1\n")), RowSink::memory()).unwrap_err().to_string();
+        let err = load_table(&cfg(write(dir.path(), "bad.libfm", "1 3:1 4:1\n0 3:1\n")), RowSink::memory())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.libfm:2:") && err.contains("1 index:value pairs"), "{err}");
-        let err = load_table(&cfg(write(dir.path(), "v.libfm", "1 3:1 4:0.5\n")), RowSink::memory()).unwrap_err().to_string();
+        let err =
+            load_table(&cfg(write(dir.path(), "v.libfm", "1 3:1 4:0.5\n")), RowSink::memory()).unwrap_err().to_string();
         assert!(err.contains(":1:") && err.contains("`pair 2`") && err.contains("one-hot"), "{err}");
     }
 }

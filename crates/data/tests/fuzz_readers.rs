@@ -15,7 +15,8 @@ fn criteo_lines() -> Vec<String> {
 }
 
 const AVAZU_LINE: &str = "1000009418151094273,0,14102100,1005,0,1fbe01fe,f3845767,28905ebd,ecad2386,7801e8d9,07d7df22,a99f214a,ddd2926e,44956a24,1,2,15706,320,50,1722,0,35,-1,79";
-const MOVIELENS_LINES: &str = "1::1193::5::978300760\n1::661::3::978302109\n2::1357::5::978298413\n3::3421::4::978298147\n";
+const MOVIELENS_LINES: &str =
+    "1::1193::5::978300760\n1::661::3::978302109\n2::1357::5::978298413\n3::3421::4::978298147\n";
 
 /// Replaces, inserts or deletes bytes of `line` at the given (position, byte) edits.
 fn mutate(line: &str, edits: &[(usize, u8, u8)]) -> String {
@@ -42,7 +43,14 @@ fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
 }
 
 fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
-    prop::collection::vec((any::<usize>(), prop_oneof![Just(b'\t'), Just(b','), Just(b':'), Just(b'\n'), Just(b'-'), any::<u8>()], any::<u8>()), 1..6)
+    prop::collection::vec(
+        (
+            any::<usize>(),
+            prop_oneof![Just(b'\t'), Just(b','), Just(b':'), Just(b'\n'), Just(b'-'), any::<u8>()],
+            any::<u8>(),
+        ),
+        1..6,
+    )
 }
 
 proptest! {

@@ -59,8 +59,12 @@ fn movielens_100k_if_present() {
 
 /// Ratings strictly between 2 and 4 other than 3 (none in ml-100k, which has integer ratings).
 fn count_rating_between(p: &std::path::Path) -> u64 {
-    std::fs::read_to_string(p).unwrap().lines().filter(|l| {
-        let r: f32 = l.split('\t').nth(2).unwrap().parse().unwrap();
-        r > 2.0 && r < 4.0 && r != 3.0
-    }).count() as u64
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let r: f32 = l.split('\t').nth(2).unwrap().parse().unwrap();
+            r > 2.0 && r < 4.0 && r != 3.0
+        })
+        .count() as u64
 }

@@ -1,8 +1,8 @@
 //! k-means hot path: 200,000 vectors of dim 4 into 1,000 centroids, 25 iterations (random init,
 //! so the benchmark times Lloyd's iterations, as in the reference figures in the README).
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use cqr_methods::kmeans::{KMeansConfig, KMeansInit};
+use criterion::{criterion_group, criterion_main, Criterion};
 use rand::{Rng, SeedableRng};
 
 fn bench(c: &mut Criterion) {

@@ -68,11 +68,17 @@ const CHUNK: usize = 1024;
 impl KMeansConfig {
     pub fn fit(&self, data: &[f32], dim: usize) -> Result<KMeansFit, MethodError> {
         if dim == 0 || data.len() % dim != 0 {
-            return Err(MethodError::Invalid(format!("k-means: data length {} is not a multiple of dim {dim}", data.len())));
+            return Err(MethodError::Invalid(format!(
+                "k-means: data length {} is not a multiple of dim {dim}",
+                data.len()
+            )));
         }
         let n = data.len() / dim;
         if self.k == 0 || n == 0 {
-            return Err(MethodError::Invalid(format!("k-means needs k >= 1 and at least one point (k = {}, n = {n})", self.k)));
+            return Err(MethodError::Invalid(format!(
+                "k-means needs k >= 1 and at least one point (k = {}, n = {n})",
+                self.k
+            )));
         }
         if data.iter().any(|v| !v.is_finite()) {
             return Err(MethodError::Invalid("k-means: input holds a non-finite value".into()));
@@ -80,10 +86,12 @@ impl KMeansConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut centroids = match self.init.resolve(n, self.k) {
             KMeansInit::KMeansPlusPlus | KMeansInit::Auto => plus_plus(data, dim, self.k, &mut rng),
-            KMeansInit::Random => (0..self.k).flat_map(|_| {
-                let i = rng.random_range(0..n);
-                data[i * dim..(i + 1) * dim].to_vec()
-            }).collect(),
+            KMeansInit::Random => (0..self.k)
+                .flat_map(|_| {
+                    let i = rng.random_range(0..n);
+                    data[i * dim..(i + 1) * dim].to_vec()
+                })
+                .collect(),
         };
         let mut assignments = vec![0u32; n];
         let mut inertia = f64::INFINITY;
@@ -205,10 +213,12 @@ mod tests {
     fn blobs(n: usize, k: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let centers: Vec<f32> = (0..k * dim).map(|_| rng.random_range(-10.0..10.0)).collect();
-        (0..n).flat_map(|i| {
-            let c = i % k;
-            (0..dim).map(|t| centers[c * dim + t] + rng.random_range(-0.5..0.5)).collect::<Vec<_>>()
-        }).collect()
+        (0..n)
+            .flat_map(|i| {
+                let c = i % k;
+                (0..dim).map(|t| centers[c * dim + t] + rng.random_range(-0.5..0.5)).collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     #[test]
@@ -227,7 +237,9 @@ mod tests {
     fn matches_linfa_on_the_same_start() {
         // Reference: linfa-clustering from the same initial centroids gives the same inertia.
         let data = blobs(1500, 6, 2, 2);
-        let ours = KMeansConfig { k: 6, max_iter: 100, tol: 0.0, seed: 9, init: KMeansInit::KMeansPlusPlus }.fit(&data, 2).unwrap();
+        let ours = KMeansConfig { k: 6, max_iter: 100, tol: 0.0, seed: 9, init: KMeansInit::KMeansPlusPlus }
+            .fit(&data, 2)
+            .unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let init = plus_plus(&data, 2, 6, &mut rng);
         let x = ndarray::Array2::from_shape_vec((1500, 2), data.iter().map(|&v| v as f64).collect()).unwrap();

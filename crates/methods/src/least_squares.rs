@@ -61,8 +61,10 @@ impl Mat {
         assert_eq!(self.rows, o.rows);
         let mut out = Mat::zeros(self.rows, self.cols + o.cols);
         for i in 0..self.rows {
-            out.data[i * out.cols..i * out.cols + self.cols].copy_from_slice(&self.data[i * self.cols..(i + 1) * self.cols]);
-            out.data[i * out.cols + self.cols..(i + 1) * out.cols].copy_from_slice(&o.data[i * o.cols..(i + 1) * o.cols]);
+            out.data[i * out.cols..i * out.cols + self.cols]
+                .copy_from_slice(&self.data[i * self.cols..(i + 1) * self.cols]);
+            out.data[i * out.cols + self.cols..(i + 1) * out.cols]
+                .copy_from_slice(&o.data[i * o.cols..(i + 1) * o.cols]);
         }
         out
     }
@@ -137,7 +139,10 @@ pub fn symmetric_eigenvalues(s: &Mat) -> Vec<f64> {
     let n = s.rows;
     let mut a = s.clone();
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a.at(i, j).powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a.at(i, j).powi(2))
+            .sum();
         if off < 1e-22 * a.frob2().max(f64::MIN_POSITIVE) {
             break;
         }
@@ -213,7 +218,10 @@ impl LeastSquaresTrace {
 impl LeastSquaresConfig {
     pub fn run(&self) -> Result<LeastSquaresTrace, MethodError> {
         if self.n < self.d1 || self.d1 == 0 || self.d2 == 0 || self.k == 0 {
-            return Err(MethodError::Invalid(format!("least squares needs n >= d1 >= 1, d2 >= 1, k >= 1 (got n={}, d1={}, d2={}, k={})", self.n, self.d1, self.d2, self.k)));
+            return Err(MethodError::Invalid(format!(
+                "least squares needs n >= d1 >= 1, d2 >= 1, k >= 1 (got n={}, d1={}, d2={}, k={})",
+                self.n, self.d1, self.d2, self.k
+            )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let x = Mat::gaussian(self.n, self.d1, &mut rng);

@@ -96,7 +96,20 @@ pub struct MethodParams {
 
 impl MethodParams {
     pub fn new(vocab: usize, dim: usize, budget: u64) -> Self {
-        MethodParams { vocab, dim, budget, optimizer: RowOptimizer::default(), seed: 0, epochs: 1, steps_per_epoch: 0, eval_every_steps: None, init_scale: 0.05, options: serde_json::Value::Null, table_vocabs: vec![], id_counts: None }
+        MethodParams {
+            vocab,
+            dim,
+            budget,
+            optimizer: RowOptimizer::default(),
+            seed: 0,
+            epochs: 1,
+            steps_per_epoch: 0,
+            eval_every_steps: None,
+            init_scale: 0.05,
+            options: serde_json::Value::Null,
+            table_vocabs: vec![],
+            id_counts: None,
+        }
     }
     pub fn with_options(mut self, options: serde_json::Value) -> Self {
         self.options = options;
@@ -145,7 +158,11 @@ impl MethodParams {
             return Err(MethodError::Budget {
                 method: method.into(),
                 budget: self.budget,
-                reason: format!("needs at least {min_rows} rows of dim {} ({} parameters)", self.dim, min_rows * self.dim as u64),
+                reason: format!(
+                    "needs at least {min_rows} rows of dim {} ({} parameters)",
+                    self.dim,
+                    min_rows * self.dim as u64
+                ),
             });
         }
         Ok(rows as usize)
@@ -156,7 +173,8 @@ impl MethodParams {
         if self.options.is_null() {
             return Ok(T::default());
         }
-        serde_json::from_value(self.options.clone()).map_err(|e| MethodError::BadOptions { method: method.into(), reason: e.to_string() })
+        serde_json::from_value(self.options.clone())
+            .map_err(|e| MethodError::BadOptions { method: method.into(), reason: e.to_string() })
     }
 }
 

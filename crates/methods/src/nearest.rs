@@ -322,7 +322,16 @@ impl NearestIndex {
             }
             group_blocks.push(((start / LANES) as u32, end.div_ceil(LANES) as u32));
         }
-        NearestIndex { blocked: Blocked::from_order(centroids, dim, &order), group_blocks, lo, hi, n_pad, max_norm, kernel: Kernel::detect(), use_groups }
+        NearestIndex {
+            blocked: Blocked::from_order(centroids, dim, &order),
+            group_blocks,
+            lo,
+            hi,
+            n_pad,
+            max_norm,
+            kernel: Kernel::detect(),
+            use_groups,
+        }
     }
     /// Index of the nearest centroid to `x` (ties: the lowest index).
     #[inline]
@@ -544,10 +553,18 @@ mod tests {
     #[test]
     fn every_path_matches_the_scalar_scan() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for &(dim, k) in &[(1, 5), (2, 17), (3, 33), (4, 1000), (5, 40), (8, 16), (4, 1), (1, 700), (2, 300), (8, 500), (4, 4099)] {
+        for &(dim, k) in
+            &[(1, 5), (2, 17), (3, 33), (4, 1000), (5, 40), (8, 16), (4, 1), (1, 700), (2, 300), (8, 500), (4, 4099)]
+        {
             for quantised in [true, false] {
                 // Quantised values make exact ties common, so the tie rule is exercised too.
-                let draw = |rng: &mut ChaCha8Rng| if quantised { rng.random_range(-4i32..4) as f32 * 0.5 } else { rng.random_range(-1.0f32..1.0) };
+                let draw = |rng: &mut ChaCha8Rng| {
+                    if quantised {
+                        rng.random_range(-4i32..4) as f32 * 0.5
+                    } else {
+                        rng.random_range(-1.0f32..1.0)
+                    }
+                };
                 let cents: Vec<f32> = (0..k * dim).map(|_| draw(&mut rng)).collect();
                 for kern in kernels() {
                     let mut idx = NearestIndex::new(&cents, dim);
@@ -556,7 +573,11 @@ mod tests {
                         // Points inside and well outside the centroids' range.
                         let s = if rng.random_bool(0.2) { 5.0 } else { 1.0 };
                         let x: Vec<f32> = (0..dim).map(|_| draw(&mut rng) * s).collect();
-                        assert_eq!(idx.nearest(&x), nearest_scalar(&x, &cents, dim), "dim {dim}, k {k}, {kern:?}, x {x:?}");
+                        assert_eq!(
+                            idx.nearest(&x),
+                            nearest_scalar(&x, &cents, dim),
+                            "dim {dim}, k {k}, {kern:?}, x {x:?}"
+                        );
                     }
                 }
             }
@@ -602,8 +623,15 @@ mod speed {
                 s += flat.nearest(x);
             }
             let scan = t0.elapsed().as_secs_f64() * 10.0;
-            println!("groups evaluated per query {}", EVALS.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / n as f64);
-            println!("k {k}: tree {:.0} ns/query, scan {:.0} ns/query ({s})", tree / n as f64 * 1e9, scan / n as f64 * 1e9);
+            println!(
+                "groups evaluated per query {}",
+                EVALS.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / n as f64
+            );
+            println!(
+                "k {k}: tree {:.0} ns/query, scan {:.0} ns/query ({s})",
+                tree / n as f64 * 1e9,
+                scan / n as f64 * 1e9
+            );
         }
     }
 }

@@ -12,12 +12,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum RowOptimizer {
-    Sgd { lr: f32 },
+    Sgd {
+        lr: f32,
+    },
     /// Element-wise Adagrad (state: one accumulator per weight).
-    Adagrad { lr: f32, #[serde(default = "default_eps")] eps: f32 },
+    Adagrad {
+        lr: f32,
+        #[serde(default = "default_eps")]
+        eps: f32,
+    },
     /// Row-wise Adagrad (FBGEMM's default for embeddings; state: one accumulator per row, fed with
     /// the mean squared gradient of the row).
-    RowWiseAdagrad { lr: f32, #[serde(default = "default_eps")] eps: f32 },
+    RowWiseAdagrad {
+        lr: f32,
+        #[serde(default = "default_eps")]
+        eps: f32,
+    },
     /// Lazy Adam, as torch's `SparseAdam`: moments are updated only for rows in the batch, and bias
     /// correction uses the global step count. This differs from dense Adam, which would decay the
     /// moments of every row at every step (and move rows whose gradient is zero).
@@ -59,7 +69,10 @@ impl Default for RowOptimizer {
 impl RowOptimizer {
     pub fn lr(&self) -> f32 {
         match *self {
-            RowOptimizer::Sgd { lr } | RowOptimizer::Adagrad { lr, .. } | RowOptimizer::RowWiseAdagrad { lr, .. } | RowOptimizer::LazyAdam { lr, .. } => lr,
+            RowOptimizer::Sgd { lr }
+            | RowOptimizer::Adagrad { lr, .. }
+            | RowOptimizer::RowWiseAdagrad { lr, .. }
+            | RowOptimizer::LazyAdam { lr, .. } => lr,
         }
     }
     /// The same optimizer kind with learning rate `lr` and no weight decay: for a method's
@@ -69,7 +82,9 @@ impl RowOptimizer {
             RowOptimizer::Sgd { .. } => RowOptimizer::Sgd { lr },
             RowOptimizer::Adagrad { eps, .. } => RowOptimizer::Adagrad { lr, eps },
             RowOptimizer::RowWiseAdagrad { eps, .. } => RowOptimizer::RowWiseAdagrad { lr, eps },
-            RowOptimizer::LazyAdam { beta1, beta2, eps, .. } => RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay: 0.0 },
+            RowOptimizer::LazyAdam { beta1, beta2, eps, .. } => {
+                RowOptimizer::LazyAdam { lr, beta1, beta2, eps, weight_decay: 0.0 }
+            }
         }
     }
     pub fn validate(&self) -> Result<(), String> {
@@ -154,7 +169,17 @@ impl Table {
             RowOptimizer::RowWiseAdagrad { .. } => (rows, 0),
             RowOptimizer::LazyAdam { .. } => (rows * dim, rows * dim),
         };
-        let mut t = Table { rows, dim, weights: vec![0.0; rows * dim], opt, s1: vec![0.0; n1], s2: vec![0.0; n2], step: 0, order: vec![], agg: vec![] };
+        let mut t = Table {
+            rows,
+            dim,
+            weights: vec![0.0; rows * dim],
+            opt,
+            s1: vec![0.0; n1],
+            s2: vec![0.0; n2],
+            step: 0,
+            order: vec![],
+            agg: vec![],
+        };
         // `vec![0.0; n]` maps lazily zeroed pages; writing them now moves the page faults of a
         // large table's optimizer state out of the first training steps (measured: 26 x 1M-row
         // tables ran 10x slower for the first steps otherwise).

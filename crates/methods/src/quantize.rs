@@ -248,7 +248,13 @@ mod tests {
 
     #[test]
     fn accounting_sums_quantized_and_plain_tables() {
-        let plain = Accounting { trainable_params: 10, optimizer_state_bytes: 0, index_bytes: 0, other_bytes: 0, ..Accounting::default() };
+        let plain = Accounting {
+            trainable_params: 10,
+            optimizer_state_bytes: 0,
+            index_bytes: 0,
+            other_bytes: 0,
+            ..Accounting::default()
+        };
         let quant = Accounting { quantized_param_bytes: Some(7), ..plain };
         let mut a = plain;
         a.add(&quant);
@@ -263,10 +269,15 @@ mod tests {
     #[test]
     fn the_wrapper_forwards_every_defaulted_hook() {
         for name in crate::method_names() {
-            let p = crate::testing::with_counts(name, MethodParams::new(2000, 16, 16 * 400).with_epochs(2).with_steps(10, None));
+            let p = crate::testing::with_counts(
+                name,
+                MethodParams::new(2000, 16, 16 * 400).with_epochs(2).with_steps(10, None),
+            );
             let mut plain = build_method(name, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut wrapped = Quantized::new(build_method(name, &p).unwrap(), Quantize::Int8);
-            let facts = |m: &mut dyn EmbeddingMethod| (m.uses_step_hook(), m.within_budget(), m.row_widths(), m.layout_snapshot().is_some());
+            let facts = |m: &mut dyn EmbeddingMethod| {
+                (m.uses_step_hook(), m.within_budget(), m.row_widths(), m.layout_snapshot().is_some())
+            };
             assert_eq!(facts(plain.as_mut()), facts(&mut wrapped), "{name}: before training");
             for step in 1..=10 {
                 let (a, b) = (plain.on_step(step).map(|r| r.changed), wrapped.on_step(step).map(|r| r.changed));
@@ -285,7 +296,8 @@ mod tests {
     fn every_method_quantizes_its_own_rows() {
         for name in crate::method_names() {
             let p = crate::testing::with_counts(name, MethodParams::new(2000, 16, 16 * 400));
-            let mut m = Quantized::new(build_method(name, &p).unwrap_or_else(|e| panic!("{name}: {e}")), Quantize::Int8);
+            let mut m =
+                Quantized::new(build_method(name, &p).unwrap_or_else(|e| panic!("{name}: {e}")), Quantize::Int8);
             m.on_train_end().unwrap();
             // After training: PQ/RQ have compressed (their rows are now codewords).
             let widths = m.row_widths();
@@ -297,7 +309,12 @@ mod tests {
             let expect: u64 = lens.iter().zip(&widths).map(|(&l, &w)| quantized_bytes(l, w, 8)).sum();
             assert_eq!(acc.quantized_param_bytes, Some(expect), "{name}");
             if widths.iter().all(|&w| w >= 8) {
-                assert!(acc.param_bytes() < train.param_bytes(), "{name}: {} vs {}", acc.param_bytes(), train.param_bytes());
+                assert!(
+                    acc.param_bytes() < train.param_bytes(),
+                    "{name}: {} vs {}",
+                    acc.param_bytes(),
+                    train.param_bytes()
+                );
             }
         }
     }

@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn facts_are_the_registered_ones() {
-        let with = |f: fn(&Facts) -> bool| -> Vec<&str> { entries().iter().filter(|e| f(&e.facts)).map(|e| e.name).collect() };
+        let with =
+            |f: fn(&Facts) -> bool| -> Vec<&str> { entries().iter().filter(|e| f(&e.facts)).map(|e| e.name).collect() };
         assert_eq!(with(|f| f.post_training), ["pq", "rq"]);
         assert_eq!(with(|f| f.trains_full_table), ["pq", "rq", "pep", "magprune"]);
         assert_eq!(with(|f| f.needs_counts), ["mdfreq"]);

@@ -22,7 +22,12 @@ pub fn check_gradients(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>
 /// [`check_gradients`] with finite-difference step `h`: methods with several ReLU layers (deeper
 /// DHE) are piecewise linear in a weight, and a step that crosses a kink is not exact, so they
 /// use a smaller one.
-pub fn check_gradients_step(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>, params: &MethodParams, ids: &[u32], h: f32) {
+pub fn check_gradients_step(
+    build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>,
+    params: &MethodParams,
+    ids: &[u32],
+    h: f32,
+) {
     let lr = 0.5f32;
     let p = params.clone().with_optimizer(RowOptimizer::Sgd { lr });
     let mut m = build(&p);
@@ -59,9 +64,18 @@ pub fn check_gradients_step(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMe
         for j in 0..before[gi].len() {
             let want = before[gi][j] as f64 - lr as f64 * numeric[gi][j];
             let got = after[gi][j] as f64;
-            assert!((want - got).abs() <= 2e-3 * (1.0 + want.abs()), "{}: group {gi} weight {j}: sparse update {got} vs dense reference {want}", m.name());
+            assert!(
+                (want - got).abs() <= 2e-3 * (1.0 + want.abs()),
+                "{}: group {gi} weight {j}: sparse update {got} vs dense reference {want}",
+                m.name()
+            );
             if numeric[gi][j] == 0.0 {
-                assert_eq!(after[gi][j].to_bits(), before[gi][j].to_bits(), "{}: weight {gi}/{j} has no gradient but changed", m.name());
+                assert_eq!(
+                    after[gi][j].to_bits(),
+                    before[gi][j].to_bits(),
+                    "{}: weight {gi}/{j} has no gradient but changed",
+                    m.name()
+                );
             } else {
                 touched += 1;
             }
@@ -74,7 +88,12 @@ pub fn check_gradients_step(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMe
 }
 
 /// Trainable parameters equal the budget (within less than one row of `dim`) at several budgets.
-pub fn check_budgets(build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>, vocab: usize, dim: usize, budgets: &[u64]) {
+pub fn check_budgets(
+    build: &dyn Fn(&MethodParams) -> Box<dyn EmbeddingMethod>,
+    vocab: usize,
+    dim: usize,
+    budgets: &[u64],
+) {
     for &b in budgets {
         let m = build(&MethodParams::new(vocab, dim, b));
         let t = m.accounting().trainable_params;

@@ -34,7 +34,12 @@ pub fn random_dataset(rows: usize, n_tables: usize, vocab: usize, seed: u64) -> 
 
 /// Trains one epoch of `steps` batches and returns training samples/s (evaluation, clustering and
 /// data generation excluded).
-pub fn throughput(model: &ModelConfig, spec: &EmbeddingSpec, ds: &Dataset, cfg: &TrainConfig) -> Result<f64, TrainError> {
+pub fn throughput(
+    model: &ModelConfig,
+    spec: &EmbeddingSpec,
+    ds: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<f64, TrainError> {
     let cfg = TrainConfig { epochs: 1, progress: false, ..cfg.clone() };
     Ok(train(ds, model, spec, &cfg)?.train_samples_per_s)
 }
@@ -49,7 +54,10 @@ pub fn random_gmf_dataset(rows: usize, users: usize, items: usize, seed: u64) ->
         dense_names: vec![],
         cat_names: vec!["user".into(), "item".into()],
         dense: Default::default(),
-        cats: (0..n).flat_map(|_| [rng.random_range(0..users as u32), rng.random_range(0..items as u32)]).collect::<Vec<u32>>().into(),
+        cats: (0..n)
+            .flat_map(|_| [rng.random_range(0..users as u32), rng.random_range(0..items as u32)])
+            .collect::<Vec<u32>>()
+            .into(),
         labels: (0..n).map(|i| (i % 2 == 0) as u8).collect::<Vec<u8>>().into(),
         cardinalities: vec![users, items],
         splits: Splits { train: 0..rows, val: rows..rows + eval, test: rows + eval..n },
@@ -73,8 +81,14 @@ pub fn dlrm_train_flops_per_sample(cfg: &DlrmConfig, n_tables: usize) -> f64 {
 /// GFLOP/s of one large single-precision matrix product `[m, k] x [k, n]` on `device` (the
 /// backend's GEMM, as the MLPs use it): the best of `reps` timed runs after one warm-up.
 pub fn gemm_peak_gflops(device: &Device, m: usize, k: usize, n: usize, reps: usize) -> f64 {
-    let a = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<f32>>(), [m, k]), device);
-    let b = Tensor::<2>::from_data(TensorData::new((0..k * n).map(|i| (i % 5) as f32 * 0.1).collect::<Vec<f32>>(), [k, n]), device);
+    let a = Tensor::<2>::from_data(
+        TensorData::new((0..m * k).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<f32>>(), [m, k]),
+        device,
+    );
+    let b = Tensor::<2>::from_data(
+        TensorData::new((0..k * n).map(|i| (i % 5) as f32 * 0.1).collect::<Vec<f32>>(), [k, n]),
+        device,
+    );
     let run = || {
         let t0 = Instant::now();
         // Read one scalar that depends on every output element: on a lazy backend (wgpu) the
@@ -182,7 +196,29 @@ pub fn gemm_direct(shape: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32], threa
     let (rhs_cs, rhs_rs) = if shape.rhs_t { (k as isize, 1) } else { (1, n as isize) };
     let par = if threads <= 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
     // SAFETY: the lengths are checked above and the strides address exactly those elements.
-    unsafe { gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), lhs_cs, lhs_rs, b.as_ptr(), rhs_cs, rhs_rs, 0.0f32, 1.0f32, false, false, false, par) }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            b.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
 /// GFLOP/s (median, min, max) of `shape` through the backend's `matmul` as the training step
@@ -219,10 +255,26 @@ pub struct ClusterBench {
 /// One cluster step of CQR over tables of `cards` ids (a table that fits `cap` stays dense, as
 /// in training), after `rows` rows of Zipf(`zipf_s`) ids have been seen, as in an epoch over
 /// planted data of that many rows.
-pub fn cluster_step(cards: &[usize], dim: usize, cap: u64, rows: usize, zipf_s: f64, options: serde_json::Value, seed: u64) -> Result<ClusterBench, TrainError> {
+pub fn cluster_step(
+    cards: &[usize],
+    dim: usize,
+    cap: u64,
+    rows: usize,
+    zipf_s: f64,
+    options: serde_json::Value,
+    seed: u64,
+) -> Result<ClusterBench, TrainError> {
     let names: Vec<String> = (1..=cards.len()).map(|i| format!("C{i}")).collect();
-    let spec = EmbeddingSpec { method: "cqr".into(), budget: cap, options, init_scale: 0.05, quantize: None, dense_under_cap: true };
-    let mut tables = EmbeddingTables::new(&spec, &names, cards, dim, cqr_methods::RowOptimizer::default(), 2, (0, None), seed, &[])?;
+    let spec = EmbeddingSpec {
+        method: "cqr".into(),
+        budget: cap,
+        options,
+        init_scale: 0.05,
+        quantize: None,
+        dense_under_cap: true,
+    };
+    let mut tables =
+        EmbeddingTables::new(&spec, &names, cards, dim, cqr_methods::RowOptimizer::default(), 2, (0, None), seed, &[])?;
     let t0 = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let batch = 1 << 16;
@@ -238,7 +290,10 @@ pub fn cluster_step(cards: &[usize], dim: usize, cap: u64, rows: usize, zipf_s: 
         for start in (0..rows).step_by(batch) {
             ids.clear();
             // Rank r -> id (r * a) mod n, a fixed odd stride: popular ids spread over the range.
-            ids.extend((start..(start + batch).min(rows)).map(|_| ((zipf.sample(&mut rng) as u64 * 2_654_435_761) % cards[c] as u64) as u32));
+            ids.extend(
+                (start..(start + batch).min(rows))
+                    .map(|_| ((zipf.sample(&mut rng) as u64 * 2_654_435_761) % cards[c] as u64) as u32),
+            );
             ids.iter().for_each(|&i| seen[i as usize] = true);
             m.backward(&ids, &zero[..ids.len() * dim]);
         }
@@ -275,7 +330,9 @@ mod tests {
         let want = 2048.0 * (dlrm_train_flops_per_sample(&cfg, 26) - interaction - skipped_dx);
         assert!((sum - want).abs() < 1e-6 * want, "{sum} vs {want}");
         assert_eq!((shapes[0].m, shapes[0].k, shapes[0].n), (2048, 13, 512));
-        assert!(shapes.iter().any(|s| s.layer == "top 367x512" && s.pass == "dW" && (s.m, s.k, s.n) == (367, 2048, 512)));
+        assert!(shapes
+            .iter()
+            .any(|s| s.layer == "top 367x512" && s.pass == "dW" && (s.m, s.k, s.n) == (367, 2048, 512)));
     }
 
     #[test]
@@ -293,7 +350,11 @@ mod tests {
                 for i in 0..m {
                     for j in 0..n {
                         let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
-                        assert!((c[i * n + j] - want).abs() < 1e-4, "{lhs_t} {rhs_t}: c[{i},{j}] = {} vs {want}", c[i * n + j]);
+                        assert!(
+                            (c[i * n + j] - want).abs() < 1e-4,
+                            "{lhs_t} {rhs_t}: c[{i},{j}] = {} vs {want}",
+                            c[i * n + j]
+                        );
                     }
                 }
             }

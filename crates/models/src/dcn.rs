@@ -107,13 +107,22 @@ mod tests {
         let cfg = DcnConfig { dim: 2, cross_layers: 1, deep: vec![3] };
         let m = Dcn::new(&cfg, 1, 2, 7, &device);
         let dense = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0], [2, 1]), &device);
-        let emb = Tensor::<3>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.0, 0.25, 1.0], [2, 2, 2]), &device);
+        let emb = Tensor::<3>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, -1.0, 0.0, 0.25, 1.0], [2, 2, 2]),
+            &device,
+        );
         // By hand for row 0: x0 = [0.5, table0 row0 (1, 2), table1 row0 (-1, 0)].
         let x0 = [0.5f32, 1.0, 2.0, -1.0, 0.0];
         let w: Vec<f32> = m.cross[0].weight.val().into_data().try_to_vec::<f32>().unwrap(); // [in, out]
         let b: Vec<f32> = m.cross[0].bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
-        let x1: Vec<f32> = (0..5).map(|j| x0[j] * ((0..5).map(|i| x0[i] * w[i * 5 + j]).sum::<f32>() + b[j]) + x0[j]).collect();
-        let h: Vec<f32> = m.deep.forward(Tensor::<2>::from_data(TensorData::new(x0.to_vec(), [1, 5]), &device)).into_data().try_to_vec::<f32>().unwrap();
+        let x1: Vec<f32> =
+            (0..5).map(|j| x0[j] * ((0..5).map(|i| x0[i] * w[i * 5 + j]).sum::<f32>() + b[j]) + x0[j]).collect();
+        let h: Vec<f32> = m
+            .deep
+            .forward(Tensor::<2>::from_data(TensorData::new(x0.to_vec(), [1, 5]), &device))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let wo: Vec<f32> = m.out.weight.val().into_data().try_to_vec::<f32>().unwrap();
         let bo: f32 = m.out.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap()[0];
         let want = x1.iter().chain(&h).zip(&wo).map(|(a, w)| a * w).sum::<f32>() + bo;

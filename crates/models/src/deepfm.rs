@@ -52,7 +52,7 @@ impl DeepFm {
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
     pub fn forward(&self, dense: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
         let x0 = self.body.input(dense, emb.clone()); // [batch, n]
-        // In this order (first order, FM, DNN): the stored records' float sums.
+                                                      // In this order (first order, FM, DNN): the stored records' float sums.
         self.body.linear.forward(x0.clone()) + fm_pairwise(emb) + self.body.deep.forward(x0)
     }
 }
@@ -79,7 +79,10 @@ mod tests {
         let got: Vec<f32> = fm_pairwise(emb).into_data().try_to_vec::<f32>().unwrap();
         for (r, g) in got.iter().enumerate() {
             let e = |f: usize, k: usize| v[f * 4 + r * 2 + k];
-            let want: f32 = (0..3).flat_map(|f| (0..f).map(move |h| (f, h))).map(|(f, h)| (0..2).map(|k| e(f, k) * e(h, k)).sum::<f32>()).sum();
+            let want: f32 = (0..3)
+                .flat_map(|f| (0..f).map(move |h| (f, h)))
+                .map(|(f, h)| (0..2).map(|k| e(f, k) * e(h, k)).sum::<f32>())
+                .sum();
             assert!((g - want).abs() < 1e-5, "row {r}: {g} vs {want}");
         }
     }

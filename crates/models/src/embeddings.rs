@@ -9,7 +9,9 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use cqr_methods::{build_method, Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Quantize, Quantized, RowOptimizer};
+use cqr_methods::{
+    build_method, Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Quantize, Quantized, RowOptimizer,
+};
 
 /// Which method and budget the tables use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +80,11 @@ impl EmbeddingTables {
     ) -> Result<Self, MethodError> {
         let mut methods = Vec::with_capacity(cardinalities.len());
         for (c, &vocab) in cardinalities.iter().enumerate() {
-            let name = if spec.dense_under_cap && (vocab as u64) * (dim as u64) <= spec.budget { "dense" } else { spec.method.as_str() };
+            let name = if spec.dense_under_cap && (vocab as u64) * (dim as u64) <= spec.budget {
+                "dense"
+            } else {
+                spec.method.as_str()
+            };
             let options = if name == spec.method { spec.options.clone() } else { serde_json::Value::Null };
             let p = MethodParams {
                 vocab,
@@ -97,7 +103,11 @@ impl EmbeddingTables {
             };
             let m = build_method(name, &p).map_err(|e| match e {
                 // Keep the kind: an impossible budget is a property of the cell, not a bug.
-                MethodError::Budget { method, budget, reason } => MethodError::Budget { method, budget, reason: format!("table {} (vocab {vocab}): {reason}", columns[c]) },
+                MethodError::Budget { method, budget, reason } => MethodError::Budget {
+                    method,
+                    budget,
+                    reason: format!("table {} (vocab {vocab}): {reason}", columns[c]),
+                },
                 other => MethodError::Invalid(format!("table {} (vocab {vocab}): {other}", columns[c])),
             })?;
             methods.push(match spec.quantize {
@@ -146,8 +156,12 @@ impl EmbeddingTables {
     }
 
     /// Runs a lifecycle hook on every table in parallel; returns the reports of tables that changed.
-    pub fn hook(&mut self, f: impl Fn(&mut dyn EmbeddingMethod) -> Result<HookReport, MethodError> + Sync) -> Result<Vec<String>, MethodError> {
-        let reports: Vec<Result<HookReport, MethodError>> = self.methods.par_iter_mut().map(|m| f(m.as_mut())).collect();
+    pub fn hook(
+        &mut self,
+        f: impl Fn(&mut dyn EmbeddingMethod) -> Result<HookReport, MethodError> + Sync,
+    ) -> Result<Vec<String>, MethodError> {
+        let reports: Vec<Result<HookReport, MethodError>> =
+            self.methods.par_iter_mut().map(|m| f(m.as_mut())).collect();
         let mut out = vec![];
         for (c, r) in reports.into_iter().enumerate() {
             let r = r?;
@@ -182,7 +196,12 @@ impl EmbeddingTables {
         self.methods
             .iter()
             .zip(&self.columns)
-            .map(|(m, c)| TableRecord { column: c.clone(), vocab: m.vocab(), method: m.name().to_string(), accounting: m.accounting() })
+            .map(|(m, c)| TableRecord {
+                column: c.clone(),
+                vocab: m.vocab(),
+                method: m.name().to_string(),
+                accounting: m.accounting(),
+            })
             .collect()
     }
 
@@ -208,9 +227,17 @@ mod tests {
     /// pointers and T1 hash together (the weights alone would be read through new pointers).
     #[test]
     fn a_snapshot_restores_cqr_across_a_cluster_step() {
-        let spec = EmbeddingSpec { method: "cqr".into(), budget: 16 * 8, options: serde_json::json!({ "n_chunks": 2 }), init_scale: 0.05, quantize: None, dense_under_cap: true };
+        let spec = EmbeddingSpec {
+            method: "cqr".into(),
+            budget: 16 * 8,
+            options: serde_json::json!({ "n_chunks": 2 }),
+            init_scale: 0.05,
+            quantize: None,
+            dense_under_cap: true,
+        };
         let cols = vec!["a".to_string()];
-        let mut t = EmbeddingTables::new(&spec, &cols, &[300], 8, RowOptimizer::default(), 3, (10, None), 1, &[]).unwrap();
+        let mut t =
+            EmbeddingTables::new(&spec, &cols, &[300], 8, RowOptimizer::default(), 3, (10, None), 1, &[]).unwrap();
         let ids: Vec<u32> = (0..300).collect();
         let grad: Vec<f32> = (0..300 * 8).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.01).collect();
         let mut before = vec![];
@@ -234,8 +261,16 @@ mod tests {
     fn dense_under_cap_decides_small_tables() {
         let cols = vec!["small".to_string(), "large".to_string()];
         let names = |under: bool| {
-            let spec = EmbeddingSpec { method: "hashing".into(), budget: 64 * 8, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: under };
-            let t = EmbeddingTables::new(&spec, &cols, &[50, 1000], 8, RowOptimizer::default(), 1, (10, None), 1, &[]).unwrap();
+            let spec = EmbeddingSpec {
+                method: "hashing".into(),
+                budget: 64 * 8,
+                options: serde_json::Value::Null,
+                init_scale: 0.05,
+                quantize: None,
+                dense_under_cap: under,
+            };
+            let t = EmbeddingTables::new(&spec, &cols, &[50, 1000], 8, RowOptimizer::default(), 1, (10, None), 1, &[])
+                .unwrap();
             t.methods.iter().map(|m| m.name()).collect::<Vec<_>>()
         };
         assert_eq!(names(true), ["dense", "hashing"]);

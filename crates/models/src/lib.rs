@@ -3,17 +3,20 @@
 pub mod bench;
 pub mod dcn;
 pub mod deepfm;
+pub mod embeddings;
 pub mod fused;
 pub mod net;
 pub mod probe;
-pub mod embeddings;
 pub mod train;
 pub mod wdl;
 
 pub use dcn::DcnConfig;
-pub use fused::Precision;
 pub use deepfm::DeepFmConfig;
-pub use net::DlrmConfig;
-pub use wdl::WdlConfig;
 pub use embeddings::{EmbeddingSpec, EmbeddingTables, TableRecord};
-pub use train::{train, EvalPoint, MlpBackend, FrequencyBce, FREQ_BOUNDS, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle, TrainConfig, TrainError};
+pub use fused::Precision;
+pub use net::DlrmConfig;
+pub use train::{
+    train, EvalPoint, FrequencyBce, MlpBackend, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle,
+    TrainConfig, TrainError, FREQ_BOUNDS,
+};
+pub use wdl::WdlConfig;

@@ -59,10 +59,16 @@ impl DlrmConfig {
         }
         if n_dense > 0 {
             if self.bottom.first() != Some(&n_dense) {
-                return Err(format!("dlrm: bottom MLP must start with the {n_dense} dense features, got {:?}", self.bottom));
+                return Err(format!(
+                    "dlrm: bottom MLP must start with the {n_dense} dense features, got {:?}",
+                    self.bottom
+                ));
             }
             if self.bottom.last() != Some(&self.dim) || self.bottom.len() < 2 {
-                return Err(format!("dlrm: bottom MLP must end with the embedding dim {}, got {:?}", self.dim, self.bottom));
+                return Err(format!(
+                    "dlrm: bottom MLP must end with the embedding dim {}, got {:?}",
+                    self.dim, self.bottom
+                ));
             }
         }
         if self.top.iter().chain(&self.bottom).any(|&s| s == 0) {
@@ -79,7 +85,10 @@ pub fn linear(i: usize, o: usize, rng: &mut ChaCha8Rng, device: &Device) -> Line
     let bn = Normal::new(0.0f32, (1.0 / o as f32).sqrt()).unwrap();
     let weight: Vec<f32> = (0..i * o).map(|_| wn.sample(rng)).collect();
     let bias: Vec<f32> = (0..o).map(|_| bn.sample(rng)).collect();
-    Linear { weight: Param::from_data(TensorData::new(weight, [i, o]), device), bias: Some(Param::from_data(TensorData::new(bias, [o]), device)) }
+    Linear {
+        weight: Param::from_data(TensorData::new(weight, [i, o]), device),
+        bias: Some(Param::from_data(TensorData::new(bias, [o]), device)),
+    }
 }
 
 /// The flat input of the feature-concatenating backbones (DCN-v2, DeepFM, Wide & Deep):
@@ -242,7 +251,11 @@ impl Dlrm {
 
     /// Both MLPs at `precision` (the interaction stays f32).
     pub fn with_precision(self, precision: Precision) -> Self {
-        Dlrm { bottom: self.bottom.map(|m| m.with_precision(precision)), top: self.top.with_precision(precision), ..self }
+        Dlrm {
+            bottom: self.bottom.map(|m| m.with_precision(precision)),
+            top: self.top.with_precision(precision),
+            ..self
+        }
     }
 
     /// `dense: [batch, n_dense]`, `emb: [tables, batch, dim]` -> logits `[batch, 1]`.
@@ -329,11 +342,21 @@ fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: bu
 }
 
 impl Net {
-    pub(crate) fn new(model: &ModelConfig, ds: &Dataset, seed: u64, precision: Precision, device: &Device) -> Result<Net, TrainError> {
+    pub(crate) fn new(
+        model: &ModelConfig,
+        ds: &Dataset,
+        seed: u64,
+        precision: Precision,
+        device: &Device,
+    ) -> Result<Net, TrainError> {
         model.check_precision(precision).map_err(TrainError::Config)?;
         if !precision.is_f32() {
             if !crate::fused::fused_available(device) {
-                let why = if crate::fused::fused_available(&Device::flex()) { "a backend other than flex" } else { "burn's op graph (CQR_KERNELS=burn)" };
+                let why = if crate::fused::fused_available(&Device::flex()) {
+                    "a backend other than flex"
+                } else {
+                    "burn's op graph (CQR_KERNELS=burn)"
+                };
                 return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));
             }
         }
@@ -345,7 +368,10 @@ impl Net {
             }
             ModelConfig::Gmf { dim } => {
                 if n_cat != 2 || *dim == 0 {
-                    return Err(TrainError::Config(format!("gmf needs a (user, item) dataset and dim >= 1; {} has {} columns", ds.name, n_cat)));
+                    return Err(TrainError::Config(format!(
+                        "gmf needs a (user, item) dataset and dim >= 1; {} has {} columns",
+                        ds.name, n_cat
+                    )));
                 }
                 Net::Gmf
             }

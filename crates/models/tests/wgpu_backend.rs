@@ -9,7 +9,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use cqr_data::synthetic::{generate_criteo, CriteoSynthConfig};
 use cqr_models::net::{graph_bce_with_logits, Dlrm};
-use cqr_models::{train, DlrmConfig, MlpBackend, EmbeddingSpec, ModelConfig, Precision, TrainConfig};
+use cqr_models::{train, DlrmConfig, EmbeddingSpec, MlpBackend, ModelConfig, Precision, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -21,7 +21,11 @@ fn wgpu_or_skip<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> 
         Ok(r) => return Some(r),
         Err(p) => p,
     };
-    let why = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("(no message)");
+    let why = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
     if std::env::var_os("CQR_REQUIRE_WGPU").is_some() {
         panic!("wgpu failed and CQR_REQUIRE_WGPU is set: {why}");
     }
@@ -68,10 +72,32 @@ fn wgpu_loss_and_gradients_match_flex_on_one_batch() {
 
 #[test]
 fn wgpu_matches_flex_over_an_epoch_of_training() {
-    let ds = generate_criteo(&CriteoSynthConfig { rows: 6000, cardinality_scale: 0.001, max_cardinality: 50, seed: 2, ..Default::default() }).unwrap();
-    let spec = EmbeddingSpec { method: "hashing".into(), budget: 160, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+    let ds = generate_criteo(&CriteoSynthConfig {
+        rows: 6000,
+        cardinality_scale: 0.001,
+        max_cardinality: 50,
+        seed: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let spec = EmbeddingSpec {
+        method: "hashing".into(),
+        budget: 160,
+        options: serde_json::Value::Null,
+        init_scale: 0.05,
+        quantize: None,
+        dense_under_cap: true,
+    };
     let model = ModelConfig::Dlrm(DlrmConfig::small());
-    let cfg = |backend| TrainConfig { lr: 3e-3, batch_size: 256, epochs: 1, eval_every_steps: Some(4), seed: 1, backend, ..Default::default() };
+    let cfg = |backend| TrainConfig {
+        lr: 3e-3,
+        batch_size: 256,
+        epochs: 1,
+        eval_every_steps: Some(4),
+        seed: 1,
+        backend,
+        ..Default::default()
+    };
     let flex = train(&ds, &model, &spec, &cfg(MlpBackend::Flex)).unwrap();
     let Some(gpu) = wgpu_or_skip(|| train(&ds, &model, &spec, &cfg(MlpBackend::Wgpu))) else { return };
     let gpu = gpu.unwrap();
@@ -82,10 +108,17 @@ fn wgpu_matches_flex_over_an_epoch_of_training() {
     for (a, b) in flex.evals.iter().zip(&gpu.evals) {
         let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * x.abs().max(1e-3);
         assert!(close(a.train_loss, b.train_loss), "train loss flex {} vs wgpu {}", a.train_loss, b.train_loss);
-        assert!(close(a.scores.val_bce, b.scores.val_bce) && close(a.scores.test_bce, b.scores.test_bce), "{:?} vs {:?}", a.scores, b.scores);
+        assert!(
+            close(a.scores.val_bce, b.scores.val_bce) && close(a.scores.test_bce, b.scores.test_bce),
+            "{:?} vs {:?}",
+            a.scores,
+            b.scores
+        );
     }
     eprintln!("flex {:.0} samples/s, wgpu {:.0} samples/s", flex.train_samples_per_s, gpu.train_samples_per_s);
     // bf16 runs on the fused CPU kernels only: refused on wgpu, before any training.
-    let err = train(&ds, &model, &spec, &TrainConfig { precision: Precision::Bf16, ..cfg(MlpBackend::Wgpu) }).unwrap_err().to_string();
+    let err = train(&ds, &model, &spec, &TrainConfig { precision: Precision::Bf16, ..cfg(MlpBackend::Wgpu) })
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bf16") && err.contains("fused"), "{err}");
 }

@@ -6,8 +6,10 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use cqr_data::synthetic::KAGGLE_CARDINALITIES;
-use cqr_models::bench::{cluster_step, dlrm_train_flops_per_sample, gemm_peak_gflops, random_dataset, random_gmf_dataset, throughput};
-use cqr_models::{DlrmConfig, MlpBackend, EmbeddingSpec, ModelConfig, OptimizerKind, Precision, TrainConfig};
+use cqr_models::bench::{
+    cluster_step, dlrm_train_flops_per_sample, gemm_peak_gflops, random_dataset, random_gmf_dataset, throughput,
+};
+use cqr_models::{DlrmConfig, EmbeddingSpec, MlpBackend, ModelConfig, OptimizerKind, Precision, TrainConfig};
 
 /// Throughput cases: (name, model, method, rows per table, cap).
 const CASES: [(&str, &str, &str, usize, u64); 22] = [
@@ -80,7 +82,13 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     // 2026-12-06): it is measured again before every DLRM case and the best so far is used, so a
     // slow moment at the start does not inflate the "of GEMM peak" column.
     let mut peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
-    println!("{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph), MLP precision {:?}", cpu_model(), o.backend, cqr_models::fused::kernels(), o.precision);
+    println!(
+        "{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph), MLP precision {:?}",
+        cpu_model(),
+        o.backend,
+        cqr_models::fused::kernels(),
+        o.precision
+    );
     println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5; measured again before each DLRM case, the best so far used): {peak:.1} GFLOP/s");
     if o.repeats == 0 {
         bail!("--repeats must be >= 1");
@@ -95,12 +103,27 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     } else if CASES.iter().any(|c| wanted(c.0)) {
         println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
     }
-    let cfg = TrainConfig { optimizer: OptimizerKind::Adam, lr: 1e-3, batch_size: o.batch, epochs: 1, backend: o.backend, precision: o.precision, ..Default::default() };
+    let cfg = TrainConfig {
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-3,
+        batch_size: o.batch,
+        epochs: 1,
+        backend: o.backend,
+        precision: o.precision,
+        ..Default::default()
+    };
     for (name, model, method, vocab, cap) in CASES {
         if !wanted(name) {
             continue;
         }
-        let spec = EmbeddingSpec { method: method.into(), budget: cap, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+        let spec = EmbeddingSpec {
+            method: method.into(),
+            budget: cap,
+            options: serde_json::Value::Null,
+            init_scale: 0.05,
+            quantize: None,
+            dense_under_cap: true,
+        };
         let (net, ds) = case_data(o, model, vocab, &dlrm);
         let is_gmf = matches!(net, ModelConfig::Gmf { .. });
         if let Some(axis) = o.ab {
@@ -117,10 +140,13 @@ pub fn run(o: &BenchOptions) -> Result<()> {
             peak = peak.max(gemm_peak_gflops(&device, 2048, 1024, 1024, 5));
         }
         let runs = repeated(o.repeats, || throughput(&net, &spec, &ds, &cfg))?;
-        let (rows, gflops_per_sps) = if is_gmf { ("6040/3706".to_string(), None) } else { (vocab.to_string(), Some(flops / 1e9)) };
+        let (rows, gflops_per_sps) =
+            if is_gmf { ("6040/3706".to_string(), None) } else { (vocab.to_string(), Some(flops / 1e9)) };
         let (sps, lo, hi) = median_range(&runs);
         let cap_s = if cap == u64::MAX { "-".to_string() } else { cap.to_string() };
-        let (g, f) = gflops_per_sps.map_or(("-".into(), "-".into()), |k| (format!("{:.1}", sps * k), format!("{:.0}%", 100.0 * sps * k / peak)));
+        let (g, f) = gflops_per_sps.map_or(("-".into(), "-".into()), |k| {
+            (format!("{:.1}", sps * k), format!("{:.0}%", 100.0 * sps * k / peak))
+        });
         println!("| {name} | {model} | {method} | {rows} | {cap_s} | {sps:.0} | {lo:.0}-{hi:.0} | {g} | {f} |");
     }
     if o.ab.is_none() && CASES.iter().any(|c| wanted(c.0) && c.1 != "gmf") {
@@ -128,7 +154,9 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     }
     if wanted("cluster-kaggle") {
         let options = match &o.cluster_options {
-            Some(s) => serde_json::from_str(s).map_err(|e| anyhow::anyhow!("--cluster-options: not a JSON object: {e}"))?,
+            Some(s) => {
+                serde_json::from_str(s).map_err(|e| anyhow::anyhow!("--cluster-options: not a JSON object: {e}"))?
+            }
             None => json!({"n_chunks": 4}),
         };
         cluster_kaggle(o.cluster_rows, options)?;
@@ -154,10 +182,25 @@ fn gemm_shapes(o: &BenchOptions, dlrm: &DlrmConfig, threads: usize) -> Result<()
     let mut time = [0.0f64; 3];
     let mut best_time = 0.0;
     for s in dlrm_step_gemms(dlrm, o.batch, 26) {
-        let r = [gemm_backend_gflops(device, &s, reps), gemm_direct_gflops(&s, 1, reps), gemm_direct_gflops(&s, threads, reps)];
+        let r = [
+            gemm_backend_gflops(device, &s, reps),
+            gemm_direct_gflops(&s, 1, reps),
+            gemm_direct_gflops(&s, threads, reps),
+        ];
         let best = (0..3).max_by(|&a, &b| r[a].0.total_cmp(&r[b].0)).unwrap_or(0);
-        let cell = |i: usize| format!("{:.1} [{:.0}-{:.0}]{}", r[i].0, r[i].1, r[i].2, if i == best { " *" } else { "" });
-        println!("| {} | {} | {} x {} x {} | {} | {} | {} |", s.layer, s.pass, s.m, s.k, s.n, cell(0), cell(1), cell(2));
+        let cell =
+            |i: usize| format!("{:.1} [{:.0}-{:.0}]{}", r[i].0, r[i].1, r[i].2, if i == best { " *" } else { "" });
+        println!(
+            "| {} | {} | {} x {} x {} | {} | {} | {} |",
+            s.layer,
+            s.pass,
+            s.m,
+            s.k,
+            s.n,
+            cell(0),
+            cell(1),
+            cell(2)
+        );
         let gflop = s.flops() / 1e9;
         (0..3).for_each(|i| time[i] += gflop / r[i].0);
         best_time += gflop / r[best].0;
@@ -181,8 +224,14 @@ pub enum AbAxis {
 /// The arms of `axis`: name, training config, and the kernels to force (`cqr_models::fused::force_kernels`).
 fn ab_arms(axis: AbAxis, cfg: &TrainConfig) -> [(&'static str, TrainConfig, Option<bool>); 2] {
     match axis {
-        AbAxis::Precision => [("f32", TrainConfig { precision: Precision::F32, ..cfg.clone() }, None), ("bf16", TrainConfig { precision: Precision::Bf16, ..cfg.clone() }, None)],
-        AbAxis::Kernels => [("burn", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(false)), ("fused", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(true))],
+        AbAxis::Precision => [
+            ("f32", TrainConfig { precision: Precision::F32, ..cfg.clone() }, None),
+            ("bf16", TrainConfig { precision: Precision::Bf16, ..cfg.clone() }, None),
+        ],
+        AbAxis::Kernels => [
+            ("burn", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(false)),
+            ("fused", TrainConfig { precision: Precision::F32, ..cfg.clone() }, Some(true)),
+        ],
     }
 }
 
@@ -200,7 +249,13 @@ fn case_data(o: &BenchOptions, model: &str, vocab: usize, dlrm: &DlrmConfig) -> 
 /// A paired comparison of the two arms of `axis` in this process: one untimed run of each, then
 /// `rounds` rounds in alternating order (A B, B A, ...), so that a drift of the machine's speed
 /// hits both arms alike; prints one table row.
-fn ab_case(name: &str, axis: AbAxis, rounds: usize, mut run: impl FnMut(&TrainConfig) -> Result<f64, cqr_models::TrainError>, cfg: &TrainConfig) -> Result<()> {
+fn ab_case(
+    name: &str,
+    axis: AbAxis,
+    rounds: usize,
+    mut run: impl FnMut(&TrainConfig) -> Result<f64, cqr_models::TrainError>,
+    cfg: &TrainConfig,
+) -> Result<()> {
     let arms = ab_arms(axis, cfg);
     let mut one = |arm: usize| {
         cqr_models::fused::force_kernels(arms[arm].2);
@@ -217,7 +272,11 @@ fn ab_case(name: &str, axis: AbAxis, rounds: usize, mut run: impl FnMut(&TrainCo
         }
     }
     let (ratio, lo, hi) = ab_ratio(&sps[0], &sps[1]);
-    println!("| {name} | {:.0} | {:.0} | {ratio:.3} | {lo:.3}-{hi:.3} | {rounds} |", median_range(&sps[0]).0, median_range(&sps[1]).0);
+    println!(
+        "| {name} | {:.0} | {:.0} | {ratio:.3} | {lo:.3}-{hi:.3} | {rounds} |",
+        median_range(&sps[0]).0,
+        median_range(&sps[1]).0
+    );
     Ok(())
 }
 
@@ -263,9 +322,24 @@ fn ingest(o: &BenchOptions, dlrm: &DlrmConfig, cfg: &TrainConfig) -> Result<()> 
         let t = std::time::Instant::now();
         let ds = load_tabular_into(&src, &opts, RowSink::files(&out)?)?;
         let s = t.elapsed().as_secs_f64();
-        println!("ingest run {}: {:.1} s, {:.0} MB/s of raw TSV, {:.0} rows/s ({} rows, 26 vocabularies of {} ids in all)", rep + 1, s, mb / s, ds.n_rows() as f64 / s, ds.n_rows(), ds.cardinalities.iter().sum::<usize>());
+        println!(
+            "ingest run {}: {:.1} s, {:.0} MB/s of raw TSV, {:.0} rows/s ({} rows, 26 vocabularies of {} ids in all)",
+            rep + 1,
+            s,
+            mb / s,
+            ds.n_rows() as f64 / s,
+            ds.n_rows(),
+            ds.cardinalities.iter().sum::<usize>()
+        );
     }
-    let spec = EmbeddingSpec { method: "hashing".into(), budget: 3200, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+    let spec = EmbeddingSpec {
+        method: "hashing".into(),
+        budget: 3200,
+        options: serde_json::Value::Null,
+        init_scale: 0.05,
+        quantize: None,
+        dense_under_cap: true,
+    };
     let model = ModelConfig::Dlrm(dlrm.clone());
     let tc = TrainConfig { shuffle: cqr_models::Shuffle::Blocks { block_rows: 65_536, window: 8 }, ..cfg.clone() };
     for rep in 0..2 {
@@ -276,7 +350,11 @@ fn ingest(o: &BenchOptions, dlrm: &DlrmConfig, cfg: &TrainConfig) -> Result<()> 
             let n = (o.batch * o.steps).min(ds.splits.train.len() - 4096);
             ds.splits = cqr_data::Splits { train: 0..n, val: n..n + 2048, test: n + 2048..n + 4096 };
             let sps = throughput(&model, &spec, &ds, &tc)?;
-            println!("train from {:<6} (repeat {}): {sps:.0} samples/s", format!("{storage:?}").to_lowercase(), rep + 1);
+            println!(
+                "train from {:<6} (repeat {}): {sps:.0} samples/s",
+                format!("{storage:?}").to_lowercase(),
+                rep + 1
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

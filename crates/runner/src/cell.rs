@@ -29,20 +29,26 @@ pub fn load_dataset_counted(cfg: &DatasetConfig, cache: &Path, storage: Storage)
     };
     let ids = |paths: &[&PathBuf]| paths.iter().map(|p| file_identity(p)).collect::<Result<Vec<_>, _>>();
     Ok(match cfg {
-        DatasetConfig::SyntheticCriteo(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_criteo(c)?))?,
-        DatasetConfig::SyntheticGmf(c) => load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_gmf(c)?))?,
+        DatasetConfig::SyntheticCriteo(c) => {
+            load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_criteo(c)?))?
+        }
+        DatasetConfig::SyntheticGmf(c) => {
+            load_cached(Some(cache), &key(vec![]), storage, |s| s.absorb(generate_gmf(c)?))?
+        }
         DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => {
-            let format = if matches!(cfg, DatasetConfig::Criteo(_)) { TabularFormat::Criteo } else { TabularFormat::Avazu };
+            let format =
+                if matches!(cfg, DatasetConfig::Criteo(_)) { TabularFormat::Criteo } else { TabularFormat::Avazu };
             let train = f.path.to_vec();
             let all: Vec<&PathBuf> = train.iter().chain(f.test_path.as_ref()).collect();
             let src = TabularSource { format, train: train.clone(), test: f.test_path.clone() };
             load_cached(Some(cache), &key(ids(&all)?), storage, |s| load_tabular_into(&src, &f.preprocess, s))?
         }
-        DatasetConfig::Movielens(m) => {
-            load_cached(Some(cache), &key(ids(&[&m.path])?), storage, |s| s.absorb(load_movielens(&m.path, m.layout, m.bad_rows)?.0))?
-        }
+        DatasetConfig::Movielens(m) => load_cached(Some(cache), &key(ids(&[&m.path])?), storage, |s| {
+            s.absorb(load_movielens(&m.path, m.layout, m.bad_rows)?.0)
+        })?,
         DatasetConfig::Table(t) => {
-            let all: Vec<&PathBuf> = [Some(&t.path), t.val_path.as_ref(), t.test_path.as_ref()].into_iter().flatten().collect();
+            let all: Vec<&PathBuf> =
+                [Some(&t.path), t.val_path.as_ref(), t.test_path.as_ref()].into_iter().flatten().collect();
             load_cached(Some(cache), &key(ids(&all)?), storage, |s| load_table(t, s))?
         }
         DatasetConfig::LeastSquares(_) => return Err(anyhow!("least squares cells have no dataset")),
@@ -81,24 +87,55 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             // train file but different test files must not be averaged together).
             let label = match other {
                 DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => match &f.test_path {
-                    Some(t) => format!("{}+test:{}", ds.name, t.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+                    Some(t) => format!(
+                        "{}+test:{}",
+                        ds.name,
+                        t.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                    ),
                     None => ds.name.clone(),
                 },
                 _ => ds.name.clone(),
             };
-            let model = c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve_for(ds.n_dense())?;
+            let model = c
+                .model
+                .as_ref()
+                .ok_or_else(|| anyhow!("cell {} has no model", cell.name))?
+                .resolve_for(ds.n_dense())?;
             let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
-            let spec = EmbeddingSpec { method: method.name.clone(), budget: c.budget.unwrap_or(u64::MAX), options: method.options.clone(), init_scale: method.init_scale, quantize: method.quantize, dense_under_cap: method.dense_under_cap };
+            let spec = EmbeddingSpec {
+                method: method.name.clone(),
+                budget: c.budget.unwrap_or(u64::MAX),
+                options: method.options.clone(),
+                init_scale: method.init_scale,
+                quantize: method.quantize,
+                dense_under_cap: method.dense_under_cap,
+            };
             let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
             match train(&ds, &model, &spec, &tc) {
                 Ok(r) => (label, CellOutput::Train(Box::new(r))),
-                Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => (label, CellOutput::Infeasible { reason: e.to_string() }),
+                Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => {
+                    (label, CellOutput::Infeasible { reason: e.to_string() })
+                }
                 // A tuning trial whose learning rate is too high is a result (the worst), not a
                 // failure of the search.
-                Err(e @ cqr_models::TrainError::NonFinite { .. }) if c.tuning.is_some() => (label, CellOutput::Diverged { reason: e.to_string() }),
+                Err(e @ cqr_models::TrainError::NonFinite { .. }) if c.tuning.is_some() => {
+                    (label, CellOutput::Diverged { reason: e.to_string() })
+                }
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("cell {}", cell.name))),
             }
         }
     };
-    Ok((CellRecord { id: cell.id.clone(), name: cell.name.clone(), dataset, config: c.clone(), output, wall_s: t0.elapsed().as_secs_f64(), cpu: Some(crate::bench::cpu_model()), kernels: Some(cqr_models::fused::kernels().to_string()) }, outcome))
+    Ok((
+        CellRecord {
+            id: cell.id.clone(),
+            name: cell.name.clone(),
+            dataset,
+            config: c.clone(),
+            output,
+            wall_s: t0.elapsed().as_secs_f64(),
+            cpu: Some(crate::bench::cpu_model()),
+            kernels: Some(cqr_models::fused::kernels().to_string()),
+        },
+        outcome,
+    ))
 }

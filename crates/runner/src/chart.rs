@@ -45,16 +45,27 @@ pub struct Chart {
 }
 
 const COLORS: [RGBColor; 11] = [
-    RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207),
-    RGBColor(188, 189, 34), RGBColor(127, 127, 127), RGBColor(0, 0, 128),
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+    RGBColor(127, 127, 127),
+    RGBColor(0, 0, 128),
 ];
 
 /// A line's colour, fixed per method across every chart: the method (first word of the label,
 /// up to `-` or a space) by its place in the registry; other labels by a hash of that word.
 pub fn color_of(label: &str) -> RGBColor {
     let method = label.split(['-', ' ']).next().unwrap_or(label);
-    let i = cqr_methods::method_names().iter().position(|m| *m == method).unwrap_or_else(|| cqr_data::records::fnv1a64(method.as_bytes()) as usize);
+    let i = cqr_methods::method_names()
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or_else(|| cqr_data::records::fnv1a64(method.as_bytes()) as usize);
     COLORS[i % COLORS.len()]
 }
 
@@ -115,22 +126,48 @@ impl Ranged for KeyedAxis {
 macro_rules! draw_line {
     ($chart:expr, $pts:expr, $color:expr, $label:expr, $k:expr, $e:expr) => {{
         let (pts, color) = ($pts, $color);
-        let line = $chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2))).map_err($e)?.label($label);
+        let line = $chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .map_err($e)?
+            .label($label);
         match $k % 4 {
             0 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Circle::new((10, 0), 4, color.filled()));
+                line.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
+                        + Circle::new((10, 0), 4, color.filled())
+                });
                 $chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err($e)?;
             }
             1 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + TriangleMarker::new((10, 0), 5, color.filled()));
-                $chart.draw_series(pts.iter().map(|p| TriangleMarker::new((p.0, p.1), 5, color.filled()))).map_err($e)?;
+                line.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
+                        + TriangleMarker::new((10, 0), 5, color.filled())
+                });
+                $chart
+                    .draw_series(pts.iter().map(|p| TriangleMarker::new((p.0, p.1), 5, color.filled())))
+                    .map_err($e)?;
             }
             2 => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Rectangle::new([(6, -4), (14, 4)], color.filled()));
-                $chart.draw_series(pts.iter().map(|p| EmptyElement::at((p.0, p.1)) + Rectangle::new([(-4, -4), (4, 4)], color.filled()))).map_err($e)?;
+                line.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
+                        + Rectangle::new([(6, -4), (14, 4)], color.filled())
+                });
+                $chart
+                    .draw_series(
+                        pts.iter()
+                            .map(|p| EmptyElement::at((p.0, p.1)) + Rectangle::new([(-4, -4), (4, 4)], color.filled())),
+                    )
+                    .map_err($e)?;
             }
             _ => {
-                line.legend(move |(x, y)| EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2)) + Cross::new((10, 0), 5, color.stroke_width(2)));
+                line.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
+                        + Cross::new((10, 0), 5, color.stroke_width(2))
+                });
                 $chart.draw_series(pts.iter().map(|p| Cross::new((p.0, p.1), 5, color.stroke_width(2)))).map_err($e)?;
             }
         }
@@ -138,7 +175,11 @@ macro_rules! draw_line {
 }
 
 fn tr(v: f64, log: bool) -> f64 {
-    if log { v.max(f64::MIN_POSITIVE).log10() } else { v }
+    if log {
+        v.max(f64::MIN_POSITIVE).log10()
+    } else {
+        v
+    }
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()>
@@ -147,7 +188,8 @@ where
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing chart `{}`: {e:?}", c.title);
     root.fill(&WHITE).map_err(e)?;
-    let xs: Vec<f64> = c.lines.iter().flat_map(|l| l.points.iter().map(|p| tr(p.0, c.log_x))).filter(|v| v.is_finite()).collect();
+    let xs: Vec<f64> =
+        c.lines.iter().flat_map(|l| l.points.iter().map(|p| tr(p.0, c.log_x))).filter(|v| v.is_finite()).collect();
     let ys: Vec<f64> = c
         .lines
         .iter()
@@ -159,8 +201,10 @@ where
     if xs.is_empty() || ys.is_empty() {
         return Err(anyhow!("chart `{}` has no finite data", c.title));
     }
-    let (mut x0, mut x1) = (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
-    let (mut y0, mut y1) = (ys.iter().cloned().fold(f64::INFINITY, f64::min), ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    let (mut x0, mut x1) =
+        (xs.iter().cloned().fold(f64::INFINITY, f64::min), xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+    let (mut y0, mut y1) =
+        (ys.iter().cloned().fold(f64::INFINITY, f64::min), ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
     let px = ((x1 - x0) * 0.05).max(1e-9);
     let py = ((y1 - y0) * 0.08).max(1e-9);
     x0 -= px;
@@ -196,10 +240,16 @@ where
         let k = seen.entry((color.0, color.1, color.2)).or_insert(0);
         let m = *k;
         *k += 1;
-        let mut pts: Vec<(f64, f64, f64, f64)> = l.points.iter().map(|p| (tr(p.0, log_x), tr(p.1, log_y), tr(p.2, log_y), tr(p.3, log_y))).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+        let mut pts: Vec<(f64, f64, f64, f64)> = l
+            .points
+            .iter()
+            .map(|p| (tr(p.0, log_x), tr(p.1, log_y), tr(p.2, log_y), tr(p.3, log_y)))
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if pts.iter().any(|p| p.3 > p.2) {
-            let band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).chain(pts.iter().rev().map(|p| (p.0, p.3))).collect();
+            let band: Vec<(f64, f64)> =
+                pts.iter().map(|p| (p.0, p.2)).chain(pts.iter().rev().map(|p| (p.0, p.3))).collect();
             chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(e)?;
         }
         draw_line!(chart, &pts, color, &l.label, m, e);
@@ -225,14 +275,34 @@ where
 }
 
 fn trim(s: String) -> String {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// Three significant digits with a k/M/G suffix (tick labels of log axes).
 pub fn compact(v: f64) -> String {
     let a = v.abs();
-    let (x, suffix) = if a >= 1e9 { (v / 1e9, "G") } else if a >= 1e6 { (v / 1e6, "M") } else if a >= 1e3 { (v / 1e3, "k") } else { (v, "") };
-    let digits = if x.abs() >= 100.0 { 0 } else if x.abs() >= 10.0 { 1 } else if x.abs() >= 1.0 { 2 } else { 3 };
+    let (x, suffix) = if a >= 1e9 {
+        (v / 1e9, "G")
+    } else if a >= 1e6 {
+        (v / 1e6, "M")
+    } else if a >= 1e3 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let digits = if x.abs() >= 100.0 {
+        0
+    } else if x.abs() >= 10.0 {
+        1
+    } else if x.abs() >= 1.0 {
+        2
+    } else {
+        3
+    };
     format!("{}{suffix}", trim(format!("{x:.digits$}")))
 }
 

@@ -21,12 +21,60 @@ fn col_u(name: &str, v: Vec<u64>) -> Column {
 
 /// Column names of `summary` (documented in the README).
 pub const SUMMARY_COLUMNS: &[&str] = &[
-    "cell_id", "cell_name", "variant", "line", "experiment", "dataset", "model", "method", "budget", "seed", "best_epoch", "best_step", "val_bce", "val_auc",
-    "best_val_auc", "test_bce", "test_auc", "dense_test_bce", "dense_test_auc", "params", "train_params", "index_bytes", "optimizer_state_bytes",
-    "total_bytes", "train_total_bytes", "mlp_params", "peak_rss_bytes", "train_s", "cluster_s", "compress_s", "eval_s",
-    "samples_per_s", "skipped_rows", "teacher_test_bce", "teacher_test_auc", "train_click_rate", "normalized_entropy", "test_bce_head",
-    "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail", "optimizer", "lr", "embedding_lr", "batch_size", "epochs",
-    "method_options", "serve_samples_per_s", "serve_p50_b1_ms", "serve_p99_b1_ms", "serve_p50_b64_ms", "serve_p99_b64_ms",
+    "cell_id",
+    "cell_name",
+    "variant",
+    "line",
+    "experiment",
+    "dataset",
+    "model",
+    "method",
+    "budget",
+    "seed",
+    "best_epoch",
+    "best_step",
+    "val_bce",
+    "val_auc",
+    "best_val_auc",
+    "test_bce",
+    "test_auc",
+    "dense_test_bce",
+    "dense_test_auc",
+    "params",
+    "train_params",
+    "index_bytes",
+    "optimizer_state_bytes",
+    "total_bytes",
+    "train_total_bytes",
+    "mlp_params",
+    "peak_rss_bytes",
+    "train_s",
+    "cluster_s",
+    "compress_s",
+    "eval_s",
+    "samples_per_s",
+    "skipped_rows",
+    "teacher_test_bce",
+    "teacher_test_auc",
+    "train_click_rate",
+    "normalized_entropy",
+    "test_bce_head",
+    "test_bce_torso",
+    "test_bce_tail",
+    "test_rows_head",
+    "test_rows_torso",
+    "test_rows_tail",
+    "optimizer",
+    "lr",
+    "embedding_lr",
+    "batch_size",
+    "epochs",
+    "method_options",
+    "serve_samples_per_s",
+    "serve_p50_b1_ms",
+    "serve_p99_b1_ms",
+    "serve_p50_b64_ms",
+    "serve_p99_b64_ms",
 ];
 
 /// Normalized entropy (He et al. 2014, as the DLRM papers report it): the BCE divided by the
@@ -52,9 +100,13 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
             _ => None,
         })
         .collect();
-    let s = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> String| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
-    let f = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> f64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
-    let u = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> u64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
+    let s = |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> String| {
+        rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>()
+    };
+    let f =
+        |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> f64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
+    let u =
+        |f: &dyn Fn(&CellRecord, &cqr_models::RunResult) -> u64| rows.iter().map(|(r, t)| f(r, t)).collect::<Vec<_>>();
     let cols = vec![
         col_s("cell_id", s(&|r, _| r.id.clone())),
         col_s("cell_name", s(&|r, _| r.name.clone())),
@@ -62,7 +114,10 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_s("line", s(&|r, _| crate::config::CellName::parse(&r.name).line())),
         col_s("experiment", s(&|r, _| r.config.experiment.clone())),
         col_s("dataset", s(&|r, _| r.dataset.clone())),
-        col_s("model", s(&|r, _| r.config.model.as_ref().map(|m| format!("{:?}", m.kind).to_lowercase()).unwrap_or_default())),
+        col_s(
+            "model",
+            s(&|r, _| r.config.model.as_ref().map(|m| format!("{:?}", m.kind).to_lowercase()).unwrap_or_default()),
+        ),
         col_s("method", s(&|r, _| r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default())),
         col_u("budget", u(&|r, _| r.config.budget.unwrap_or(0))),
         col_u("seed", u(&|r, _| r.config.seed)),
@@ -106,7 +161,16 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_f("embedding_lr", f(&|r, _| r.config.training.embedding_lr.unwrap_or(r.config.training.lr))),
         col_u("batch_size", u(&|r, _| r.config.training.batch_size as u64)),
         col_u("epochs", u(&|r, _| r.config.training.epochs as u64)),
-        col_s("method_options", s(&|r, _| r.config.method.as_ref().map(|m| if m.options.is_null() { String::new() } else { m.options.to_string() }).unwrap_or_default())),
+        col_s(
+            "method_options",
+            s(&|r, _| {
+                r.config
+                    .method
+                    .as_ref()
+                    .map(|m| if m.options.is_null() { String::new() } else { m.options.to_string() })
+                    .unwrap_or_default()
+            }),
+        ),
         // The served model's cost (`training.serving: true`; NaN otherwise).
         col_f("serve_samples_per_s", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.samples_per_s_b2048))),
         col_f("serve_p50_b1_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b1[0]))),
@@ -126,7 +190,8 @@ fn freq_rows(t: &cqr_models::RunResult, k: usize) -> u64 {
 }
 
 pub fn epochs_frame(records: &[CellRecord]) -> Result<DataFrame> {
-    let (mut id, mut name, mut dataset, mut method, mut budget, mut seed, mut epoch, mut step) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut id, mut name, mut dataset, mut method, mut budget, mut seed, mut epoch, mut step) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut tl, mut vb, mut va, mut tb, mut ta) = (vec![], vec![], vec![], vec![], vec![]);
     for r in records {
         let CellOutput::Train(t) = &r.output else { continue };
@@ -147,15 +212,29 @@ pub fn epochs_frame(records: &[CellRecord]) -> Result<DataFrame> {
         }
     }
     let n = id.len();
-    Ok(DataFrame::new(n, vec![
-        col_s("cell_id", id), col_s("cell_name", name), col_s("dataset", dataset), col_s("method", method), col_u("budget", budget),
-        col_u("seed", seed), col_u("epoch", epoch), col_u("step", step), col_f("train_loss", tl), col_f("val_bce", vb),
-        col_f("val_auc", va), col_f("test_bce", tb), col_f("test_auc", ta),
-    ])?)
+    Ok(DataFrame::new(
+        n,
+        vec![
+            col_s("cell_id", id),
+            col_s("cell_name", name),
+            col_s("dataset", dataset),
+            col_s("method", method),
+            col_u("budget", budget),
+            col_u("seed", seed),
+            col_u("epoch", epoch),
+            col_u("step", step),
+            col_f("train_loss", tl),
+            col_f("val_bce", vb),
+            col_f("val_auc", va),
+            col_f("test_bce", tb),
+            col_f("test_auc", ta),
+        ],
+    )?)
 }
 
 pub fn least_squares_frame(records: &[CellRecord]) -> Result<DataFrame> {
-    let (mut id, mut seed, mut k, mut it, mut loss, mut bound, mut opt) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut id, mut seed, mut k, mut it, mut loss, mut bound, mut opt) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for r in records {
         let CellOutput::LeastSquares(t) = &r.output else { continue };
         let kk = match &r.config.dataset {
@@ -173,17 +252,32 @@ pub fn least_squares_frame(records: &[CellRecord]) -> Result<DataFrame> {
         }
     }
     let n = id.len();
-    Ok(DataFrame::new(n, vec![col_s("cell_id", id), col_u("seed", seed), col_u("k", k), col_u("iteration", it), col_f("loss", loss), col_f("bound", bound), col_f("optimum", opt)])?)
+    Ok(DataFrame::new(
+        n,
+        vec![
+            col_s("cell_id", id),
+            col_u("seed", seed),
+            col_u("k", k),
+            col_u("iteration", it),
+            col_f("loss", loss),
+            col_f("bound", bound),
+            col_f("optimum", opt),
+        ],
+    )?)
 }
 
 fn write_both(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
     let pq = dir.join(format!("{stem}.parquet"));
     let tmp = dir.join(format!(".{stem}.parquet.tmp"));
-    anyhow::Context::with_context(ParquetWriter::new(File::create(&tmp)?).finish(df), || format!("writing {}", pq.display()))?;
+    anyhow::Context::with_context(ParquetWriter::new(File::create(&tmp)?).finish(df), || {
+        format!("writing {}", pq.display())
+    })?;
     std::fs::rename(&tmp, &pq)?;
     let csv = dir.join(format!("{stem}.csv"));
     let tmp = dir.join(format!(".{stem}.csv.tmp"));
-    anyhow::Context::with_context(CsvWriter::new(File::create(&tmp)?).finish(df), || format!("writing {}", csv.display()))?;
+    anyhow::Context::with_context(CsvWriter::new(File::create(&tmp)?).finish(df), || {
+        format!("writing {}", csv.display())
+    })?;
     std::fs::rename(&tmp, &csv)?;
     Ok(())
 }
@@ -200,17 +294,31 @@ pub fn write_tables(results: &Path, records: &[CellRecord]) -> Result<()> {
         write_both(&mut s, results, "summary")?;
         write_both(&mut epochs_frame(records)?, results, "epochs")?;
     }
-    let inf: Vec<(&CellRecord, &String)> = records.iter().filter_map(|r| match &r.output { CellOutput::Infeasible { reason } => Some((r, reason)), _ => None }).collect();
+    let inf: Vec<(&CellRecord, &String)> = records
+        .iter()
+        .filter_map(|r| match &r.output {
+            CellOutput::Infeasible { reason } => Some((r, reason)),
+            _ => None,
+        })
+        .collect();
     if !inf.is_empty() {
         let n = inf.len();
-        let mut df = DataFrame::new(n, vec![
-            col_s("cell_id", inf.iter().map(|(r, _)| r.id.clone()).collect()),
-            col_s("cell_name", inf.iter().map(|(r, _)| r.name.clone()).collect()),
-            col_s("dataset", inf.iter().map(|(r, _)| r.dataset.clone()).collect()),
-            col_s("method", inf.iter().map(|(r, _)| r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default()).collect()),
-            col_u("budget", inf.iter().map(|(r, _)| r.config.budget.unwrap_or(0)).collect()),
-            col_s("reason", inf.iter().map(|(_, why)| (*why).clone()).collect()),
-        ])?;
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                col_s("cell_id", inf.iter().map(|(r, _)| r.id.clone()).collect()),
+                col_s("cell_name", inf.iter().map(|(r, _)| r.name.clone()).collect()),
+                col_s("dataset", inf.iter().map(|(r, _)| r.dataset.clone()).collect()),
+                col_s(
+                    "method",
+                    inf.iter()
+                        .map(|(r, _)| r.config.method.as_ref().map(|m| m.name.clone()).unwrap_or_default())
+                        .collect(),
+                ),
+                col_u("budget", inf.iter().map(|(r, _)| r.config.budget.unwrap_or(0)).collect()),
+                col_s("reason", inf.iter().map(|(_, why)| (*why).clone()).collect()),
+            ],
+        )?;
         write_both(&mut df, results, "infeasible")?;
     }
     let mut ls = least_squares_frame(records)?;

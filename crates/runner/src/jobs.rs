@@ -23,8 +23,15 @@ pub fn auto_jobs() -> (usize, String) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let avail = mem_available();
     let jobs = jobs_for(cores, avail);
-    let mem = avail.map_or("unknown memory".to_string(), |b| format!("{:.1} GiB available", b as f64 / (1u64 << 30) as f64));
-    (jobs, format!("--jobs {jobs}: {cores} cores, {mem}, {} GiB allowed per cell (set --jobs to choose)", MEMORY_PER_CELL >> 30))
+    let mem =
+        avail.map_or("unknown memory".to_string(), |b| format!("{:.1} GiB available", b as f64 / (1u64 << 30) as f64));
+    (
+        jobs,
+        format!(
+            "--jobs {jobs}: {cores} cores, {mem}, {} GiB allowed per cell (set --jobs to choose)",
+            MEMORY_PER_CELL >> 30
+        ),
+    )
 }
 
 /// `MemAvailable` from /proc/meminfo (Linux), in bytes.

@@ -11,11 +11,17 @@ use cqr_data::{BadRowPolicy, TabularFormat};
 use cqr_models::{MlpBackend, Precision};
 use cqr_runner::config::load_experiment;
 use cqr_runner::report::{group_summary, markdown_table, write_report_against};
-use cqr_runner::sweep::{load_records, parse_shard, shard_cells, sweep, SweepOptions, Tolerance, Verdict, CROSS_CPU_TOLERANCE};
+use cqr_runner::sweep::{
+    load_records, parse_shard, shard_cells, sweep, SweepOptions, Tolerance, Verdict, CROSS_CPU_TOLERANCE,
+};
 use cqr_runner::{bench, frames, plot, slurm};
 
 #[derive(Parser)]
-#[command(name = "cqr", version, about = "Compressed embedding tables for recommendation: train, sweep, tabulate, plot")]
+#[command(
+    name = "cqr",
+    version,
+    about = "Compressed embedding tables for recommendation: train, sweep, tabulate, plot"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -234,7 +240,13 @@ fn require_dir(p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: usize, seed: u64, tol: Tolerance) -> Result<()> {
+fn verify_cells(
+    exp: &cqr_runner::config::Experiment,
+    opts: &SweepOptions,
+    n: usize,
+    seed: u64,
+    tol: Tolerance,
+) -> Result<()> {
     let checked = cqr_runner::sweep::verify(exp, opts, n, seed)?;
     let (mut bad, mut within) = (0, 0);
     for v in &checked {
@@ -261,7 +273,9 @@ fn verify_cells(exp: &cqr_runner::config::Experiment, opts: &SweepOptions, n: us
     if bad > 0 {
         let why = match tol {
             Tolerance::Exact => "bit for bit (--exact)".to_string(),
-            Tolerance::Relative(t) => format!("bit for bit on the record's own CPU, within relative {t:.0e} on another"),
+            Tolerance::Relative(t) => {
+                format!("bit for bit on the record's own CPU, within relative {t:.0e} on another")
+            }
         };
         bail!("{bad} of {} re-run cells differ from their stored records ({why})", checked.len());
     }
@@ -291,10 +305,17 @@ fn print_tune_plan(exp: &cqr_runner::config::Experiment) {
 
 fn print_machines(v: &cqr_runner::sweep::Verified) {
     if v.stored_cpu != v.cpu {
-        println!("    trained on {}, re-run on {}", v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"), v.cpu.as_deref().unwrap_or("?"));
+        println!(
+            "    trained on {}, re-run on {}",
+            v.stored_cpu.as_deref().unwrap_or("an unrecorded CPU"),
+            v.cpu.as_deref().unwrap_or("?")
+        );
     }
     if v.stored_kernels != v.kernels {
-        println!("    trained with the {} kernels, re-run with the {} ones (CQR_KERNELS=burn selects burn's op graph)", v.stored_kernels, v.kernels);
+        println!(
+            "    trained with the {} kernels, re-run with the {} ones (CQR_KERNELS=burn selects burn's op graph)",
+            v.stored_kernels, v.kernels
+        );
     }
 }
 
@@ -382,7 +403,12 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let cache = cache.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")).join(".cache"));
-            if !dry_run && exp.cells.iter().any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_))) {
+            if !dry_run
+                && exp
+                    .cells
+                    .iter()
+                    .any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_)))
+            {
                 eprintln!("dataset cache: {} (--cache DIR to move it)", cache.display());
             }
             let jobs = match jobs {
@@ -404,7 +430,11 @@ fn run(cli: Cli) -> Result<()> {
                 return verify_cells(&exp, &opts, n, verify_seed, tol);
             }
             let rep = sweep(&exp, &opts)?;
-            let stopped = if rep.not_started > 0 { format!(", {} not started (disk full)", rep.not_started) } else { String::new() };
+            let stopped = if rep.not_started > 0 {
+                format!(", {} not started (disk full)", rep.not_started)
+            } else {
+                String::new()
+            };
             eprintln!("{} cells ran ({} infeasible at their budget), {} were already done, {} failed{stopped}; {} dataset cache(s) built", rep.ran.len(), rep.infeasible, rep.already_done, rep.failed.len(), rep.cache_builds);
             cqr_runner::sweep::with_results_lock(&results, || {
                 let records = load_records(&results)?;
@@ -433,7 +463,8 @@ fn run(cli: Cli) -> Result<()> {
                 None => std::env::current_exe()?,
             };
             let workdir = std::env::current_dir()?;
-            let o = slurm::SlurmOptions { file, name: exp.name.clone(), results, shards, time, cpus, mem, cqr, workdir };
+            let o =
+                slurm::SlurmOptions { file, name: exp.name.clone(), results, shards, time, cpus, mem, cqr, workdir };
             print!("{}", slurm::script(&o)?);
         }
         Cmd::Plot { results, against } => {
@@ -464,12 +495,36 @@ fn run(cli: Cli) -> Result<()> {
             require_dir(&b)?;
             print!("{}", cqr_runner::report::compare_dirs(&a, &b)?);
         }
-        Cmd::Bench { preset, batch, steps, repeats, cases, backend, precision, ab, cluster_rows, cluster_options, ingest_rows } => {
+        Cmd::Bench {
+            preset,
+            batch,
+            steps,
+            repeats,
+            cases,
+            backend,
+            precision,
+            ab,
+            cluster_rows,
+            cluster_options,
+            ingest_rows,
+        } => {
             let ab = ab.map(|a| match a {
                 AbArg::Precision => bench::AbAxis::Precision,
                 AbArg::Kernels => bench::AbAxis::Kernels,
             });
-            bench::run(&bench::BenchOptions { preset, batch, steps, repeats, cases, backend: backend.into(), precision: precision.into(), ab, cluster_rows, cluster_options, ingest_rows })?
+            bench::run(&bench::BenchOptions {
+                preset,
+                batch,
+                steps,
+                repeats,
+                cases,
+                backend: backend.into(),
+                precision: precision.into(),
+                ab,
+                cluster_rows,
+                cluster_options,
+                ingest_rows,
+            })?
         }
     }
     Ok(())

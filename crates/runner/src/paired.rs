@@ -50,8 +50,8 @@ impl Interval {
 /// next smaller df is used (a slightly wider, conservative interval).
 pub fn t975(df: usize) -> f64 {
     const SMALL: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074,
-        2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
@@ -96,11 +96,28 @@ pub fn observations(results: &std::path::Path) -> anyhow::Result<Vec<Obs>> {
     let df = crate::frames::read_parquet(&results.join("summary.parquet"))?;
     let (ds, me) = (crate::frames::strs(&df, "dataset")?, crate::frames::strs(&df, "method")?);
     // Summaries written before the `line` column: derive it from the variant.
-    let lines = crate::frames::strs(&df, "line").or_else(|_| crate::frames::strs(&df, "variant").map(|v| v.iter().map(|v| crate::config::CellName::parse(v).line()).collect()))?;
-    let (bu, se, pa, bce) = (crate::frames::f64s(&df, "budget")?, crate::frames::f64s(&df, "seed")?, crate::frames::f64s(&df, "params")?, crate::frames::f64s(&df, "test_bce")?);
+    let lines = crate::frames::strs(&df, "line").or_else(|_| {
+        crate::frames::strs(&df, "variant")
+            .map(|v| v.iter().map(|v| crate::config::CellName::parse(v).line()).collect())
+    })?;
+    let (bu, se, pa, bce) = (
+        crate::frames::f64s(&df, "budget")?,
+        crate::frames::f64s(&df, "seed")?,
+        crate::frames::f64s(&df, "params")?,
+        crate::frames::f64s(&df, "test_bce")?,
+    );
     let auc = crate::frames::f64s(&df, "best_val_auc").unwrap_or_else(|_| vec![f64::NAN; df.height()]);
     Ok((0..df.height())
-        .map(|i| Obs { dataset: ds[i].clone(), line: lines[i].clone(), method: me[i].clone(), budget: bu[i] as u64, seed: se[i] as u64, params: pa[i], test_bce: bce[i], best_val_auc: auc[i] })
+        .map(|i| Obs {
+            dataset: ds[i].clone(),
+            line: lines[i].clone(),
+            method: me[i].clone(),
+            budget: bu[i] as u64,
+            seed: se[i] as u64,
+            params: pa[i],
+            test_bce: bce[i],
+            best_val_auc: auc[i],
+        })
         .collect())
 }
 
@@ -119,7 +136,8 @@ fn compatible(a: &str, b: &str) -> bool {
 /// that is all that names them, else `A vs B`.
 pub fn pair_label(a: &str, b: &str) -> String {
     let (la, lb) = (labels(a), labels(b));
-    let shared: Vec<String> = la.iter().filter(|(k, v)| lb.get(*k) == Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
+    let shared: Vec<String> =
+        la.iter().filter(|(k, v)| lb.get(*k) == Some(v)).map(|(k, v)| format!("{k}={v}")).collect();
     if !shared.is_empty() && la.len() == shared.len() && lb.len() == shared.len() {
         shared.join(" ")
     } else {
@@ -150,7 +168,9 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
         let lines: Vec<&(String, String)> = by_line.keys().filter(|(d, _)| d == ds).collect();
         for ref_method in against {
             // The dense reference is the f32 table: its quantized variants are lines, not references.
-            for bkey in lines.iter().filter(|k| &method_of[**k] == ref_method && !(ref_method == "dense" && is_quantized(&k.1))) {
+            for bkey in
+                lines.iter().filter(|k| &method_of[**k] == ref_method && !(ref_method == "dense" && is_quantized(&k.1)))
+            {
                 for akey in lines.iter().filter(|k| *k != bkey && compatible(&k.1, &bkey.1)) {
                     // Between two reference methods, one direction only: the earlier-listed as A
                     // (CQR − dense, not dense − CQR). Two lines of one method (an ablation's
@@ -161,7 +181,14 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
                             continue;
                         }
                     }
-                    out.extend(pair_lines(ds, &akey.1, &bkey.1, &by_line[*akey], &by_line[*bkey], ref_method == "dense"));
+                    out.extend(pair_lines(
+                        ds,
+                        &akey.1,
+                        &bkey.1,
+                        &by_line[*akey],
+                        &by_line[*bkey],
+                        ref_method == "dense",
+                    ));
                 }
             }
         }
@@ -254,9 +281,30 @@ mod tests {
 
     #[test]
     fn across_pairs_one_line_of_two_directories_by_seed() {
-        let o = |line: &str, budget: u64, seed: u64, bce: f64| Obs { dataset: "d".into(), line: line.into(), method: line.into(), budget, seed, params: 1.0, test_bce: bce, best_val_auc: 0.5 };
-        let tuned = vec![o("cqr", 800, 0, 0.40), o("cqr", 800, 1, 0.41), o("cqr", 800, 2, 0.42), o("ce", 800, 0, 0.5), o("cqr", 3200, 0, 0.3)];
-        let shared = vec![o("cqr", 800, 0, 0.45), o("cqr", 800, 1, 0.45), o("cqr", 800, 2, 0.46), o("cqr", 800, 3, 0.1), o("cqr", 3200, 0, 0.3)];
+        let o = |line: &str, budget: u64, seed: u64, bce: f64| Obs {
+            dataset: "d".into(),
+            line: line.into(),
+            method: line.into(),
+            budget,
+            seed,
+            params: 1.0,
+            test_bce: bce,
+            best_val_auc: 0.5,
+        };
+        let tuned = vec![
+            o("cqr", 800, 0, 0.40),
+            o("cqr", 800, 1, 0.41),
+            o("cqr", 800, 2, 0.42),
+            o("ce", 800, 0, 0.5),
+            o("cqr", 3200, 0, 0.3),
+        ];
+        let shared = vec![
+            o("cqr", 800, 0, 0.45),
+            o("cqr", 800, 1, 0.45),
+            o("cqr", 800, 2, 0.46),
+            o("cqr", 800, 3, 0.1),
+            o("cqr", 3200, 0, 0.3),
+        ];
         let rows = across(&tuned, &shared);
         // ce is in one directory only; cqr at 3,200 shares one seed (< 2); seed 3 is unpaired.
         assert_eq!(rows.len(), 1);
@@ -265,7 +313,16 @@ mod tests {
     }
 
     fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64, auc: f64) -> Obs {
-        Obs { dataset: "d".into(), line: line.into(), method: method.into(), budget, seed, params: budget as f64, test_bce: bce, best_val_auc: auc }
+        Obs {
+            dataset: "d".into(),
+            line: line.into(),
+            method: method.into(),
+            budget,
+            seed,
+            params: budget as f64,
+            test_bce: bce,
+            best_val_auc: auc,
+        }
     }
 
     #[test]
@@ -295,17 +352,40 @@ mod tests {
                 let shift = if g == "10" { 0.0 } else { 1.0 };
                 o.push(obs(&format!("dense-groups={g}"), "dense", 0, seed, 0.40 + noise + shift, 0.8));
                 for b in [64u64, 128] {
-                    o.push(obs(&format!("cqr-groups={g}"), "cqr", b, seed, 0.41 + noise + shift - 0.001 * seed as f64, 0.79));
-                    o.push(obs(&format!("ce-n_chunks=4-groups={g}"), "ce", b, seed, 0.42 + noise + shift, 0.78 + 0.01 * seed as f64));
+                    o.push(obs(
+                        &format!("cqr-groups={g}"),
+                        "cqr",
+                        b,
+                        seed,
+                        0.41 + noise + shift - 0.001 * seed as f64,
+                        0.79,
+                    ));
+                    o.push(obs(
+                        &format!("ce-n_chunks=4-groups={g}"),
+                        "ce",
+                        b,
+                        seed,
+                        0.42 + noise + shift,
+                        0.78 + 0.01 * seed as f64,
+                    ));
                 }
             }
         }
         let rows = paired(&o, &["cqr".into(), "dense".into()]);
-        let find = |a: &str, b: &str, budget: u64| rows.iter().find(|r| r.a == a && r.b == b && r.budget == budget).unwrap_or_else(|| panic!("{a} vs {b} at {budget}: {rows:#?}"));
+        let find = |a: &str, b: &str, budget: u64| {
+            rows.iter()
+                .find(|r| r.a == a && r.b == b && r.budget == budget)
+                .unwrap_or_else(|| panic!("{a} vs {b} at {budget}: {rows:#?}"))
+        };
         // CE − CQR: 0.01 + 0.001 s for s = 0, 1, 2 (the seed noise cancels).
         let r = find("ce-n_chunks=4-groups=10", "cqr-groups=10", 64);
         let want = t_interval(&[0.010, 0.011, 0.012]);
-        assert!((r.bce.mean - 0.011).abs() < 1e-12 && (r.bce.lo - want.lo).abs() < 1e-12 && (r.bce.hi - want.hi).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r.bce.mean - 0.011).abs() < 1e-12
+                && (r.bce.lo - want.lo).abs() < 1e-12
+                && (r.bce.hi - want.hi).abs() < 1e-12,
+            "{r:?}"
+        );
         assert!((r.auc.mean - (-0.0)).abs() < 0.02 && r.auc.n == 3);
         // Against dense, at every budget; CQR against dense too, dense never against CQR.
         assert!(rows.iter().any(|r| r.a == "cqr-groups=100" && r.b == "dense-groups=100" && r.budget == 128));
@@ -316,7 +396,10 @@ mod tests {
         let dense: BTreeSet<String> = ["dense-groups=10".to_string(), "dense-groups=100".to_string()].into();
         let reach = reach_dense(&rows, &dense);
         assert!(reach.iter().all(|r| r.reaches.is_none()), "{reach:?}");
-        assert_eq!(labels("x-lr=1e-3-k=-2"), [("k".to_string(), "-2".to_string()), ("lr".to_string(), "1e-3".to_string())].into());
+        assert_eq!(
+            labels("x-lr=1e-3-k=-2"),
+            [("k".to_string(), "-2".to_string()), ("lr".to_string(), "1e-3".to_string())].into()
+        );
     }
 
     /// Two seeds never "reach dense": their interval (t = 12.7) contains almost anything.

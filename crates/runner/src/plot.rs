@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-pub use crate::chart::{compact, render, Chart, Line};
 use crate::chart::aggregate;
+pub use crate::chart::{compact, render, Chart, Line};
 use crate::frames::{f64s, read_parquet, strs};
 
 /// Line label for a variant: the cell name without its budget and dataset parts, so each line
@@ -46,7 +46,11 @@ fn plot_paired(results: &Path, charts: &Path, pairs: &[(String, String)]) -> Res
         datasets.dedup();
         for ds in datasets {
             let mut by: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
-            for r in rows.iter().filter(|r| &r.dataset == ds && r.a.split('-').next() == Some(a.as_str()) && r.b.split('-').next() == Some(b.as_str())) {
+            for r in rows.iter().filter(|r| {
+                &r.dataset == ds
+                    && r.a.split('-').next() == Some(a.as_str())
+                    && r.b.split('-').next() == Some(b.as_str())
+            }) {
                 let label = format!("{a} {}", crate::paired::pair_label(&r.a, &r.b));
                 by.entry(label).or_default().push((r.budget as f64, r.bce.mean, r.bce.lo, r.bce.hi));
             }
@@ -87,7 +91,13 @@ fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Pa
         bs.sort_by(f64::total_cmp);
         bs.dedup();
         for b in bs {
-            let rows: Vec<usize> = (0..ep.height()).filter(|&i| &eds[i] == ds && (eb[i] == b || em[i] == "dense") && spe.get(ids[i].as_str()).is_some_and(|&s| s > 0.0)).collect();
+            let rows: Vec<usize> = (0..ep.height())
+                .filter(|&i| {
+                    &eds[i] == ds
+                        && (eb[i] == b || em[i] == "dense")
+                        && spe.get(ids[i].as_str()).is_some_and(|&s| s > 0.0)
+                })
+                .collect();
             let k: Vec<String> = rows.iter().map(|&i| line_key(&crate::frames::variant(&ev[i]))).collect();
             let x: Vec<f64> = rows.iter().map(|&i| (step[i] / spe[ids[i].as_str()] * 100.0).round() / 100.0).collect();
             let y: Vec<f64> = rows.iter().map(|&i| vb[i]).collect();
@@ -113,7 +123,11 @@ fn plot_epochs(ep: &polars::prelude::DataFrame, ds_names: &[String], charts: &Pa
 /// The x axes of the accuracy charts: (summary column, name in the file stem, axis label).
 const X_AXES: &[(&str, &str, &str)] = &[
     ("params", "params", "trainable embedding parameters (all tables, log scale)"),
-    ("train_total_bytes", "train_bytes", "embedding memory during training, MB (weights, optimizer state, index arrays; log scale)"),
+    (
+        "train_total_bytes",
+        "train_bytes",
+        "embedding memory during training, MB (weights, optimizer state, index arrays; log scale)",
+    ),
     ("total_bytes", "final_bytes", "embedding memory at the end, MB (weights and index arrays; log scale)"),
 ];
 
@@ -162,7 +176,8 @@ fn plot_accuracy(df: &polars::prelude::DataFrame, ds: &str, charts: &Path) -> Re
     let over = if n_seeds > 1 { format!("mean and 95% CI over {n_seeds} seeds") } else { "1 seed".to_string() };
     for (xcol, xname, xlabel) in X_AXES {
         let xs = f64s(df, xcol)?;
-        for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")] {
+        for (metric, label) in [("test_bce", "test BCE (lower is better)"), ("test_auc", "test AUC (higher is better)")]
+        {
             let ys = f64s(df, metric)?;
             let (mut k, mut x, mut y) = (vec![], vec![], vec![]);
             let mut dense = vec![];
@@ -176,14 +191,21 @@ fn plot_accuracy(df: &polars::prelude::DataFrame, ds: &str, charts: &Path) -> Re
                     y.push(ys[i]);
                 }
             }
-            let hlines = if dense.is_empty() { vec![] } else { vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)] };
+            let hlines = if dense.is_empty() {
+                vec![]
+            } else {
+                vec![("dense (full tables)".to_string(), dense.iter().sum::<f64>() / dense.len() as f64)]
+            };
             let what = match *xname {
                 "params" => "trainable embedding parameters",
                 "train_bytes" => "embedding memory during training",
                 _ => "embedding memory at the end",
             };
             let chart = Chart {
-                title: format!("{ds}: {} against {what} ({over})", if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }),
+                title: format!(
+                    "{ds}: {} against {what} ({over})",
+                    if metric.starts_with("test_bce") { "test BCE" } else { "test AUC" }
+                ),
                 x_label: (*xlabel).into(),
                 y_label: label.into(),
                 log_x: true,
@@ -202,15 +224,24 @@ fn plot_accuracy(df: &polars::prelude::DataFrame, ds: &str, charts: &Path) -> Re
 /// Claim 4's charts: the CQR iteration's loss against its proven bound, one chart per k.
 fn plot_least_squares(df: &polars::prelude::DataFrame, charts: &Path) -> Result<Vec<PathBuf>> {
     let mut written = vec![];
-    let (k, it, loss, bound, opt) = (f64s(df, "k")?, f64s(df, "iteration")?, f64s(df, "loss")?, f64s(df, "bound")?, f64s(df, "optimum")?);
+    let (k, it, loss, bound, opt) =
+        (f64s(df, "k")?, f64s(df, "iteration")?, f64s(df, "loss")?, f64s(df, "bound")?, f64s(df, "optimum")?);
     let mut ks: Vec<f64> = k.clone();
     ks.sort_by(f64::total_cmp);
     ks.dedup();
     for kk in ks {
         let rows: Vec<usize> = (0..df.height()).filter(|&i| k[i] == kk).collect();
         let x: Vec<f64> = rows.iter().map(|&i| it[i]).collect();
-        let mut lines = aggregate(&vec!["CQR iteration: ||XT_i - Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| loss[i]).collect::<Vec<_>>());
-        lines.extend(aggregate(&vec!["bound (1-rho)^(ik)||XT*||^2 + ||XT*-Y||^2".to_string(); rows.len()], &x, &rows.iter().map(|&i| bound[i]).collect::<Vec<_>>()));
+        let mut lines = aggregate(
+            &vec!["CQR iteration: ||XT_i - Y||^2".to_string(); rows.len()],
+            &x,
+            &rows.iter().map(|&i| loss[i]).collect::<Vec<_>>(),
+        );
+        lines.extend(aggregate(
+            &vec!["bound (1-rho)^(ik)||XT*||^2 + ||XT*-Y||^2".to_string(); rows.len()],
+            &x,
+            &rows.iter().map(|&i| bound[i]).collect::<Vec<_>>(),
+        ));
         let o = rows.iter().map(|&i| opt[i]).sum::<f64>() / rows.len().max(1) as f64;
         let chart = Chart {
             title: format!("Least squares: CQR iteration vs its bound (k = {kk})"),
@@ -233,6 +264,9 @@ mod tests {
         use crate::paired::pair_label;
         assert_eq!(pair_label("cqr-rows=11460-groups=100", "ce-rows=11460-groups=100"), "groups=100 rows=11460");
         assert_eq!(pair_label("cqr", "ce"), "cqr vs ce");
-        assert_eq!(pair_label("cqr-sample=frequency-groups=1", "ce-groups=1"), "cqr-sample=frequency-groups=1 vs ce-groups=1");
+        assert_eq!(
+            pair_label("cqr-sample=frequency-groups=1", "ce-groups=1"),
+            "cqr-sample=frequency-groups=1 vs ce-groups=1"
+        );
     }
 }

@@ -17,10 +17,14 @@ pub enum CellOutput {
     Train(Box<RunResult>),
     /// The method cannot meet the budget on this data (e.g. QR below 2 sqrt(vocab) rows): a
     /// result, recorded so the sweep neither fails nor retries it.
-    Infeasible { reason: String },
+    Infeasible {
+        reason: String,
+    },
     LeastSquares(LeastSquaresTrace),
     /// A tuning trial's loss became non-finite: recorded as the worst trial.
-    Diverged { reason: String },
+    Diverged {
+        reason: String,
+    },
 }
 
 /// What is stored for a finished cell (`cells/<id>/record.json`).
@@ -88,7 +92,8 @@ pub fn write_record(results: &Path, rec: &CellRecord) -> Result<()> {
         let p = tmp.join(name);
         std::fs::write(&p, text).with_context(|| cannot(&p))
     };
-    let written = write("config.json", serde_json::to_string_pretty(&rec.config)?).and_then(|_| write("record.json", serde_json::to_string_pretty(rec)?));
+    let written = write("config.json", serde_json::to_string_pretty(&rec.config)?)
+        .and_then(|_| write("record.json", serde_json::to_string_pretty(rec)?));
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -118,7 +123,12 @@ pub fn read_record(results: &Path, id: &str) -> Result<Option<CellRecord>> {
 pub fn with_results_lock<T>(results: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::fs::create_dir_all(results).with_context(|| format!("creating results directory {}", results.display()))?;
     let p = results.join(".lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).with_context(|| format!("opening {}", p.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening {}", p.display()))?;
     file.lock().with_context(|| format!("locking {}", p.display()))?;
     let out = f();
     let _ = file.unlock();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::paired::{observations, paired, reach_dense, Interval, Obs};
 use crate::frames::{f64s, read_parquet, strs};
+use crate::paired::{observations, paired, reach_dense, Interval, Obs};
 
 /// Mean and sample standard deviation over seeds of one (dataset, method, budget) group.
 #[derive(Debug, Clone)]
@@ -48,11 +48,26 @@ pub fn group_summary(results: &Path) -> Result<Vec<GroupRow>> {
     let me = strs(&df, "method")?;
     let bu = f64s(&df, "budget")?;
     let cols = [
-        "test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "peak_rss_bytes", "samples_per_s", "skipped_rows", "best_val_auc", "normalized_entropy",
-        "test_bce_head", "test_bce_torso", "test_bce_tail", "test_rows_head", "test_rows_torso", "test_rows_tail",
+        "test_bce",
+        "test_auc",
+        "params",
+        "total_bytes",
+        "train_total_bytes",
+        "peak_rss_bytes",
+        "samples_per_s",
+        "skipped_rows",
+        "best_val_auc",
+        "normalized_entropy",
+        "test_bce_head",
+        "test_bce_torso",
+        "test_bce_tail",
+        "test_rows_head",
+        "test_rows_torso",
+        "test_rows_tail",
     ];
     // Tables written before a column existed lack it: NaN there.
-    let vals: Vec<Vec<f64>> = cols.iter().map(|c| f64s(&df, c).unwrap_or_else(|_| vec![f64::NAN; df.height()])).collect();
+    let vals: Vec<Vec<f64>> =
+        cols.iter().map(|c| f64s(&df, c).unwrap_or_else(|_| vec![f64::NAN; df.height()])).collect();
     // Group by dataset, method, budget and the other grid values (the variant), over seeds.
     let mut groups: BTreeMap<(String, String, u64, String), Vec<usize>> = BTreeMap::new();
     for i in 0..df.height() {
@@ -94,7 +109,8 @@ pub fn markdown_table(rows: &[GroupRow]) -> String {
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // The dense table's parameters per dataset: a cap at or above every table's size leaves a
     // method with the full tables (under-cap tables stay dense), which the budget column says.
-    let dense: std::collections::BTreeMap<&str, f64> = rows.iter().filter(|r| r.method == "dense").map(|r| (r.dataset.as_str(), r.params)).collect();
+    let dense: std::collections::BTreeMap<&str, f64> =
+        rows.iter().filter(|r| r.method == "dense").map(|r| (r.dataset.as_str(), r.params)).collect();
     for r in rows {
         // PQ, RQ and PEP train the full table: the training column says so.
         let full = if cqr_methods::registry::trains_full_table(&r.method) { " (full table)" } else { "" };
@@ -122,7 +138,11 @@ pub fn frequency_table(rows: &[GroupRow]) -> String {
     for r in rows.iter().filter(|r| r.rows_by_frequency.iter().any(|n| *n > 0.0)) {
         let [h, t, l] = r.bce_by_frequency;
         let [nh, nt, nl] = r.rows_by_frequency;
-        let _ = writeln!(s, "| {} | {} | {} | {h:.5} | {t:.5} | {l:.5} | {nh:.0} / {nt:.0} / {nl:.0} |", r.dataset, r.variant, r.n);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {h:.5} | {t:.5} | {l:.5} | {nh:.0} / {nt:.0} / {nl:.0} |",
+            r.dataset, r.variant, r.n
+        );
     }
     s
 }
@@ -136,7 +156,17 @@ pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
     let _ = writeln!(s, "A = {}, B = {}: the same line, budget and seed in both, A − B (95% t interval over the paired seeds; `*`: excludes 0). Test BCE: negative means A is better.\n", a.display(), b.display());
     let _ = writeln!(s, "| dataset | line | budget/table | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |\n|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} | {} |", r.dataset, r.a, r.budget, r.bce.n, fmt_interval(&r.bce, 5), resolution(&r.bce, 5), fmt_interval(&r.auc, 4));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.dataset,
+            r.a,
+            r.budget,
+            r.bce.n,
+            fmt_interval(&r.bce, 5),
+            resolution(&r.bce, 5),
+            fmt_interval(&r.auc, 4)
+        );
     }
     if rows.is_empty() {
         let _ = writeln!(s, "(no line, budget and two seeds in common)");
@@ -171,7 +201,11 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
     if rows.is_empty() {
         return s;
     }
-    let setting = if tuned { "tuned: each method × budget at its own setting, picked on validation" } else { "shared setting: every method at the grid's one setting, untuned" };
+    let setting = if tuned {
+        "tuned: each method × budget at its own setting, picked on validation"
+    } else {
+        "shared setting: every method at the grid's one setting, untuned"
+    };
     let _ = writeln!(s, "## Paired comparisons (A − B over seeds that share data and batch order; {setting})\n");
     let _ = writeln!(
         s,
@@ -180,9 +214,25 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
     let _ = writeln!(s, "| dataset | A | B | budget/table | A's params | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |");
     let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |", r.dataset, r.a, r.b, r.budget, r.a_params, r.bce.n, fmt_interval(&r.bce, 5), resolution(&r.bce, 5), fmt_interval(&r.auc, 4));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            r.dataset,
+            r.a,
+            r.b,
+            r.budget,
+            r.a_params,
+            r.bce.n,
+            fmt_interval(&r.bce, 5),
+            resolution(&r.bce, 5),
+            fmt_interval(&r.auc, 4)
+        );
     }
-    let dense: BTreeSet<String> = obs.iter().filter(|o| o.method == "dense" && !crate::paired::is_quantized(&o.line)).map(|o| o.line.clone()).collect();
+    let dense: BTreeSet<String> = obs
+        .iter()
+        .filter(|o| o.method == "dense" && !crate::paired::is_quantized(&o.line))
+        .map(|o| o.line.clone())
+        .collect();
     let reach = reach_dense(&rows, &dense);
     if reach.is_empty() && rows.iter().any(|r| dense.contains(&r.b)) {
         let _ = writeln!(s, "\n### Parameters to reach dense\n\nNo comparison against dense has 3 or more paired seeds: with 2, any difference is \"not significant\", so none is said to reach dense.");
@@ -190,7 +240,10 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
     if !reach.is_empty() {
         let _ = writeln!(s, "\n### Parameters to reach dense\n");
         let _ = writeln!(s, "The smallest budget at which the paired test-BCE difference against dense is not significantly positive (interval's lower bound ≤ 0), and the smallest at which it is at most 0 with 95% confidence (upper bound ≤ 0); `-`: no budget of the grid. Only comparisons with at least 3 paired seeds count (with 2, any difference is \"not significant\").\n");
-        let _ = writeln!(s, "| dataset | line | reaches dense (lo ≤ 0): budget, params | at least dense (hi ≤ 0): budget, params |");
+        let _ = writeln!(
+            s,
+            "| dataset | line | reaches dense (lo ≤ 0): budget, params | at least dense (hi ≤ 0): budget, params |"
+        );
         let _ = writeln!(s, "|---|---|---:|---:|");
         let f = |x: Option<(u64, f64)>| x.map(|(b, p)| format!("{b}, {p:.0}")).unwrap_or_else(|| "-".into());
         for r in reach {
@@ -206,17 +259,25 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
 pub fn cqr_map_section(obs: &[Obs]) -> String {
     let mut s = String::new();
     for b in ["ce", "hashing"] {
-        let rows: Vec<_> = paired(obs, &[b.to_string()]).into_iter().filter(|r| r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b)).collect();
+        let rows: Vec<_> = paired(obs, &[b.to_string()])
+            .into_iter()
+            .filter(|r| r.a.split('-').next() == Some("cqr") && r.b.split('-').next() == Some(b))
+            .collect();
         if rows.is_empty() {
             continue;
         }
         let budgets: BTreeSet<u64> = rows.iter().map(|r| r.budget).collect();
         let mut grid: BTreeMap<(String, String), BTreeMap<u64, String>> = BTreeMap::new();
         for r in &rows {
-            grid.entry((r.dataset.clone(), crate::paired::pair_label(&r.a, &r.b))).or_default().insert(r.budget, fmt_interval(&r.bce, 4));
+            grid.entry((r.dataset.clone(), crate::paired::pair_label(&r.a, &r.b)))
+                .or_default()
+                .insert(r.budget, fmt_interval(&r.bce, 4));
         }
-        let _ = writeln!(s, "### CQR − {b} test BCE by grid point and cap (negative: CQR better; 95% CI; `*`: excludes 0)
-");
+        let _ = writeln!(
+            s,
+            "### CQR − {b} test BCE by grid point and cap (negative: CQR better; 95% CI; `*`: excludes 0)
+"
+        );
         let caps: Vec<String> = budgets.iter().map(|b| b.to_string()).collect();
         let _ = writeln!(s, "| dataset | grid point | {} |", caps.join(" | "));
         let _ = writeln!(s, "|---|---|{}", "---:|".repeat(caps.len()));
@@ -224,7 +285,8 @@ pub fn cqr_map_section(obs: &[Obs]) -> String {
         let mut points: Vec<_> = grid.iter().collect();
         points.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then_with(|| natural_cmp(&a.0 .1, &b.0 .1)));
         for ((ds, point), cells) in points {
-            let vals: Vec<String> = budgets.iter().map(|b| cells.get(b).cloned().unwrap_or_else(|| "-".into())).collect();
+            let vals: Vec<String> =
+                budgets.iter().map(|b| cells.get(b).cloned().unwrap_or_else(|| "-".into())).collect();
             let _ = writeln!(s, "| {ds} | {point} | {} |", vals.join(" | "));
         }
         s.push('\n');
@@ -309,7 +371,11 @@ pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBu
     }
     let charts = results.join("charts");
     if let Ok(rd) = std::fs::read_dir(&charts) {
-        let mut pngs: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".png")).collect();
+        let mut pngs: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".png"))
+            .collect();
         pngs.sort();
         if !pngs.is_empty() {
             let _ = writeln!(md, "## Charts\n");
@@ -328,7 +394,16 @@ mod tests {
     use super::*;
 
     fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64) -> Obs {
-        Obs { dataset: "d".into(), line: line.into(), method: method.into(), budget, seed, params: budget as f64, test_bce: bce, best_val_auc: 0.5 }
+        Obs {
+            dataset: "d".into(),
+            line: line.into(),
+            method: method.into(),
+            budget,
+            seed,
+            params: budget as f64,
+            test_bce: bce,
+            best_val_auc: 0.5,
+        }
     }
 
     /// One row per grid point, one column per cap, the known paired difference in each cell.
@@ -356,9 +431,23 @@ mod tests {
     #[test]
     fn the_training_column_labels_methods_that_train_the_full_table() {
         let row = |method: &str| GroupRow {
-            dataset: "d".into(), variant: method.into(), method: method.into(), budget: 8, n: 1, test_bce: (0.5, 0.0), test_auc: (0.5, 0.0), best_val_auc: (0.5, 0.0),
-            params: 8.0, total_bytes: 32.0, train_total_bytes: 4e6, peak_rss_mb: 1.0, samples_per_s: 1.0, skipped_rows: 0.0, normalized_entropy: 1.0,
-            bce_by_frequency: [0.0; 3], rows_by_frequency: [0.0; 3],
+            dataset: "d".into(),
+            variant: method.into(),
+            method: method.into(),
+            budget: 8,
+            n: 1,
+            test_bce: (0.5, 0.0),
+            test_auc: (0.5, 0.0),
+            best_val_auc: (0.5, 0.0),
+            params: 8.0,
+            total_bytes: 32.0,
+            train_total_bytes: 4e6,
+            peak_rss_mb: 1.0,
+            samples_per_s: 1.0,
+            skipped_rows: 0.0,
+            normalized_entropy: 1.0,
+            bce_by_frequency: [0.0; 3],
+            rows_by_frequency: [0.0; 3],
         };
         let t = markdown_table(&[row("pep"), row("pq"), row("cqr")]);
         let lines: Vec<&str> = t.lines().skip(2).collect();
@@ -370,20 +459,56 @@ mod tests {
     #[test]
     fn a_cap_above_the_tables_is_labelled_full_table() {
         let row = |method: &str, budget: u64, params: f64| GroupRow {
-            dataset: "d".into(), variant: format!("{method}-b{budget}"), method: method.into(), budget, n: 1, test_bce: (0.5, 0.0), test_auc: (0.5, 0.0), best_val_auc: (0.5, 0.0),
-            params, total_bytes: 32.0, train_total_bytes: 32.0, peak_rss_mb: 1.0, samples_per_s: 1.0, skipped_rows: 0.0, normalized_entropy: 1.0,
-            bce_by_frequency: [0.0; 3], rows_by_frequency: [0.0; 3],
+            dataset: "d".into(),
+            variant: format!("{method}-b{budget}"),
+            method: method.into(),
+            budget,
+            n: 1,
+            test_bce: (0.5, 0.0),
+            test_auc: (0.5, 0.0),
+            best_val_auc: (0.5, 0.0),
+            params,
+            total_bytes: 32.0,
+            train_total_bytes: 32.0,
+            peak_rss_mb: 1.0,
+            samples_per_s: 1.0,
+            skipped_rows: 0.0,
+            normalized_entropy: 1.0,
+            bce_by_frequency: [0.0; 3],
+            rows_by_frequency: [0.0; 3],
         };
         let t = markdown_table(&[row("dense", 0, 5000.0), row("hashing", 64, 900.0), row("hashing", 100000, 5000.0)]);
         let lines: Vec<&str> = t.lines().skip(2).collect();
-        assert!(lines[2].contains("| 100000 (full table: cap ≥ size) |") && !lines[1].contains("full table") && !lines[0].contains("cap ≥"), "{t}");
+        assert!(
+            lines[2].contains("| 100000 (full table: cap ≥ size) |")
+                && !lines[1].contains("full table")
+                && !lines[0].contains("cap ≥"),
+            "{t}"
+        );
     }
 
     #[test]
     fn grid_points_sort_by_their_numbers() {
-        let mut v = vec!["rows=183360-groups=100", "rows=11460-groups=3000", "rows=45840-groups=100", "rows=11460-groups=100", "rows=11460-groups=null"];
+        let mut v = vec![
+            "rows=183360-groups=100",
+            "rows=11460-groups=3000",
+            "rows=45840-groups=100",
+            "rows=11460-groups=100",
+            "rows=11460-groups=null",
+        ];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["rows=11460-groups=100", "rows=11460-groups=3000", "rows=11460-groups=null", "rows=45840-groups=100", "rows=183360-groups=100"]);
-        assert!(natural_cmp("a2", "a10").is_lt() && natural_cmp("a10", "a10").is_eq() && natural_cmp("a", "a1").is_lt());
+        assert_eq!(
+            v,
+            [
+                "rows=11460-groups=100",
+                "rows=11460-groups=3000",
+                "rows=11460-groups=null",
+                "rows=45840-groups=100",
+                "rows=183360-groups=100"
+            ]
+        );
+        assert!(
+            natural_cmp("a2", "a10").is_lt() && natural_cmp("a10", "a10").is_eq() && natural_cmp("a", "a1").is_lt()
+        );
     }
 }

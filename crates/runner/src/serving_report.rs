@@ -19,7 +19,8 @@ struct Row {
     cost: [f64; 5],
 }
 
-const COLS: [&str; 5] = ["serve_samples_per_s", "serve_p50_b1_ms", "serve_p99_b1_ms", "serve_p50_b64_ms", "serve_p99_b64_ms"];
+const COLS: [&str; 5] =
+    ["serve_samples_per_s", "serve_p50_b1_ms", "serve_p99_b1_ms", "serve_p50_b64_ms", "serve_p99_b64_ms"];
 
 fn rows(results: &Path) -> Result<BTreeMap<(String, String), Row>> {
     let df = read_parquet(&results.join("summary.parquet"))?;
@@ -28,7 +29,12 @@ fn rows(results: &Path) -> Result<BTreeMap<(String, String), Row>> {
     let (ds, va, bce) = (strs(&df, "dataset")?, strs(&df, "variant")?, f64s(&df, "test_bce")?);
     let cols: Vec<Vec<f64>> = COLS.iter().map(|c| f64s(&df, c)).collect::<Result<_>>()?;
     for i in (0..df.height()).filter(|&i| first[i].is_finite()) {
-        let r = out.entry((ds[i].clone(), va[i].clone())).or_insert(Row { n: 0, line: crate::config::CellName::parse(&va[i]).line(), test_bce: 0.0, cost: [0.0; 5] });
+        let r = out.entry((ds[i].clone(), va[i].clone())).or_insert(Row {
+            n: 0,
+            line: crate::config::CellName::parse(&va[i]).line(),
+            test_bce: 0.0,
+            cost: [0.0; 5],
+        });
         r.n += 1;
         r.test_bce += bce[i];
         for (k, c) in cols.iter().enumerate() {
@@ -54,7 +60,11 @@ pub fn section(results: &Path) -> Result<String> {
     let _ = writeln!(s, "| dataset | cells (without seed) | seeds | test BCE | samples/s at batch 2,048 | p50 / p99 ms at batch 1 | p50 / p99 ms at batch 64 |\n|---|---|---:|---:|---:|---:|---:|");
     for ((ds, v), r) in &rows {
         let c = r.cost;
-        let _ = writeln!(s, "| {ds} | {v} | {} | {:.5} | {:.0} | {:.3} / {:.3} | {:.3} / {:.3} |", r.n, r.test_bce, c[0], c[1], c[2], c[3], c[4]);
+        let _ = writeln!(
+            s,
+            "| {ds} | {v} | {} | {:.5} | {:.0} | {:.3} / {:.3} | {:.3} / {:.3} |",
+            r.n, r.test_bce, c[0], c[1], c[2], c[3], c[4]
+        );
     }
     s.push('\n');
     Ok(s)
@@ -88,7 +98,8 @@ pub fn plot(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
             lines,
             hlines: vec![],
         };
-        let slug: String = ds.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let slug: String =
+            ds.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
         written.extend(render(&chart, charts, &format!("{slug}_test_bce_vs_serving_latency"))?);
     }
     Ok(written)

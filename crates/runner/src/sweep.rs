@@ -46,13 +46,17 @@ pub struct SweepReport {
 pub fn is_disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<cqr_data::DataError>().is_some_and(|d| d.is_disk_full())
-            || c.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
     })
 }
 
 pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
     let (a, b) = s.split_once('/').ok_or_else(|| anyhow!("--shard must look like i/n (0-based i), got `{s}`"))?;
-    let (i, n): (usize, usize) = (a.trim().parse().map_err(|_| anyhow!("--shard: bad index `{a}`"))?, b.trim().parse().map_err(|_| anyhow!("--shard: bad count `{b}`"))?);
+    let (i, n): (usize, usize) = (
+        a.trim().parse().map_err(|_| anyhow!("--shard: bad index `{a}`"))?,
+        b.trim().parse().map_err(|_| anyhow!("--shard: bad count `{b}`"))?,
+    );
     if n == 0 || i >= n {
         return Err(anyhow!("--shard {s}: need 0 <= i < n"));
     }
@@ -72,7 +76,9 @@ pub fn precheck_datasets(exp: &Experiment, cells: &[&Cell]) -> Result<()> {
     for c in cells {
         if seen.insert(serde_json::to_string(&c.config.dataset)?) {
             if let Err(e) = c.config.dataset.precheck() {
-                let line = std::fs::read_to_string(&exp.file).ok().and_then(|t| crate::config::line_index(&t).get("dataset").copied());
+                let line = std::fs::read_to_string(&exp.file)
+                    .ok()
+                    .and_then(|t| crate::config::line_index(&t).get("dataset").copied());
                 let at = line.map(|l| format!(":{l}")).unwrap_or_default();
                 return Err(anyhow!("{}{at}: dataset: {e:#}", exp.file.display()));
             }
@@ -116,7 +122,9 @@ pub fn run_cells(exp: &Experiment, mine: Vec<&Cell>, opts: &SweepOptions) -> Res
             return;
         }
         eprintln!("[{}] running {} ({})", exp.name, c.name, c.id);
-        match run_cell_counted(c, &opts.cache, opts.progress && opts.jobs == 1).and_then(|(r, o)| write_record(&opts.results, &r).map(|_| (r, o))) {
+        match run_cell_counted(c, &opts.cache, opts.progress && opts.jobs == 1)
+            .and_then(|(r, o)| write_record(&opts.results, &r).map(|_| (r, o)))
+        {
             Ok((r, outcome)) => {
                 if outcome == CacheOutcome::Miss {
                     report_m.lock().unwrap().cache_builds += 1;
@@ -153,7 +161,10 @@ fn brief(r: &CellRecord) -> String {
     match &r.output {
         CellOutput::Train(t) => {
             let skipped = if t.skipped.skipped > 0 { format!("; {}", t.skipped) } else { String::new() };
-            format!(": test BCE {:.5} AUC {:.4}, {} params{skipped}", t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params)
+            format!(
+                ": test BCE {:.5} AUC {:.4}, {} params{skipped}",
+                t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params
+            )
         }
         CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
         CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),

@@ -70,8 +70,15 @@ pub fn ranked(alive: &[usize], means: &[f64], key: SelectKey) -> Vec<usize> {
 
 /// Runs `cells` (this shard's share of them); `false` when the stage is not complete afterwards
 /// (other shards' cells, `--max-cells`, failures): the next stage cannot be decided yet.
-fn run_stage(exp: &Experiment, stage: &str, cells: Vec<&Cell>, opts: &mut SweepOptions, total: &mut SweepReport) -> Result<bool> {
-    let mine: Vec<&Cell> = cells.iter().enumerate().filter(|(i, _)| i % opts.shard.1 == opts.shard.0).map(|(_, c)| *c).collect();
+fn run_stage(
+    exp: &Experiment,
+    stage: &str,
+    cells: Vec<&Cell>,
+    opts: &mut SweepOptions,
+    total: &mut SweepReport,
+) -> Result<bool> {
+    let mine: Vec<&Cell> =
+        cells.iter().enumerate().filter(|(i, _)| i % opts.shard.1 == opts.shard.0).map(|(_, c)| *c).collect();
     let rep = run_cells(exp, mine, opts)?;
     if let Some(m) = opts.max_cells.as_mut() {
         *m = m.saturating_sub(rep.ran.len() + rep.failed.len());
@@ -84,7 +91,11 @@ fn run_stage(exp: &Experiment, stage: &str, cells: Vec<&Cell>, opts: &mut SweepO
     total.not_started += rep.not_started;
     let missing = cells.iter().filter(|c| !crate::sweep::record_path(&opts.results, &c.id).exists()).count();
     if missing > 0 {
-        eprintln!("[{}] tuning: {stage}: {missing} of {} cells not finished yet; run the sweep again to go on", exp.name, cells.len());
+        eprintln!(
+            "[{}] tuning: {stage}: {missing} of {} cells not finished yet; run the sweep again to go on",
+            exp.name,
+            cells.len()
+        );
     }
     Ok(missing == 0)
 }
@@ -100,25 +111,40 @@ pub fn run(exp: &Experiment, plan: &TunePlan, opts: &SweepOptions) -> Result<Swe
     let eta = plan.spec.halving.map(|h| h.eta).unwrap_or(1);
     let mut complete = true;
     for (r, f) in rungs.iter().enumerate() {
-        let cells: Vec<&Cell> = plan.groups.iter().zip(&alive).flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].rungs[r].iter())).collect();
+        let cells: Vec<&Cell> = plan
+            .groups
+            .iter()
+            .zip(&alive)
+            .flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].rungs[r].iter()))
+            .collect();
         if !run_stage(exp, &format!("rung {} ({f} of the steps)", r + 1), cells, &mut opts, &mut total)? {
             complete = false;
             break;
         }
         for (g, a) in plan.groups.iter().zip(alive.iter_mut()) {
-            let means = g.trials.iter().map(|t| Ok(mean(&scores(&t.rungs[r], &opts.results, key)?))).collect::<Result<Vec<f64>>>()?;
+            let means = g
+                .trials
+                .iter()
+                .map(|t| Ok(mean(&scores(&t.rungs[r], &opts.results, key)?)))
+                .collect::<Result<Vec<f64>>>()?;
             let keep = a.len().div_ceil(eta).max(1);
             *a = ranked(a, &means, key).into_iter().take(keep).collect();
             a.sort();
         }
     }
     if complete {
-        let cells: Vec<&Cell> = plan.groups.iter().zip(&alive).flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].full.iter())).collect();
+        let cells: Vec<&Cell> = plan
+            .groups
+            .iter()
+            .zip(&alive)
+            .flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].full.iter()))
+            .collect();
         complete = run_stage(exp, "full runs", cells, &mut opts, &mut total)?;
     }
     if complete {
         let picks = picks(plan, &alive, &opts.results)?;
-        let cells: Vec<&Cell> = plan.groups.iter().zip(&picks).flat_map(|(g, p)| g.trials[p.trial].finals.iter()).collect();
+        let cells: Vec<&Cell> =
+            plan.groups.iter().zip(&picks).flat_map(|(g, p)| g.trials[p.trial].finals.iter()).collect();
         run_stage(exp, "the picks on the final seeds", cells, &mut opts, &mut total)?;
     }
     write_tuning_tables(plan, &alive, &opts.results)?;
@@ -160,9 +186,18 @@ pub fn pick_of(g: &TuneGroup, alive: &[usize], per_seed: &[Vec<f64>], key: Selec
     let order = ranked(alive, &means, key);
     let best = order[0];
     let n_seeds = per_seed[best].len();
-    let agree = (0..n_seeds).filter(|&s| ranked(alive, &per_seed.iter().map(|x| x[s]).collect::<Vec<_>>(), key)[0] == best).count();
+    let agree = (0..n_seeds)
+        .filter(|&s| ranked(alive, &per_seed.iter().map(|x| x[s]).collect::<Vec<_>>(), key)[0] == best)
+        .count();
     let sd = if n_seeds > 1 { t_interval(&per_seed[best]).sd } else { f64::NAN };
-    Pick { trial: best, mean: means[best], sd, runner_up: order.get(1).map(|&t| (t, means[t])), agreement: (agree, n_seeds), edges: edges(&g.trials.iter().map(|t| &t.setting).collect::<Vec<_>>(), best) }
+    Pick {
+        trial: best,
+        mean: means[best],
+        sd,
+        runner_up: order.get(1).map(|&t| (t, means[t])),
+        agreement: (agree, n_seeds),
+        edges: edges(&g.trials.iter().map(|t| &t.setting).collect::<Vec<_>>(), best),
+    }
 }
 
 /// Numeric keys whose value in trial `pick` is the smallest or largest of all trials'.
@@ -174,7 +209,11 @@ pub fn edges(settings: &[&Setting], pick: usize) -> Vec<String> {
         let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
         if lo < hi && (x == lo || x == hi) {
             let short = k.rsplit('.').next().unwrap_or(k);
-            out.push(format!("{short}={} ({})", value_text(v), if x == lo { "smallest tried" } else { "largest tried" }));
+            out.push(format!(
+                "{short}={} ({})",
+                value_text(v),
+                if x == lo { "smallest tried" } else { "largest tried" }
+            ));
         }
     }
     out
@@ -193,9 +232,11 @@ fn col_u(name: &str, v: Vec<u64>) -> Column {
 fn write_frame(results: &Path, stem: &str, mut df: DataFrame) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(results)?;
     let pq = results.join(format!("{stem}.parquet"));
-    ParquetWriter::new(std::fs::File::create(&pq).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", pq.display()))?).finish(&mut df)?;
+    ParquetWriter::new(std::fs::File::create(&pq).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", pq.display()))?)
+        .finish(&mut df)?;
     let csv = results.join(format!("{stem}.csv"));
-    CsvWriter::new(std::fs::File::create(&csv).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", csv.display()))?).finish(&mut df)?;
+    CsvWriter::new(std::fs::File::create(&csv).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", csv.display()))?)
+        .finish(&mut df)?;
     Ok(vec![pq, csv])
 }
 
@@ -220,7 +261,11 @@ pub fn write_tuning_tables(plan: &TunePlan, alive: &[Vec<usize>], results: &Path
     let mut rows: Vec<(String, String, u64, usize, String, f64, u64, f64, f64, String)> = vec![];
     for g in &plan.groups {
         for (t, trial) in g.trials.iter().enumerate() {
-            let stages = trial.rungs.iter().zip(plan.spec.halving.map(|h| h.rungs()).unwrap_or_default()).chain(std::iter::once((&trial.full, 1.0)));
+            let stages = trial
+                .rungs
+                .iter()
+                .zip(plan.spec.halving.map(|h| h.rungs()).unwrap_or_default())
+                .chain(std::iter::once((&trial.full, 1.0)));
             for (cells, f) in stages {
                 for c in cells {
                     let Some(rec) = read_record(results, &c.id)? else { continue };
@@ -233,13 +278,29 @@ pub fn write_tuning_tables(plan: &TunePlan, alive: &[Vec<usize>], results: &Path
                         CellOutput::Infeasible { .. } => "infeasible",
                         _ => "ok",
                     };
-                    rows.push((rec.dataset.clone(), g.line.clone(), g.budget.unwrap_or(0), t, crate::config::tune::setting_label(&trial.setting), f, c.config.seed, vb, va, status.into()));
+                    rows.push((
+                        rec.dataset.clone(),
+                        g.line.clone(),
+                        g.budget.unwrap_or(0),
+                        t,
+                        crate::config::tune::setting_label(&trial.setting),
+                        f,
+                        c.config.seed,
+                        vb,
+                        va,
+                        status.into(),
+                    ));
                 }
             }
         }
     }
     let value_of = |line: &str, t: usize, k: &str| -> String {
-        plan.groups.iter().find(|g| g.line == line).and_then(|g| g.trials[t].setting.iter().find(|(kk, _)| kk == k)).map(|(_, v)| value_text(v)).unwrap_or_default()
+        plan.groups
+            .iter()
+            .find(|g| g.line == line)
+            .and_then(|g| g.trials[t].setting.iter().find(|(kk, _)| kk == k))
+            .map(|(_, v)| value_text(v))
+            .unwrap_or_default()
     };
     let mut cols = vec![
         col_s("dataset", rows.iter().map(|r| r.0.clone()).collect()),
@@ -263,11 +324,18 @@ pub fn write_tuning_tables(plan: &TunePlan, alive: &[Vec<usize>], results: &Path
     write_picks(plan, alive, results, key, &names)
 }
 
-fn write_picks(plan: &TunePlan, alive: &[Vec<usize>], results: &Path, key: SelectKey, names: &[(String, String)]) -> Result<()> {
+fn write_picks(
+    plan: &TunePlan,
+    alive: &[Vec<usize>],
+    results: &Path,
+    key: SelectKey,
+    names: &[(String, String)],
+) -> Result<()> {
     let mut rows: Vec<(&TuneGroup, Pick, usize)> = vec![];
     for (g, a) in plan.groups.iter().zip(alive) {
         let per_seed = g.trials.iter().map(|t| scores(&t.full, results, key)).collect::<Result<Vec<_>>>()?;
-        let done = a.iter().all(|&t| g.trials[t].full.iter().all(|c| crate::sweep::record_path(results, &c.id).exists()));
+        let done =
+            a.iter().all(|&t| g.trials[t].full.iter().all(|c| crate::sweep::record_path(results, &c.id).exists()));
         if done {
             rows.push((g, pick_of(g, a, &per_seed, key), a.len()));
         }
@@ -281,13 +349,28 @@ fn write_picks(plan: &TunePlan, alive: &[Vec<usize>], results: &Path, key: Selec
         col_s("setting", rows.iter().map(|r| label(r.0, r.1.trial)).collect()),
     ];
     for (full, short) in names {
-        cols.push(col_s(short, rows.iter().map(|r| r.0.trials[r.1.trial].setting.iter().find(|(k, _)| k == full).map(|(_, v)| value_text(v)).unwrap_or_default()).collect()));
+        cols.push(col_s(
+            short,
+            rows.iter()
+                .map(|r| {
+                    r.0.trials[r.1.trial]
+                        .setting
+                        .iter()
+                        .find(|(k, _)| k == full)
+                        .map(|(_, v)| value_text(v))
+                        .unwrap_or_default()
+                })
+                .collect(),
+        ));
     }
     cols.extend([
         col_s("select", vec![key.name().to_string(); rows.len()]),
         col_f("mean", rows.iter().map(|r| r.1.mean).collect()),
         col_f("sd", rows.iter().map(|r| r.1.sd).collect()),
-        col_s("runner_up", rows.iter().map(|r| r.1.runner_up.map(|(t, _)| label(r.0, t)).unwrap_or_default()).collect()),
+        col_s(
+            "runner_up",
+            rows.iter().map(|r| r.1.runner_up.map(|(t, _)| label(r.0, t)).unwrap_or_default()).collect(),
+        ),
         col_f("runner_up_mean", rows.iter().map(|r| r.1.runner_up.map(|x| x.1).unwrap_or(f64::NAN)).collect()),
         col_u("seeds_agreeing", rows.iter().map(|r| r.1.agreement.0 as u64).collect()),
         col_u("tuning_seeds", rows.iter().map(|r| r.1.agreement.1 as u64).collect()),
@@ -298,7 +381,10 @@ fn write_picks(plan: &TunePlan, alive: &[Vec<usize>], results: &Path, key: Selec
     write_frame(results, "picks", DataFrame::new(rows.len(), cols)?)?;
     // What the report states about the protocol.
     let s = &plan.spec;
-    let rungs = s.halving.map(|h| format!("successive halving, eta {}, rungs at {:?} of the steps", h.eta, h.rungs())).unwrap_or_else(|| "no halving".into());
+    let rungs = s
+        .halving
+        .map(|h| format!("successive halving, eta {}, rungs at {:?} of the steps", h.eta, h.rungs()))
+        .unwrap_or_else(|| "no halving".into());
     let protocol = format!(
         "{} trials per method × budget ({:?}), selected on {} averaged over tuning seeds {:?}; {rungs}",
         plan.trials_per_group,
@@ -318,7 +404,12 @@ mod tests {
     fn group(values: &[f64]) -> TuneGroup {
         let trials = values
             .iter()
-            .map(|&lr| crate::config::TunedTrial { setting: vec![("training.lr".into(), Value::Number(lr.into()))], rungs: vec![], full: vec![], finals: vec![] })
+            .map(|&lr| crate::config::TunedTrial {
+                setting: vec![("training.lr".into(), Value::Number(lr.into()))],
+                rungs: vec![],
+                full: vec![],
+                finals: vec![],
+            })
             .collect();
         TuneGroup { line: "cqr-b800".into(), method: "cqr".into(), budget: Some(800), trials }
     }

@@ -9,15 +9,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::plot::{render, Chart, Line};
 use crate::frames::{f64s, read_parquet, strs};
+use crate::plot::{render, Chart, Line};
 
 /// The "Tuned comparison" section of `report.md`.
 pub fn tuned_section(results: &Path) -> Result<String> {
     let picks = read_parquet(&results.join("picks.parquet"))?;
     let protocol = std::fs::read_to_string(results.join("tuning_protocol.txt")).unwrap_or_default();
     let (line, setting, select) = (strs(&picks, "line")?, strs(&picks, "setting")?, strs(&picks, "select")?);
-    let (mean, sd, ru, ru_mean) = (f64s(&picks, "mean")?, f64s(&picks, "sd")?, strs(&picks, "runner_up")?, f64s(&picks, "runner_up_mean")?);
+    let (mean, sd, ru, ru_mean) =
+        (f64s(&picks, "mean")?, f64s(&picks, "sd")?, strs(&picks, "runner_up")?, f64s(&picks, "runner_up_mean")?);
     let (agree, seeds, edge) = (f64s(&picks, "seeds_agreeing")?, f64s(&picks, "tuning_seeds")?, strs(&picks, "edge")?);
     let mut s = String::new();
     let _ = writeln!(s, "## Tuned comparison\n");
@@ -26,7 +27,11 @@ pub fn tuned_section(results: &Path) -> Result<String> {
     let _ = writeln!(s, "|---|---|---:|---|---:|---:|---|");
     for i in 0..picks.height() {
         let flag = if edge[i].is_empty() { "-".to_string() } else { format!("**{}**", edge[i]) };
-        let _ = writeln!(s, "| {} | {} | {:.5} ± {:.5} | {} | {:.5} | {:.0}/{:.0} | {flag} |", line[i], setting[i], mean[i], sd[i], ru[i], ru_mean[i], agree[i], seeds[i]);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.5} ± {:.5} | {} | {:.5} | {:.0}/{:.0} | {flag} |",
+            line[i], setting[i], mean[i], sd[i], ru[i], ru_mean[i], agree[i], seeds[i]
+        );
     }
     let _ = writeln!(s, "\n*Seeds agreeing*: tuning seeds whose own best trial is the pick (a pick the seeds disagree on is not stable: more tuning seeds would settle it). *Edge*: the picked value is the smallest or largest tried, so the space may be too narrow.\n");
     s.push_str(&trial_table(results)?);
@@ -66,7 +71,11 @@ fn trial_table(results: &Path) -> Result<String> {
 
 /// The first tuned key whose values are numbers (the x axis of the tuning curves).
 fn numeric_key(df: &polars::prelude::DataFrame, skip: &[&str]) -> Option<String> {
-    df.get_column_names().iter().map(|c| c.to_string()).filter(|c| !skip.contains(&c.as_str())).find(|c| strs(df, c).is_ok_and(|v| !v.is_empty() && v.iter().all(|x| x.parse::<f64>().is_ok())))
+    df.get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| !skip.contains(&c.as_str()))
+        .find(|c| strs(df, c).is_ok_and(|v| !v.is_empty() && v.iter().all(|x| x.parse::<f64>().is_ok())))
 }
 
 /// One chart per budget: the validation metric of each full-run trial against the first numeric
@@ -78,10 +87,29 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![]);
     }
     let df = read_parquet(&path)?;
-    const FIXED: [&str; 12] = ["dataset", "line", "method", "budget", "trial", "setting", "fraction", "tuning_seed", "val_bce", "val_auc", "status", "rung"];
+    const FIXED: [&str; 12] = [
+        "dataset",
+        "line",
+        "method",
+        "budget",
+        "trial",
+        "setting",
+        "fraction",
+        "tuning_seed",
+        "val_bce",
+        "val_auc",
+        "status",
+        "rung",
+    ];
     let Some(x_key) = numeric_key(&df, &FIXED) else { return Ok(vec![]) };
-    let others: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).filter(|c| !FIXED.contains(&c.as_str()) && *c != x_key).collect();
-    let (line, budget, frac, xs, vb) = (strs(&df, "line")?, f64s(&df, "budget")?, f64s(&df, "fraction")?, strs(&df, &x_key)?, f64s(&df, "val_bce")?);
+    let others: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| !FIXED.contains(&c.as_str()) && *c != x_key)
+        .collect();
+    let (line, budget, frac, xs, vb) =
+        (strs(&df, "line")?, f64s(&df, "budget")?, f64s(&df, "fraction")?, strs(&df, &x_key)?, f64s(&df, "val_bce")?);
     let other_vals: Vec<Vec<String>> = others.iter().map(|c| strs(&df, c)).collect::<Result<_>>()?;
     // budget -> series -> x -> values over seeds
     let mut by: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
@@ -89,7 +117,13 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
         let method = line[i].split('-').next().unwrap_or_default();
         let mut label = vec![method.to_string()];
         label.extend(others.iter().zip(&other_vals).map(|(k, v)| format!("{k}={}", v[i])));
-        by.entry(budget[i] as u64).or_default().entry(label.join(" ")).or_default().entry(xs[i].clone()).or_default().push(vb[i]);
+        by.entry(budget[i] as u64)
+            .or_default()
+            .entry(label.join(" "))
+            .or_default()
+            .entry(xs[i].clone())
+            .or_default()
+            .push(vb[i]);
     }
     let mut out = vec![];
     for (b, series) in by {
@@ -98,7 +132,14 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
             .map(|(label, pts)| {
                 let mut points: Vec<(f64, f64, f64, f64)> = pts
                     .iter()
-                    .map(|(x, v)| (x.parse().unwrap_or(f64::NAN), v.iter().sum::<f64>() / v.len() as f64, v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(f64::NEG_INFINITY, f64::max)))
+                    .map(|(x, v)| {
+                        (
+                            x.parse().unwrap_or(f64::NAN),
+                            v.iter().sum::<f64>() / v.len() as f64,
+                            v.iter().cloned().fold(f64::INFINITY, f64::min),
+                            v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                        )
+                    })
                     .collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 Line { label, points }

@@ -55,7 +55,12 @@ impl std::fmt::Display for Difference {
 /// The largest relative gap between the numbers of two texts that are otherwise the same
 /// (hook logs: `pq: 4 chunks, largest change 1.2e-3`); infinite when the words differ.
 fn text_gap(a: &str, b: &str) -> f64 {
-    let words = |s: &str| s.split(|c: char| c.is_whitespace() || ",;:()[]=".contains(c)).filter(|w| !w.is_empty()).map(str::to_string).collect::<Vec<_>>();
+    let words = |s: &str| {
+        s.split(|c: char| c.is_whitespace() || ",;:()[]=".contains(c))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let (wa, wb) = (words(a), words(b));
     if wa.len() != wb.len() {
         return f64::INFINITY;
@@ -66,7 +71,9 @@ fn text_gap(a: &str, b: &str) -> f64 {
             continue;
         }
         match (x.parse::<f64>(), y.parse::<f64>()) {
-            (Ok(p), Ok(q)) if p.is_finite() && q.is_finite() && x.contains(['.', 'e']) => worst = worst.max((p - q).abs() / p.abs().max(q.abs())),
+            (Ok(p), Ok(q)) if p.is_finite() && q.is_finite() && x.contains(['.', 'e']) => {
+                worst = worst.max((p - q).abs() / p.abs().max(q.abs()))
+            }
             _ => return f64::INFINITY,
         }
     }
@@ -79,7 +86,9 @@ fn relative_gap(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
     }
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) if x == y => 0.0,
-        (Some(x), Some(y)) if x.is_finite() && y.is_finite() && !(a.is_i64() || a.is_u64()) => (x - y).abs() / x.abs().max(y.abs()),
+        (Some(x), Some(y)) if x.is_finite() && y.is_finite() && !(a.is_i64() || a.is_u64()) => {
+            (x - y).abs() / x.abs().max(y.abs())
+        }
         _ => f64::INFINITY,
     }
 }
@@ -105,7 +114,12 @@ fn json_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut
                 json_diff(va, vb, &format!("{path}[{i}]"), out);
             }
         }
-        _ if a != b => out.push(Difference { path: path.to_string(), stored: a.clone(), now: b.clone(), relative: relative_gap(a, b) }),
+        _ if a != b => out.push(Difference {
+            path: path.to_string(),
+            stored: a.clone(),
+            now: b.clone(),
+            relative: relative_gap(a, b),
+        }),
         _ => {}
     }
 }
@@ -177,9 +191,14 @@ pub fn compare_records(name: &str, stored: &serde_json::Value, now: &serde_json:
 /// run (floats round-trip exactly through the JSON records); [`Verified::verdict`] judges it.
 pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Result<Vec<Verified>> {
     use rand::{Rng, SeedableRng};
-    let mut done: Vec<&Cell> = exp.every_cell().into_iter().filter(|c| record_path(&opts.results, &c.id).exists()).collect();
+    let mut done: Vec<&Cell> =
+        exp.every_cell().into_iter().filter(|c| record_path(&opts.results, &c.id).exists()).collect();
     if done.is_empty() {
-        return Err(anyhow!("--verify: no finished cell of {} under {} (run the sweep first)", exp.name, opts.results.display()));
+        return Err(anyhow!(
+            "--verify: no finished cell of {} under {} (run the sweep first)",
+            exp.name,
+            opts.results.display()
+        ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for i in (1..done.len()).rev() {
@@ -190,7 +209,9 @@ pub fn verify(exp: &Experiment, opts: &SweepOptions, n: usize, seed: u64) -> Res
     let mut out = vec![];
     for c in done {
         let p = record_path(&opts.results, &c.id);
-        let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("{}: not a cell record", p.display()))?;
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("{}: not a cell record", p.display()))?;
         eprintln!("[{}] verifying {} ({})", exp.name, c.name, c.id);
         let rec = run_cell(c, &opts.cache, false)?;
         // Through text, as stored: f32 fields are written in their shortest f32 form.
@@ -209,7 +230,12 @@ mod tests {
     fn verify_compares_metrics_not_the_machine() {
         let stored = json!({"cpu": "Intel Xeon (family 6, model 207, AVX-512)", "kernels": "burn", "wall_s": 3.0, "output": {"reported": {"test_bce": 0.5}}});
         let mut out = vec![];
-        json_diff(&stored, &json!({"cpu": "AMD EPYC (family 25, model 17, AVX-512)", "kernels": "fused", "wall_s": 9.0, "output": {"reported": {"test_bce": 0.5}}}), "", &mut out);
+        json_diff(
+            &stored,
+            &json!({"cpu": "AMD EPYC (family 25, model 17, AVX-512)", "kernels": "fused", "wall_s": 9.0, "output": {"reported": {"test_bce": 0.5}}}),
+            "",
+            &mut out,
+        );
         assert!(out.is_empty(), "{out:?}");
         json_diff(&stored, &json!({"output": {"reported": {"test_bce": 0.50000001}}}), "", &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
@@ -236,15 +262,30 @@ mod tests {
             x => panic!("{x:?}"),
         }
         assert_eq!(other.verdict(Tolerance::Exact), Verdict::Different, "--exact demands the bits");
-        assert_eq!(v(record(here, base, 10), record(here, tiny, 10)).verdict(tol), Verdict::Different, "same CPU: bits");
-        assert_eq!(v(record(there, base, 10), record(here, base * (1.0 + 1e-4), 10)).verdict(tol), Verdict::Different, "a real change");
-        assert_eq!(v(record(there, base, 10), record(here, base, 11)).verdict(tol), Verdict::Different, "integers exactly");
+        assert_eq!(
+            v(record(here, base, 10), record(here, tiny, 10)).verdict(tol),
+            Verdict::Different,
+            "same CPU: bits"
+        );
+        assert_eq!(
+            v(record(there, base, 10), record(here, base * (1.0 + 1e-4), 10)).verdict(tol),
+            Verdict::Different,
+            "a real change"
+        );
+        assert_eq!(
+            v(record(there, base, 10), record(here, base, 11)).verdict(tol),
+            Verdict::Different,
+            "integers exactly"
+        );
         // A record that names no CPU is treated as another machine's.
         let mut old = record(here, base, 10);
         old.as_object_mut().unwrap().remove("cpu");
         assert!(matches!(v(old, record(here, tiny, 10)).verdict(tol), Verdict::WithinTolerance { .. }));
         // Numbers inside a log line get the tolerance; its words do not.
-        assert!(text_gap("pq: 4 chunks, largest change 1.000000000e-3", "pq: 4 chunks, largest change 1.000000001e-3") < 1e-8);
+        assert!(
+            text_gap("pq: 4 chunks, largest change 1.000000000e-3", "pq: 4 chunks, largest change 1.000000001e-3")
+                < 1e-8
+        );
         assert_eq!(text_gap("pq: 4 chunks", "pq: 5 chunks"), f64::INFINITY, "integers exactly");
         assert_eq!(text_gap("clustered 3", "reset 3"), f64::INFINITY);
     }
@@ -253,7 +294,9 @@ mod tests {
     fn the_cpu_is_named_with_family_model_and_simd() {
         let c = crate::bench::cpu_model();
         assert!(c.contains("AVX-512"), "{c}");
-        if std::path::Path::new("/proc/cpuinfo").exists() && std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("cpu family") {
+        if std::path::Path::new("/proc/cpuinfo").exists()
+            && std::fs::read_to_string("/proc/cpuinfo").unwrap().contains("cpu family")
+        {
             assert!(c.contains("family") && c.contains("model"), "{c}");
         }
     }

@@ -10,7 +10,11 @@ fn root() -> std::path::PathBuf {
 
 fn cqr(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cqr")).args(args).current_dir(root()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -24,10 +28,30 @@ fn help_lists_subcommands() {
 
 #[test]
 fn bench_ab_prints_a_paired_row_per_case() {
-    let (ok, out, err) = cqr(&["bench", "--preset", "small", "--cases", "dense-10k,gmf-ml1m", "--batch", "64", "--steps", "2", "--repeats", "2", "--ab", "precision"]);
+    let (ok, out, err) = cqr(&[
+        "bench",
+        "--preset",
+        "small",
+        "--cases",
+        "dense-10k,gmf-ml1m",
+        "--batch",
+        "64",
+        "--steps",
+        "2",
+        "--repeats",
+        "2",
+        "--ab",
+        "precision",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("| case | A: f32 samples/s | B: bf16 samples/s | B/A | 95% interval | rounds |"), "{out}");
-    let row: Vec<&str> = out.lines().find(|l| l.starts_with("| dense-10k |")).expect("a dense-10k row").split('|').map(str::trim).collect();
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("| dense-10k |"))
+        .expect("a dense-10k row")
+        .split('|')
+        .map(str::trim)
+        .collect();
     let ratio: f64 = row[4].parse().unwrap_or_else(|_| panic!("B/A in {row:?}"));
     assert!(ratio > 0.0 && row[6] == "2", "{row:?}");
     assert!(out.contains("| gmf-ml1m | Precision: GMF has no MLP"), "{out}");
@@ -37,13 +61,30 @@ fn bench_ab_prints_a_paired_row_per_case() {
 fn bf16_is_refused_on_burns_graph() {
     // CQR_KERNELS=burn (read once per process, hence a child process): bf16 needs the fused kernels.
     let out = Command::new(env!("CARGO_BIN_EXE_cqr"))
-        .args(["bench", "--preset", "small", "--cases", "dense-10k", "--batch", "64", "--steps", "1", "--repeats", "1", "--precision", "bf16"])
+        .args([
+            "bench",
+            "--preset",
+            "small",
+            "--cases",
+            "dense-10k",
+            "--batch",
+            "64",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--precision",
+            "bf16",
+        ])
         .env("CQR_KERNELS", "burn")
         .current_dir(root())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("bf16") && err.contains("fused") && !err.contains("panicked"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("bf16") && err.contains("fused") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,9 +101,16 @@ fn errors_are_clear_and_exit_nonzero() {
     assert!(!ok && err.contains("no/such/file.tsv") && !err.contains("panicked"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "name: x\ndataset:\n  kind: synthetic_gmf\nmodel: { kind: gmf }\nmethods:\n  - name: nope\nbudgets: [8]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "name: x\ndataset:\n  kind: synthetic_gmf\nmodel: { kind: gmf }\nmethods:\n  - name: nope\nbudgets: [8]\n",
+    )
+    .unwrap();
     let (ok, _, err) = cqr(&["sweep", bad.to_str().unwrap()]);
-    assert!(!ok && err.contains("bad.yaml:6") && err.contains("unknown method `nope`") && !err.contains("panicked"), "{err}");
+    assert!(
+        !ok && err.contains("bad.yaml:6") && err.contains("unknown method `nope`") && !err.contains("panicked"),
+        "{err}"
+    );
     let (ok, _, err) = cqr(&["sweep", bad.to_str().unwrap(), "--shard", "3/2"]);
     assert!(!ok && !err.contains("panicked"), "{err}");
 }
@@ -72,7 +120,8 @@ fn errors_are_clear_and_exit_nonzero() {
 #[test]
 fn slurm_script_shards_cover_the_grid() {
     let bin = env!("CARGO_BIN_EXE_cqr");
-    let (ok, script, err) = cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--cpus", "2", "--time", "02:30:00", "--cqr", bin]);
+    let (ok, script, err) =
+        cqr(&["slurm", "experiments/quick.yaml", "--shards", "3", "--cpus", "2", "--time", "02:30:00", "--cqr", bin]);
     assert!(ok, "{err}");
     assert!(script.contains("#SBATCH --array=0-2") && script.contains("#SBATCH --time=02:30:00\n"), "{script}");
     // The default is hours; a form sbatch reads as minutes is refused.

@@ -22,12 +22,17 @@ fn write_tables(dir: &Path) {
     std::fs::write(dir.join("t.libfm"), svm).unwrap();
     // The same table as Parquet (written by polars).
     use polars::prelude::*;
-    let mut df = CsvReadOptions::default().try_into_reader_with_file_path(Some(dir.join("t.csv"))).unwrap().finish().unwrap();
+    let mut df =
+        CsvReadOptions::default().try_into_reader_with_file_path(Some(dir.join("t.csv"))).unwrap().finish().unwrap();
     ParquetWriter::new(File::create(dir.join("t.parquet")).unwrap()).finish(&mut df).unwrap();
 }
 
 fn table_experiment(dir: &Path, format: &str) -> String {
-    let columns = if format == "libfm" { String::new() } else { "\n  label: click\n  categorical: [hour, site, app]\n  numeric: [price]".into() };
+    let columns = if format == "libfm" {
+        String::new()
+    } else {
+        "\n  label: click\n  categorical: [hour, site, app]\n  numeric: [price]".into()
+    };
     format!(
         r#"
 name: tables
@@ -59,7 +64,8 @@ fn csv_tsv_parquet_and_libfm_tables_train_end_to_end() {
     let cache = dir.path().join(".cache");
     let mut bces = vec![];
     for format in ["csv", "tsv", "parquet", "libfm"] {
-        let exp = parse_experiment(&table_experiment(dir.path(), format), Path::new("t.yaml")).unwrap_or_else(|e| panic!("{format}: {e:#}"));
+        let exp = parse_experiment(&table_experiment(dir.path(), format), Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{format}: {e:#}"));
         let rec = run_cell(&exp.cells[0], &cache, false).unwrap_or_else(|e| panic!("{format}: {e:#}"));
         let CellOutput::Train(r) = rec.output else { panic!("{format}: not trained") };
         let s = r.reported;
@@ -104,7 +110,11 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
         cqr_data::synthetic::write_criteo_tsv(&dir.path().join(format!("day_{d}.tsv")), 3000, 20_000, d).unwrap();
     }
     let text = DAYS.replace("DIR", &dir.path().display().to_string());
-    let exp = parse_experiment(&text.replace("SHUFFLE", "  shuffle: { blocks: { block_rows: 500, window: 3 } }"), Path::new("d.yaml")).unwrap();
+    let exp = parse_experiment(
+        &text.replace("SHUFFLE", "  shuffle: { blocks: { block_rows: 500, window: 3 } }"),
+        Path::new("d.yaml"),
+    )
+    .unwrap();
     let cache = dir.path().join(".cache");
     let c = &exp.cells[0];
     let mapped = load_dataset(&c.config.dataset, &cache, storage_for(&c.config.training)).unwrap();
@@ -115,7 +125,10 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
     let train = mapped.splits.train.len();
     let pos = (mapped.label_rate(mapped.splits.train.clone()) * train as f64).round() as usize;
     let neg = train - pos;
-    assert!(train < 6000 && (neg as f64) < 0.62 * (6000 - pos) as f64 && (neg as f64) > 0.38 * (6000 - pos) as f64, "train {train}, positives {pos}");
+    assert!(
+        train < 6000 && (neg as f64) < 0.62 * (6000 - pos) as f64 && (neg as f64) > 0.38 * (6000 - pos) as f64,
+        "train {train}, positives {pos}"
+    );
     // Out of core (mapped, block shuffle) and in memory (same block shuffle) give identical runs.
     for cell in &exp.cells {
         let a = run_cell(cell, &cache, false).unwrap();
@@ -128,11 +141,24 @@ fn day_files_subsample_and_out_of_core_training_matches_memory() {
             let cfg = &mut in_memory.config;
             let model = cfg.model.as_ref().unwrap().resolve_for(ds.n_dense()).unwrap();
             let m = cfg.method.as_ref().unwrap();
-            let spec = cqr_models::EmbeddingSpec { method: m.name.clone(), budget: cfg.budget.unwrap(), options: m.options.clone(), init_scale: m.init_scale, quantize: m.quantize, dense_under_cap: m.dense_under_cap };
-            cqr_models::train(&ds, &model, &spec, &cqr_models::TrainConfig { seed: cfg.seed, ..cfg.training.clone() }).unwrap()
+            let spec = cqr_models::EmbeddingSpec {
+                method: m.name.clone(),
+                budget: cfg.budget.unwrap(),
+                options: m.options.clone(),
+                init_scale: m.init_scale,
+                quantize: m.quantize,
+                dense_under_cap: m.dense_under_cap,
+            };
+            cqr_models::train(&ds, &model, &spec, &cqr_models::TrainConfig { seed: cfg.seed, ..cfg.training.clone() })
+                .unwrap()
         };
         let CellOutput::Train(a) = a.output else { panic!("not trained") };
-        assert_eq!(a.evals.iter().map(|e| e.scores).collect::<Vec<_>>(), b.evals.iter().map(|e| e.scores).collect::<Vec<_>>(), "{}", cell.name);
+        assert_eq!(
+            a.evals.iter().map(|e| e.scores).collect::<Vec<_>>(),
+            b.evals.iter().map(|e| e.scores).collect::<Vec<_>>(),
+            "{}",
+            cell.name
+        );
         assert!(a.reported.test_bce.is_finite());
     }
     // A full shuffle of the same data differs (a different order), but also trains.

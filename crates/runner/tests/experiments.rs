@@ -34,7 +34,11 @@ fn the_regime_benchmark_keeps_kaggles_lookups_per_id() {
     for (i, (&full, &scaled)) in cqr_data::synthetic::KAGGLE_CARDINALITIES.iter().zip(&c.cardinalities()).enumerate() {
         if full as f64 * f >= 100.0 {
             let (kaggle, here) = (45_840_617.0 / full as f64, c.rows as f64 / scaled as f64);
-            assert!((here / kaggle - 1.0).abs() < 0.01, "C{}: {here:.2} rows per id here, {kaggle:.2} in Kaggle", i + 1);
+            assert!(
+                (here / kaggle - 1.0).abs() < 0.01,
+                "C{}: {here:.2} rows per id here, {kaggle:.2} in Kaggle",
+                i + 1
+            );
         }
     }
     let caps: Vec<u64> = exp.cells.iter().filter_map(|c| c.config.budget).collect();

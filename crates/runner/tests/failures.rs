@@ -48,14 +48,30 @@ fn write_exp(dir: &Path) -> String {
 }
 
 fn finished(results: &Path) -> usize {
-    std::fs::read_dir(results.join("cells")).map(|d| d.filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().join("record.json").exists()).count()).unwrap_or(0)
+    std::fs::read_dir(results.join("cells"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().join("record.json").exists())
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Every metric column of the summary, by cell id (timings, memory and speed left out).
 fn metrics(results: &Path) -> BTreeMap<String, Vec<u64>> {
     let df = read_parquet(&results.join("summary.parquet")).unwrap();
     let ids = strs(&df, "cell_id").unwrap();
-    let cols = ["val_bce", "val_auc", "best_val_auc", "test_bce", "test_auc", "params", "total_bytes", "train_total_bytes", "index_bytes"];
+    let cols = [
+        "val_bce",
+        "val_auc",
+        "best_val_auc",
+        "test_bce",
+        "test_auc",
+        "params",
+        "total_bytes",
+        "train_total_bytes",
+        "index_bytes",
+    ];
     let vals: Vec<Vec<f64>> = cols.iter().map(|c| f64s(&df, c).unwrap()).collect();
     let mut out = BTreeMap::new();
     for (i, id) in ids.into_iter().enumerate() {
@@ -72,7 +88,12 @@ fn killed_sweep_resumes_to_identical_tables() {
     let out = cqr(&["sweep", &exp, "--results", a.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Start, SIGKILL once the first cell is on disk, resume.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cqr")).args(["sweep", &exp, "--results", b.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cqr"))
+        .args(["sweep", &exp, "--results", b.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     while finished(&b) == 0 && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(5));
@@ -84,7 +105,11 @@ fn killed_sweep_resumes_to_identical_tables() {
     let out = cqr(&["sweep", &exp, "--results", b.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("{} cells ran (", 14 - at_kill)) && err.contains(&format!("infeasible at their budget), {at_kill} were already done")), "{err}");
+    assert!(
+        err.contains(&format!("{} cells ran (", 14 - at_kill))
+            && err.contains(&format!("infeasible at their budget), {at_kill} were already done")),
+        "{err}"
+    );
     assert_eq!(metrics(&a), metrics(&b), "resumed tables differ from the uninterrupted run");
 }
 
@@ -93,7 +118,14 @@ fn concurrent_shards_merge_every_cell_once() {
     let dir = tempfile::tempdir().unwrap();
     let exp = write_exp(dir.path());
     let r = dir.path().join("r");
-    let spawn = |shard: &str| Command::new(env!("CARGO_BIN_EXE_cqr")).args(["sweep", &exp, "--results", r.to_str().unwrap(), "--shard", shard]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = |shard: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cqr"))
+            .args(["sweep", &exp, "--results", r.to_str().unwrap(), "--shard", shard])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let (c0, c1) = (spawn("0/2"), spawn("1/2"));
     for c in [c0, c1] {
         let out = c.wait_with_output().unwrap();
@@ -119,7 +151,9 @@ fn unwritable_and_missing_directories_are_clear_errors() {
     assert!(!out.status.success() && err.contains("plain-file") && !err.contains("panicked"), "{err}");
     // Plot, report and verify on a directory that does not exist.
     let missing = dir.path().join("missing").to_str().unwrap().to_string();
-    for args in [vec!["plot", &missing], vec!["report", &missing], vec!["sweep", &exp, "--results", &missing, "--verify", "1"]] {
+    for args in
+        [vec!["plot", &missing], vec!["report", &missing], vec!["sweep", &exp, "--results", &missing, "--verify", "1"]]
+    {
         let out = cqr(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("missing") && !err.contains("panicked"), "{args:?}: {err}");
@@ -135,9 +169,17 @@ fn verify_reruns_cells_bit_for_bit_and_reports_a_difference() {
     assert!(cqr(&["sweep", &exp, "--results", rs, "--max-cells", "3"]).status.success());
     let out = cqr(&["sweep", &exp, "--results", rs, "--verify", "2"]);
     let so = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && so.contains("2 cells re-run: every metric identical"), "{so}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && so.contains("2 cells re-run: every metric identical"),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Tamper with one stored metric: verify must name it and fail.
-    let cells: Vec<_> = std::fs::read_dir(r.join("cells")).unwrap().filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).collect();
+    let cells: Vec<_> = std::fs::read_dir(r.join("cells"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     for c in &cells {
         let p = c.path().join("record.json");
         let text = std::fs::read_to_string(&p).unwrap();
@@ -149,7 +191,10 @@ fn verify_reruns_cells_bit_for_bit_and_reports_a_difference() {
     }
     let out = cqr(&["sweep", &exp, "--results", rs, "--verify", "1"]);
     let so = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && so.contains("DIFFERENT") && so.contains("reported.test_auc: stored 0.123"), "{so}");
+    assert!(
+        !out.status.success() && so.contains("DIFFERENT") && so.contains("reported.test_auc: stored 0.123"),
+        "{so}"
+    );
 }
 
 fn valid_lines() -> Vec<&'static str> {
@@ -195,9 +240,20 @@ fn dataset_problems_are_found_once_before_any_cell() {
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (ok, err) = run(table("a, C99", fractions, csv.to_str().unwrap()));
-    assert!(!ok && err.contains("t.yaml:2: dataset:") && err.contains("categorical column `C99` not found") && !err.contains("Name(") && !err.contains("running"), "{err}");
+    assert!(
+        !ok && err.contains("t.yaml:2: dataset:")
+            && err.contains("categorical column `C99` not found")
+            && !err.contains("Name(")
+            && !err.contains("running"),
+        "{err}"
+    );
     let (ok, err) = run(table("a, b", fractions, dir.path().join("gone.csv").to_str().unwrap()));
-    assert!(!ok && err.contains("gone.csv: cannot read file") && err.matches("No such file").count() == 1 && !err.contains("running"), "{err}");
+    assert!(
+        !ok && err.contains("gone.csv: cannot read file")
+            && err.matches("No such file").count() == 1
+            && !err.contains("running"),
+        "{err}"
+    );
     let (ok, err) = run(table("a, b", "{ fractions: { train: 0.8, val: 0.2, test: 0.15 } }", csv.to_str().unwrap()));
     assert!(!ok && err.contains("t.yaml:") && err.contains("sum to 1.15,") && !err.contains("1.1500000"), "{err}");
     let f = dir.path().join("t.yaml");

@@ -53,7 +53,10 @@ seeds: [0]
     )
     .unwrap();
     let results = dir.path().join("results");
-    let out = Command::new(env!("CARGO_BIN_EXE_cqr")).args(["sweep", exp.to_str().unwrap(), "--results", results.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cqr"))
+        .args(["sweep", exp.to_str().unwrap(), "--results", results.to_str().unwrap()])
+        .output()
+        .unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
     let peak = children_peak_rss_mb();
@@ -72,6 +75,8 @@ seeds: [0]
 
 fn walk(p: &Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |rd| {
-        rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum()
+        rd.flatten()
+            .map(|e| if e.path().is_dir() { walk(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+            .sum()
     })
 }

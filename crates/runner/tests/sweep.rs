@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cqr_runner::config::parse_experiment;
-use cqr_runner::sweep::{load_records, sweep, SweepOptions};
 use cqr_runner::frames::{f64s, read_parquet, strs, write_tables, SUMMARY_COLUMNS};
+use cqr_runner::sweep::{load_records, sweep, SweepOptions};
 
 const EXP: &str = r#"
 name: tiny
@@ -118,7 +118,10 @@ fn resume_shards_tables_charts_and_report() {
     let of = |n: &str| bce[names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n}"))];
     let diffs: Vec<f64> = (0..2).map(|s| of(&format!("hashing-b80-s{s}")) - of(&format!("cqr-b80-s{s}"))).collect();
     let want = cqr_runner::paired::t_interval(&diffs);
-    let line = report.lines().find(|l| l.starts_with("| synthetic-gmf | hashing | cqr | 80 |")).unwrap_or_else(|| panic!("no hashing-cqr row:\n{report}"));
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("| synthetic-gmf | hashing | cqr | 80 |"))
+        .unwrap_or_else(|| panic!("no hashing-cqr row:\n{report}"));
     assert!(line.contains(&format!("{:+.5} [{:+.5}, {:+.5}]", want.mean, want.lo, want.hi)), "{line} vs {want:?}");
     assert!(report.contains("| synthetic-gmf | cqr | dense | 80 |"), "{report}");
     // Normalized entropy: BCE over the entropy of the training click rate.
@@ -126,7 +129,8 @@ fn resume_shards_tables_charts_and_report() {
     let h = -(rate[0] * rate[0].ln() + (1.0 - rate[0]) * (1.0 - rate[0]).ln());
     assert!((ne[0] - bce[0] / h).abs() < 1e-12 && rate[0] > 0.0 && rate[0] < 1.0);
     // Frequency buckets partition the test rows.
-    let rows: Vec<f64> = ["test_rows_head", "test_rows_torso", "test_rows_tail"].iter().map(|c| f64s(&df, c).unwrap()[0]).collect();
+    let rows: Vec<f64> =
+        ["test_rows_head", "test_rows_torso", "test_rows_tail"].iter().map(|c| f64s(&df, c).unwrap()[0]).collect();
     assert_eq!(rows.iter().sum::<f64>(), 300.0, "{rows:?}");
 }
 
@@ -142,7 +146,10 @@ fn parallel_cells_on_a_cold_cache_build_the_dataset_once() {
     assert!(rep.failed.is_empty(), "{:?}", rep.failed);
     assert_eq!(rep.ran.len(), exp.cells.len());
     assert_eq!(rep.cache_builds, 1, "one cell built the cache, the rest read it");
-    let entries: Vec<String> = std::fs::read_dir(d.path().join(".cache")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let entries: Vec<String> = std::fs::read_dir(d.path().join(".cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(entries.len(), 1, "one cache directory, no temporary left: {entries:?}");
     assert!(entries[0].ends_with(".cqrds"));
     // Same numbers as one job at a time.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cqr_runner::config::parse_experiment;
-use cqr_runner::sweep::{load_records, sweep, SweepOptions};
 use cqr_runner::frames::{f64s, read_parquet, strs, write_tables};
+use cqr_runner::sweep::{load_records, sweep, SweepOptions};
 
 const EXP: &str = r#"
 name: tuned
@@ -38,7 +38,14 @@ tune:
 "#;
 
 fn opts(dir: &Path, max_cells: Option<usize>) -> SweepOptions {
-    SweepOptions { results: dir.join("tuned"), cache: dir.join(".cache"), jobs: 1, shard: (0, 1), progress: false, max_cells }
+    SweepOptions {
+        results: dir.join("tuned"),
+        cache: dir.join(".cache"),
+        jobs: 1,
+        shard: (0, 1),
+        progress: false,
+        max_cells,
+    }
 }
 
 /// Runs the sweep (resumable) and writes the tables as the CLI does.
@@ -72,7 +79,8 @@ fn picks_follow_validation_and_only_final_cells_are_summarised() {
     assert_eq!(summary.height(), 4);
     assert!(seeds.iter().all(|&s| s < 2.0), "only final seeds in the summary: {seeds:?}");
     // The pick is the best mean validation BCE over the tuning seeds.
-    let (line, setting, vb) = (strs(&tuning, "line").unwrap(), strs(&tuning, "setting").unwrap(), f64s(&tuning, "val_bce").unwrap());
+    let (line, setting, vb) =
+        (strs(&tuning, "line").unwrap(), strs(&tuning, "setting").unwrap(), f64s(&tuning, "val_bce").unwrap());
     let mut means: BTreeMap<(String, String), f64> = BTreeMap::new();
     for i in 0..tuning.height() {
         *means.entry((line[i].clone(), setting[i].clone())).or_default() += vb[i] / 2.0;
@@ -92,7 +100,12 @@ fn picks_follow_validation_and_only_final_cells_are_summarised() {
     // The report says what the comparison is.
     let report = cqr_runner::report::write_report(&r).unwrap();
     let md = std::fs::read_to_string(report).unwrap();
-    assert!(md.contains("## Tuned comparison") && md.contains("3 trials per method × budget") && md.contains("tuned: each method × budget at its own setting"), "{md}");
+    assert!(
+        md.contains("## Tuned comparison")
+            && md.contains("3 trials per method × budget")
+            && md.contains("tuned: each method × budget at its own setting"),
+        "{md}"
+    );
     assert!(md.contains("unresolved (n = 2)"), "{md}");
     let charts = cqr_runner::plot::plot_results(&r).unwrap();
     assert!(charts.iter().any(|p| p.to_string_lossy().contains("tuning_val_bce_vs_lr_b40")), "{charts:?}");
@@ -129,7 +142,8 @@ fn a_killed_search_resumes_to_the_same_picks_and_tables() {
     }
     let scores = |d: &Path| -> Vec<(String, f64)> {
         let df = read_parquet(&d.join("tuned/summary.parquet")).unwrap();
-        let mut v: Vec<(String, f64)> = strs(&df, "cell_id").unwrap().into_iter().zip(f64s(&df, "test_bce").unwrap()).collect();
+        let mut v: Vec<(String, f64)> =
+            strs(&df, "cell_id").unwrap().into_iter().zip(f64s(&df, "test_bce").unwrap()).collect();
         v.sort_by(|x, y| x.0.cmp(&y.0));
         v
     };
@@ -138,7 +152,10 @@ fn a_killed_search_resumes_to_the_same_picks_and_tables() {
 
 #[test]
 fn halving_picks_what_the_full_grid_picks_with_fewer_runs() {
-    let halved = EXP.replace("  tuning_seeds: [100, 101]\n", "  tuning_seeds: [100, 101]\n  halving: { eta: 3, min_fraction: 0.5 }\n");
+    let halved = EXP.replace(
+        "  tuning_seeds: [100, 101]\n",
+        "  tuning_seeds: [100, 101]\n  halving: { eta: 3, min_fraction: 0.5 }\n",
+    );
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(EXP, a.path(), None);
     run(&halved, b.path(), None);

@@ -91,7 +91,13 @@ impl Backward<Flex, 2> for BceBackward {
 type Ad<C> = Autodiff<Flex, C>;
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool, bf16: bool) -> FloatTensor<Self> {
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        relu: bool,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
         let prep = LinearBackward.prepare::<C>([x.node(), w.node(), bias.node()]).compute_bound().stateful();
         let (x, w) = kernels::operands(Ad::<C>::inner(x), Ad::<C>::inner(w), bf16);
         let bias = Ad::<C>::inner(bias);

@@ -51,7 +51,27 @@ fn gemm_new(a: &View, b: &View) -> Vec<f32> {
     // tensors' layouts); dst has room for m x n values, written (never read) through the raw
     // pointer, all of them, before the length is set.
     unsafe {
-        gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0f32, 1.0f32, false, false, false, parallelism(m, n, k));
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
         dst.set_len(m * n);
     }
     dst
@@ -148,7 +168,15 @@ fn bias_act(chunk: &mut [f32], bias: &[f32], relu: bool) {
 /// `(dx, dw, db)`; `dx` only when `want_dx`, `dw` only when `want_dw`. `x` and `w` are the
 /// operands the forward GEMM used. The upstream gradient `g` is masked (and rounded) in place
 /// when its buffer is not shared.
-pub fn linear_backward(x: &FlexTensor, w: &FlexTensor, y: &FlexTensor, g: FlexTensor, act: Act, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
+pub fn linear_backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    y: &FlexTensor,
+    g: FlexTensor,
+    act: Act,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
     let [b, o] = dims::<2>(&g);
     let mut g = if g.is_contiguous() && g.layout().start_offset() == 0 { g } else { g.to_contiguous() };
     let gm: &mut [f32] = &mut g.storage_mut::<f32>()[..b * o];
@@ -281,7 +309,9 @@ pub fn interaction_forward(x: &FlexTensor, emb: &FlexTensor) -> FlexTensor {
     let width = d + n_pairs(f);
     let mut out = vec![0.0f32; b * width];
     let shape = Shape3 { t, b, d };
-    out.par_chunks_mut(ROWS * width).enumerate().for_each(|(c, chunk)| gram_rows_wide(chunk, c * ROWS, &x, &emb, shape));
+    out.par_chunks_mut(ROWS * width)
+        .enumerate()
+        .for_each(|(c, chunk)| gram_rows_wide(chunk, c * ROWS, &x, &emb, shape));
     tensor(out, vec![b, width])
 }
 
@@ -295,7 +325,15 @@ unsafe impl Sync for Shared {}
 /// The gradients of the samples from `s0` on: `dxc` (their rows of dx) and their rows of demb
 /// (through `de`), from the upstream gradient `g`.
 #[inline(always)]
-fn gram_rows_backward(dxc: &mut [f32], de: Shared, s0: usize, x: &[f32], emb: &[f32], g: &[f32], Shape3 { t, b, d }: Shape3) {
+fn gram_rows_backward(
+    dxc: &mut [f32],
+    de: Shared,
+    s0: usize,
+    x: &[f32],
+    emb: &[f32],
+    g: &[f32],
+    Shape3 { t, b, d }: Shape3,
+) {
     let f = t + 1;
     let (width, dp) = (d + n_pairs(f), round_up(d));
     // v [f, dp] (zero padding), sym [f, f] (plus zero rows up to a whole block of R), dv [f, d].
@@ -344,7 +382,9 @@ pub fn interaction_backward(x: &FlexTensor, emb: &FlexTensor, g: &FlexTensor) ->
     let mut demb = vec![0.0f32; t * b * d];
     let de = Shared(demb.as_mut_ptr());
     let shape = Shape3 { t, b, d };
-    dx.par_chunks_mut(ROWS * d).enumerate().for_each(|(c, dxc)| gram_rows_backward_wide(dxc, de, c * ROWS, &x, &emb, &g, shape));
+    dx.par_chunks_mut(ROWS * d)
+        .enumerate()
+        .for_each(|(c, dxc)| gram_rows_backward_wide(dxc, de, c * ROWS, &x, &emb, &g, shape));
     (tensor(dx, vec![b, d]), tensor(demb, vec![t, b, d]))
 }
 

@@ -44,7 +44,13 @@ pub(crate) mod kernels;
 pub trait FusedOps: Backend {
     /// `x [b, i]`, `w [i, o]`, `bias [o]` -> `act(x·w + bias)` `[b, o]`; with `bf16`, the GEMMs'
     /// operands rounded to bf16 (see [`Precision`]).
-    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>, relu: bool, bf16: bool) -> FloatTensor<Self>;
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        relu: bool,
+        bf16: bool,
+    ) -> FloatTensor<Self>;
     /// `x [b, d]`, `emb [t, b, d]` -> `[b, d + (t+1)t/2]`.
     fn fused_interaction(x: FloatTensor<Self>, emb: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `z [b, 1]`, `y [b, 1]` -> mean BCE-with-logits `[1]`.
@@ -125,7 +131,13 @@ impl Precision {
 /// [`FusedOps::fused_linear`] on tensors.
 pub fn linear(x: Tensor<2>, w: Tensor<2>, bias: Tensor<1>, relu: bool, precision: Precision) -> Tensor<2> {
     let bf16 = precision == Precision::Bf16;
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(x.into_dispatch(), w.into_dispatch(), bias.into_dispatch(), relu, bf16))
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        bias.into_dispatch(),
+        relu,
+        bf16,
+    ))
 }
 
 /// `v` rounded to the nearest bf16 value (ties to even), as an f32: the low 16 bits cleared.
@@ -150,7 +162,6 @@ pub fn interaction(x: Tensor<2>, emb: Tensor<3>) -> Tensor<2> {
 pub fn bce(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_bce(z.into_dispatch(), y.into_dispatch()))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -184,7 +195,9 @@ mod tests {
     #[test]
     fn linear_matches_burn_graph() {
         let device = Device::flex().autodiff();
-        for (relu_on, (b, i, o), tracked_x) in [(true, (300, 13, 64), false), (false, (257, 64, 1), true), (true, (130, 40, 512), true)] {
+        for (relu_on, (b, i, o), tracked_x) in
+            [(true, (300, 13, 64), false), (false, (257, 64, 1), true), (true, (130, 40, 512), true)]
+        {
             let x = rand_tensor([b, i], 1, &device);
             let x = if tracked_x { x.require_grad() } else { x };
             let w = rand_tensor([i, o], 2, &device).require_grad();
@@ -278,7 +291,11 @@ mod tests {
         let run = |fused: bool| {
             let emb = rand_tensor([t, b, 16], 16, &device).require_grad();
             let logits = model.forward_with(dense.clone(), emb.clone(), fused);
-            let loss = if fused { bce(logits.clone(), labels.clone()) } else { graph_bce_with_logits(logits.clone(), labels.clone()) };
+            let loss = if fused {
+                bce(logits.clone(), labels.clone())
+            } else {
+                graph_bce_with_logits(logits.clone(), labels.clone())
+            };
             let grads = loss.clone().backward();
             (vec(logits), vec(loss), vec(emb.grad(&grads).unwrap()))
         };
@@ -324,7 +341,13 @@ mod tests {
             let lo = bits & 0xFFFF_0000;
             let hi = lo.wrapping_add(0x1_0000);
             // Past the largest finite value the upper neighbour is infinity, at 2^128 for rounding.
-            let upper = |h: u32| if f32::from_bits(h).is_infinite() { 2f64.powi(128).copysign(v as f64) } else { f32::from_bits(h) as f64 };
+            let upper = |h: u32| {
+                if f32::from_bits(h).is_infinite() {
+                    2f64.powi(128).copysign(v as f64)
+                } else {
+                    f32::from_bits(h) as f64
+                }
+            };
             let (dl, dh) = ((v as f64 - f32::from_bits(lo) as f64).abs(), (upper(hi) - v as f64).abs());
             let want = if dl < dh || (dl == dh && lo & 0x1_0000 == 0) { lo } else { hi };
             assert_eq!(round_bf16(v).to_bits(), want, "{v:e} ({bits:#010x})");
@@ -344,7 +367,10 @@ mod tests {
         let (device, plain_dev) = (Device::flex().autodiff(), Device::flex());
         let rounded = |t: Tensor<2>| {
             let shape = t.dims();
-            Tensor::<2>::from_data(TensorData::new(vec(t).into_iter().map(round_bf16).collect::<Vec<f32>>(), shape), &plain_dev)
+            Tensor::<2>::from_data(
+                TensorData::new(vec(t).into_iter().map(round_bf16).collect::<Vec<f32>>(), shape),
+                &plain_dev,
+            )
         };
         for (relu_on, (b, i, o)) in [(true, (300, 13, 64)), (false, (130, 40, 3))] {
             let x = (rand_tensor([b, i], 1, &device) * 3.0).require_grad();

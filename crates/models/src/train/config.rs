@@ -143,8 +143,12 @@ impl TryFrom<ShuffleRepr> for Shuffle {
     fn try_from(r: ShuffleRepr) -> Result<Self, String> {
         match r {
             ShuffleRepr::Name(n) if n == "full" => Ok(Shuffle::Full),
-            ShuffleRepr::Name(n) => Err(format!("unknown shuffle `{n}` (full, or {{ blocks: {{ block_rows, window }} }})")),
-            ShuffleRepr::Blocks { blocks: BlocksRepr { block_rows, window } } => Ok(Shuffle::Blocks { block_rows, window }),
+            ShuffleRepr::Name(n) => {
+                Err(format!("unknown shuffle `{n}` (full, or {{ blocks: {{ block_rows, window }} }})"))
+            }
+            ShuffleRepr::Blocks { blocks: BlocksRepr { block_rows, window } } => {
+                Ok(Shuffle::Blocks { block_rows, window })
+            }
         }
     }
 }
@@ -210,11 +214,16 @@ impl TrainConfig {
         }
         if let Shuffle::Blocks { block_rows, window } = self.shuffle {
             if block_rows == 0 || window == 0 {
-                return bad(format!("shuffle: blocks needs block_rows >= 1 and window >= 1 (got {block_rows}, {window})"));
+                return bad(format!(
+                    "shuffle: blocks needs block_rows >= 1 and window >= 1 (got {block_rows}, {window})"
+                ));
             }
         }
         if !self.precision.is_f32() && self.backend != MlpBackend::Flex {
-            return bad(format!("precision: bf16 runs on the fused CPU kernels only (backend flex), not on {:?}", self.backend));
+            return bad(format!(
+                "precision: bf16 runs on the fused CPU kernels only (backend flex), not on {:?}",
+                self.backend
+            ));
         }
         if let Some(f) = self.stop_after {
             if !(f > 0.0 && f < 1.0) {
@@ -223,7 +232,10 @@ impl TrainConfig {
         }
         if let Some(wd) = self.weight_decay {
             if self.optimizer != OptimizerKind::Adamw {
-                return bad(format!("weight_decay is AdamW's decoupled decay: it needs optimizer: adamw (got {:?})", self.optimizer));
+                return bad(format!(
+                    "weight_decay is AdamW's decoupled decay: it needs optimizer: adamw (got {:?})",
+                    self.optimizer
+                ));
             }
             if !(wd.is_finite() && wd >= 0.0) {
                 return bad(format!("weight_decay must be >= 0, got {wd}"));
@@ -246,7 +258,13 @@ impl TrainConfig {
     pub fn row_optimizer(&self) -> RowOptimizer {
         let lr = self.embedding_lr.unwrap_or(self.lr) as f32;
         match self.optimizer {
-            OptimizerKind::Adam | OptimizerKind::Adamw => RowOptimizer::LazyAdam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.effective_weight_decay() as f32 },
+            OptimizerKind::Adam | OptimizerKind::Adamw => RowOptimizer::LazyAdam {
+                lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: self.effective_weight_decay() as f32,
+            },
             OptimizerKind::Adagrad => RowOptimizer::Adagrad { lr, eps: 1e-8 },
             OptimizerKind::Sgd => RowOptimizer::Sgd { lr },
         }
@@ -267,7 +285,9 @@ impl ModelConfig {
     /// Whether the model can train at `precision` (bf16 applies to MLPs: GMF has none).
     pub fn check_precision(&self, precision: Precision) -> Result<(), String> {
         match self {
-            ModelConfig::Gmf { .. } if !precision.is_f32() => Err("precision: bf16 applies to the MLPs' matrix products; gmf has no MLP".into()),
+            ModelConfig::Gmf { .. } if !precision.is_f32() => {
+                Err("precision: bf16 applies to the MLPs' matrix products; gmf has no MLP".into())
+            }
             _ => Ok(()),
         }
     }
@@ -282,4 +302,3 @@ impl ModelConfig {
         }
     }
 }
-

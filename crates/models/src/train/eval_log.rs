@@ -26,7 +26,13 @@ impl EvalLog {
 
     /// Appends an evaluation; the training loss since the previous one is its `train_loss`.
     pub(crate) fn push(&mut self, epoch: usize, step: usize, scores: Scores, eligible: bool, freq: FrequencyBce) {
-        let best = self.evals.iter().zip(&self.eligible).filter(|(_, &ok)| ok).map(|(e, _)| e.scores.val_bce).fold(f64::INFINITY, f64::min);
+        let best = self
+            .evals
+            .iter()
+            .zip(&self.eligible)
+            .filter(|(_, &ok)| ok)
+            .map(|(e, _)| e.scores.val_bce)
+            .fold(f64::INFINITY, f64::min);
         self.since_best = if !eligible || scores.val_bce < best { 0 } else { self.since_best + 1 };
         let train_loss = if self.loss_n > 0 { self.loss_sum / self.loss_n as f64 } else { f64::NAN };
         self.evals.push(EvalPoint { epoch, step, train_loss, scores });

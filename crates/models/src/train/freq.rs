@@ -38,7 +38,9 @@ impl FrequencyBuckets {
     /// `counts`: every column's training counts when the caller has them (methods that need
     /// counts), so the training split is not counted twice; empty otherwise.
     pub(crate) fn new(ds: &Dataset, counts: &[std::sync::Arc<[u32]>]) -> Self {
-        let Some(col) = (0..ds.n_cat()).max_by_key(|&c| (ds.cardinalities[c], std::cmp::Reverse(c))) else { return FrequencyBuckets { buckets: vec![] } };
+        let Some(col) = (0..ds.n_cat()).max_by_key(|&c| (ds.cardinalities[c], std::cmp::Reverse(c))) else {
+            return FrequencyBuckets { buckets: vec![] };
+        };
         let counted;
         let counts: &[u32] = match counts.get(col) {
             Some(c) => c,
@@ -47,7 +49,15 @@ impl FrequencyBuckets {
                 &counted
             }
         };
-        let bucket = |c: u32| if c >= FREQ_BOUNDS[1] { 0 } else if c >= FREQ_BOUNDS[0] { 1 } else { 2 };
+        let bucket = |c: u32| {
+            if c >= FREQ_BOUNDS[1] {
+                0
+            } else if c >= FREQ_BOUNDS[0] {
+                1
+            } else {
+                2
+            }
+        };
         let mut buckets = Vec::with_capacity(ds.splits.test.len());
         for block in row_blocks(ds.splits.test.clone()) {
             buckets.extend(block.clone().map(|r| bucket(counts[ds.cat_row(r)[col] as usize])));
@@ -67,4 +77,3 @@ impl FrequencyBuckets {
         FrequencyBce { bce: std::array::from_fn(|k| (rows[k] > 0).then(|| sum[k] / rows[k] as f64)), rows }
     }
 }
-

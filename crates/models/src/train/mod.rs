@@ -10,9 +10,9 @@ use cqr_data::metrics::{auc, bce_with_logits as bce_host};
 use cqr_data::Dataset;
 use cqr_methods::EmbeddingMethod;
 
+use crate::embeddings::{EmbeddingSpec, EmbeddingTables};
 use crate::net::{loss, Net};
 use crate::probe::{peak_rss_bytes, reset_peak_rss};
-use crate::embeddings::{EmbeddingSpec, EmbeddingTables};
 
 mod config;
 mod eval_log;
@@ -37,12 +37,20 @@ use order::{batch_rng, Batch, EpochOrder};
 /// (best-model snapshot, early stopping: [`Trainer::record`]) and the methods' lifecycle hooks
 /// ([`Trainer::hook`]): `on_step` after every step but the last, `on_epoch_end` after every epoch
 /// but the last, `on_train_end` once.
-pub fn train(ds: &Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &TrainConfig) -> Result<RunResult, TrainError> {
+pub fn train(
+    ds: &Dataset,
+    model: &ModelConfig,
+    spec: &EmbeddingSpec,
+    cfg: &TrainConfig,
+) -> Result<RunResult, TrainError> {
     cfg.validate()?;
     // A mapped dataset is not scanned (that would read all of it): its cache was checked on open.
     if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }.map_err(TrainError::Config)?;
     if ds.splits.train.is_empty() || ds.splits.val.is_empty() || ds.splits.test.is_empty() {
-        return Err(TrainError::Config(format!("dataset {} needs non-empty train, val and test splits ({:?})", ds.name, ds.splits)));
+        return Err(TrainError::Config(format!(
+            "dataset {} needs non-empty train, val and test splits ({:?})",
+            ds.name, ds.splits
+        )));
     }
     reset_peak_rss();
     let mut t = Trainer::new(ds, model, spec, cfg)?;
@@ -130,18 +138,38 @@ fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 }
 
 impl<'a> Trainer<'a> {
-    fn new(ds: &'a Dataset, model: &ModelConfig, spec: &EmbeddingSpec, cfg: &'a TrainConfig) -> Result<Self, TrainError> {
+    fn new(
+        ds: &'a Dataset,
+        model: &ModelConfig,
+        spec: &EmbeddingSpec,
+        cfg: &'a TrainConfig,
+    ) -> Result<Self, TrainError> {
         let dim = model.dim();
         let n_dense = ds.n_dense();
         let base = cfg.backend.device()?;
         let device = base.clone().autodiff();
         let net = Net::new(model, ds, cfg.seed, cfg.precision, &device)?;
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
-        let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) { train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect() } else { vec![] };
-        let tables = EmbeddingTables::new(spec, &ds.cat_names, &ds.cardinalities, dim, cfg.row_optimizer(), cfg.epochs, (steps_per_epoch, cfg.eval_interval(steps_per_epoch)), cfg.seed, &counts)?;
+        let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) {
+            train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect()
+        } else {
+            vec![]
+        };
+        let tables = EmbeddingTables::new(
+            spec,
+            &ds.cat_names,
+            &ds.cardinalities,
+            dim,
+            cfg.row_optimizer(),
+            cfg.epochs,
+            (steps_per_epoch, cfg.eval_interval(steps_per_epoch)),
+            cfg.seed,
+            &counts,
+        )?;
         // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
         // model: it is snapshotted at each new best validation BCE.
-        let post_training = spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
+        let post_training =
+            spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
         let step_hooks = tables.methods.iter().any(|m| m.uses_step_hook());
         Ok(Trainer {
             ds,
@@ -177,7 +205,9 @@ impl<'a> Trainer<'a> {
         self.batch.fill(self.ds, rows);
         self.tables.forward(&self.batch.cats, &mut self.batch.emb);
         let dense = Tensor::<2>::from_data(TensorData::new(self.batch.dense.clone(), [b, self.dense_w]), device);
-        let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut self.batch.emb), [t_count, b, dim]), device).require_grad();
+        let emb =
+            Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut self.batch.emb), [t_count, b, dim]), device)
+                .require_grad();
         let labels = Tensor::<2>::from_data(TensorData::new(self.batch.labels.clone(), [b, 1]), device);
         let loss = loss(self.net.forward(dense, emb.clone()), labels);
         let loss_value: f32 = loss.clone().into_scalar();
@@ -227,7 +257,8 @@ impl<'a> Trainer<'a> {
             self.tables.forward(&b.cats, &mut b.emb);
             let n = chunk.len();
             let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, self.dense_w]), &self.base);
-            let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, dim]), &self.base);
+            let emb =
+                Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, dim]), &self.base);
             let out = eval_net.forward(dense, emb);
             logits.extend(out.into_data().try_into_vec::<f32>().expect("f32 logits"));
         }
@@ -249,7 +280,11 @@ impl<'a> Trainer<'a> {
     }
 
     /// Runs a lifecycle hook on every table, timed as cluster time, logged with `when`.
-    fn hook(&mut self, when: &str, f: impl Fn(&mut dyn EmbeddingMethod) -> Result<cqr_methods::HookReport, cqr_methods::MethodError> + Sync) -> Result<(), TrainError> {
+    fn hook(
+        &mut self,
+        when: &str,
+        f: impl Fn(&mut dyn EmbeddingMethod) -> Result<cqr_methods::HookReport, cqr_methods::MethodError> + Sync,
+    ) -> Result<(), TrainError> {
         let t0 = Instant::now();
         let log = self.tables.hook(f)?;
         self.timings.cluster_s += t0.elapsed().as_secs_f64();
@@ -315,7 +350,10 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize) -> ProgressBar {
     }
     // indicatif draws to stderr and stays quiet when it is not a terminal.
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_message(epoch.to_string());
     bar
 }
@@ -352,7 +390,14 @@ mod tests {
     #[test]
     fn serving_is_measured_when_asked_and_changes_no_score() {
         let ds = generate_gmf(&GmfSynthConfig { rows: 2000, users: 30, items: 30, ..Default::default() }).unwrap();
-        let spec = EmbeddingSpec { method: "hashing".into(), budget: 4 * 20, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+        let spec = EmbeddingSpec {
+            method: "hashing".into(),
+            budget: 4 * 20,
+            options: serde_json::Value::Null,
+            init_scale: 0.05,
+            quantize: None,
+            dense_under_cap: true,
+        };
         let cfg = TrainConfig { epochs: 1, batch_size: 64, ..Default::default() };
         let plain = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
         assert!(plain.serving.is_none());
@@ -373,10 +418,19 @@ mod tests {
         assert_eq!(TrainConfig { eval_every_steps: Some(7), ..Default::default() }.eval_interval(100), Some(7));
         assert_eq!(TrainConfig::default().eval_interval(100), None);
         assert!(TrainConfig { evals_per_epoch: Some(0), ..Default::default() }.validate().is_err());
-        assert!(TrainConfig { evals_per_epoch: Some(2), eval_every_steps: Some(5), ..Default::default() }.validate().is_err());
+        assert!(TrainConfig { evals_per_epoch: Some(2), eval_every_steps: Some(5), ..Default::default() }
+            .validate()
+            .is_err());
         for rows in [2000, 8000] {
             let ds = generate_gmf(&GmfSynthConfig { rows, users: 30, items: 30, ..Default::default() }).unwrap();
-            let spec = EmbeddingSpec { method: "dense".into(), budget: u64::MAX, options: serde_json::Value::Null, init_scale: 0.05, quantize: None, dense_under_cap: true };
+            let spec = EmbeddingSpec {
+                method: "dense".into(),
+                budget: u64::MAX,
+                options: serde_json::Value::Null,
+                init_scale: 0.05,
+                quantize: None,
+                dense_under_cap: true,
+            };
             let cfg = TrainConfig { epochs: 2, batch_size: 64, evals_per_epoch: Some(4), ..Default::default() };
             let r = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
             let steps = ds.splits.train.len().div_ceil(64);
@@ -392,7 +446,12 @@ mod tests {
     /// A NaN training loss (no step since the previous evaluation) survives a JSON round trip.
     #[test]
     fn an_eval_point_without_steps_reads_back() {
-        let e = EvalPoint { epoch: 0, step: 3, train_loss: f64::NAN, scores: Scores { val_bce: 0.5, val_auc: 0.6, test_bce: 0.5, test_auc: 0.6 } };
+        let e = EvalPoint {
+            epoch: 0,
+            step: 3,
+            train_loss: f64::NAN,
+            scores: Scores { val_bce: 0.5, val_auc: 0.6, test_bce: 0.5, test_auc: 0.6 },
+        };
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"train_loss\":null"), "{json}");
         let back: EvalPoint = serde_json::from_str(&json).unwrap();

@@ -119,4 +119,3 @@ fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
         v.swap(i, j);
     }
 }
-

@@ -123,4 +123,3 @@ pub struct FrequencyBce {
     pub bce: [Option<f64>; 3],
     pub rows: [u64; 3],
 }
-

@@ -15,8 +15,8 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::order::Batch;
-use crate::net::Net;
 use super::Trainer;
+use crate::net::Net;
 
 /// Forward-only cost of the served model (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -42,7 +42,8 @@ impl Trainer<'_> {
         b.fill(self.ds, rows);
         self.tables.forward(&b.cats, &mut b.emb);
         let dense = Tensor::<2>::from_data(TensorData::new(b.dense.clone(), [n, self.dense_w]), &self.base);
-        let emb = Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, self.dim]), &self.base);
+        let emb =
+            Tensor::<3>::from_data(TensorData::new(std::mem::take(&mut b.emb), [t_count, n, self.dim]), &self.base);
         net.forward(dense, emb).into_data().try_into_vec::<f32>().expect("f32 logits")
     }
 
@@ -84,7 +85,11 @@ impl Trainer<'_> {
             i += 1;
         }
         let samples_per_s_b2048 = samples as f64 / t0.elapsed().as_secs_f64();
-        Some(ServingCost { samples_per_s_b2048, latency_ms_b1: self.latencies(&net, 1, 300), latency_ms_b64: self.latencies(&net, 64, 100) })
+        Some(ServingCost {
+            samples_per_s_b2048,
+            latency_ms_b1: self.latencies(&net, 1, 300),
+            latency_ms_b64: self.latencies(&net, 64, 100),
+        })
     }
 }
 

@@ -15,7 +15,8 @@ use super::lines::{file_path_for, line_index, Ctx};
 use super::tune::{round3, setting_label, Setting, TuneSpec, DEFAULT_FINAL_SEEDS};
 use super::{to_config, Cell, CellConfig, Experiment, TrialTag, TuneGroup, TunePlan, TunedTrial};
 
-const TOP_KEYS: &[&str] = &["name", "description", "dataset", "model", "training", "methods", "budgets", "budgets_per_dim", "seeds", "tune"];
+const TOP_KEYS: &[&str] =
+    &["name", "description", "dataset", "model", "training", "methods", "budgets", "budgets_per_dim", "seeds", "tune"];
 /// Paths whose value is a list by nature (a list of lists there is a grid axis).
 const LIST_VALUED: &[&str] = &["model.bottom", "model.top", "dataset.path", "dataset.categorical", "dataset.numeric"];
 
@@ -32,7 +33,9 @@ fn collect_axes(v: &Value, path: &mut Vec<String>, mi: Option<usize>, ctx: &Ctx,
     match v {
         Value::Mapping(m) => {
             for (k, child) in m {
-                let k = k.as_str().ok_or_else(|| ctx.err(&file_path_for(&dotted, mi, &ctx.index), "keys must be strings"))?;
+                let k = k
+                    .as_str()
+                    .ok_or_else(|| ctx.err(&file_path_for(&dotted, mi, &ctx.index), "keys must be strings"))?;
                 path.push(k.to_string());
                 collect_axes(child, path, mi, ctx, axes)?;
                 path.pop();
@@ -45,9 +48,16 @@ fn collect_axes(v: &Value, path: &mut Vec<String>, mi: Option<usize>, ctx: &Ctx,
             let is_grid = !literal || (!s.is_empty() && s.iter().all(|x| x.is_sequence()));
             if is_grid {
                 if s.is_empty() {
-                    return Err(ctx.err(&file_path_for(&dotted, mi, &ctx.index), "empty list: a grid axis needs at least one value"));
+                    return Err(ctx.err(
+                        &file_path_for(&dotted, mi, &ctx.index),
+                        "empty list: a grid axis needs at least one value",
+                    ));
                 }
-                axes.push(Axis { path: path.clone(), label: path.last().cloned().unwrap_or_default(), values: s.clone() });
+                axes.push(Axis {
+                    path: path.clone(),
+                    label: path.last().cloned().unwrap_or_default(),
+                    values: s.clone(),
+                });
             }
         }
         _ => {}
@@ -139,7 +149,11 @@ pub fn parse_experiment(text: &str, file: &Path) -> Result<Experiment> {
             base.insert(k.into(), v.clone());
         }
     }
-    let (entries, budgets) = if is_ls { (vec![(None, None)], vec![]) } else { (method_entries(get("methods"), &ctx)?, budget_list(&top, &ctx)?) };
+    let (entries, budgets) = if is_ls {
+        (vec![(None, None)], vec![])
+    } else {
+        (method_entries(get("methods"), &ctx)?, budget_list(&top, &ctx)?)
+    };
     let grid = Grid { base: Value::Mapping(base), entries: &entries, budgets: &budgets, seeds: &seeds, ctx: &ctx };
     if let Some(tv) = tune_v {
         if is_ls {
@@ -186,9 +200,15 @@ fn top_sections(text: &str, ctx: &Ctx) -> Result<Mapping> {
 
 fn experiment_name(v: Option<&Value>, ctx: &Ctx) -> Result<String> {
     match v {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => Ok(s.clone()),
+        Some(Value::String(s))
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            Ok(s.clone())
+        }
         Some(_) => Err(ctx.err("name", "must be a non-empty string of letters, digits, '-' and '_'")),
-        None => Ok(ctx.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into())),
+        None => {
+            Ok(ctx.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "experiment".into()))
+        }
     }
 }
 
@@ -206,13 +226,19 @@ fn method_entries(methods: Option<&Value>, ctx: &Ctx) -> Result<Vec<Entry>> {
         let p = format!("methods[{i}]");
         let name = m.get("name").and_then(|n| n.as_str()).ok_or_else(|| ctx.err(&p, "each method needs a `name`"))?;
         if !cqr_methods::method_names().contains(&name) {
-            return Err(ctx.err(&format!("{p}.name"), format!("unknown method `{name}` (known: {})", cqr_methods::method_names().join(", "))));
+            return Err(ctx.err(
+                &format!("{p}.name"),
+                format!("unknown method `{name}` (known: {})", cqr_methods::method_names().join(", ")),
+            ));
         }
         if let Value::Mapping(mm) = m {
             for k in mm.keys() {
                 let k = k.as_str().unwrap_or("?");
                 if !["name", "options", "overrides", "init_scale", "quantize", "dense_under_cap"].contains(&k) {
-                    return Err(ctx.err(&format!("{p}.{k}"), "unknown key (expected name, options, overrides, init_scale, quantize, dense_under_cap)"));
+                    return Err(ctx.err(
+                        &format!("{p}.{k}"),
+                        "unknown key (expected name, options, overrides, init_scale, quantize, dense_under_cap)",
+                    ));
                 }
             }
         }
@@ -231,7 +257,9 @@ fn budget_list<'a>(top: &'a Mapping, ctx: &Ctx) -> Result<Vec<(Value, &'static s
     let (list, key) = match (get("budgets"), get("budgets_per_dim")) {
         (Some(b), None) => (b, "budgets"),
         (None, Some(b)) => (b, "budgets_per_dim"),
-        (Some(_), Some(_)) => return Err(ctx.err("budgets_per_dim", "give either budgets or budgets_per_dim, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ctx.err("budgets_per_dim", "give either budgets or budgets_per_dim, not both"))
+        }
         (None, None) if only_dense => return Ok(vec![]),
         (None, None) => return Err(ctx.err("budgets", "missing: a list of per-table parameter caps")),
     };
@@ -278,10 +306,15 @@ impl Grid<'_> {
     /// values that not every entry of the name shares are named, so a name does not change when a
     /// sibling is added.
     fn option_labels(&self, entry: &Option<Value>) -> Vec<String> {
-        let method_name = |e: &Option<Value>| e.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+        let method_name =
+            |e: &Option<Value>| e.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
         let scalars = |m: Option<&Value>| -> Vec<(Value, Value)> {
             match m {
-                Some(Value::Mapping(o)) => o.iter().filter(|(_, v)| !v.is_sequence() && !v.is_mapping()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                Some(Value::Mapping(o)) => o
+                    .iter()
+                    .filter(|(_, v)| !v.is_sequence() && !v.is_mapping())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 _ => vec![],
             }
         };
@@ -292,7 +325,12 @@ impl Grid<'_> {
             }
             out
         };
-        let siblings: Vec<Vec<(Value, Value)>> = self.entries.iter().filter(|(_, e)| method_name(e) == method_name(entry)).map(|(_, e)| options_of(e)).collect();
+        let siblings: Vec<Vec<(Value, Value)>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| method_name(e) == method_name(entry))
+            .map(|(_, e)| options_of(e))
+            .collect();
         let mut labels: Vec<String> = options_of(entry)
             .into_iter()
             .filter(|kv| siblings.len() > 1 && !siblings.iter().all(|o| o.contains(kv)))
@@ -316,11 +354,21 @@ impl Grid<'_> {
         let option_labels = self.option_labels(entry);
         let mut combos: Vec<Vec<usize>> = vec![vec![]];
         for a in &axes {
-            combos = combos.into_iter().flat_map(|c| (0..a.values.len()).map(move |i| { let mut c = c.clone(); c.push(i); c })).collect();
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    (0..a.values.len()).map(move |i| {
+                        let mut c = c.clone();
+                        c.push(i);
+                        c
+                    })
+                })
+                .collect();
         }
         // The dense table ignores the budget: one cell, not one per budget.
         let is_dense = entry.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()) == Some("dense");
-        let budgets: Vec<Option<&(Value, &str)>> = if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
+        let budgets: Vec<Option<&(Value, &str)>> =
+            if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
         let mut cells = vec![];
         for combo in &combos {
             let mut v = cell_base.clone();
@@ -354,23 +402,36 @@ impl Grid<'_> {
     }
 
     fn expand_tuned(&self, mi: Option<usize>, entry: &Option<Value>, spec: &TuneSpec) -> Result<Vec<TuneGroup>> {
-        let method = entry.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let method =
+            entry.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
         let trials = spec.trials_for(&method).map_err(|e| self.ctx.err("tune", e))?;
         let cell_base = self.entry_base(entry);
         let mut axes = vec![];
         collect_axes(&cell_base, &mut vec![], mi, self.ctx, &mut axes)?;
         for a in &axes {
             if trials.first().is_some_and(|t| t.iter().any(|(k, _)| *k == a.path.join("."))) {
-                return Err(self.ctx.err("tune", format!("`{}` is both a grid axis and a tuned key", a.path.join("."))));
+                return Err(self
+                    .ctx
+                    .err("tune", format!("`{}` is both a grid axis and a tuned key", a.path.join("."))));
             }
         }
         let option_labels = self.option_labels(entry);
         let mut combos: Vec<Vec<usize>> = vec![vec![]];
         for a in &axes {
-            combos = combos.into_iter().flat_map(|c| (0..a.values.len()).map(move |i| { let mut c = c.clone(); c.push(i); c })).collect();
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    (0..a.values.len()).map(move |i| {
+                        let mut c = c.clone();
+                        c.push(i);
+                        c
+                    })
+                })
+                .collect();
         }
         let is_dense = method == "dense";
-        let budgets: Vec<Option<&(Value, &str)>> = if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
+        let budgets: Vec<Option<&(Value, &str)>> =
+            if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
         let rungs = spec.halving.map(|h| h.rungs()).unwrap_or_default();
         let mut groups = vec![];
         for combo in &combos {
@@ -395,7 +456,17 @@ impl Grid<'_> {
 
     /// One trial of a group: `setting` applied to the grid point `v`.
     #[allow(clippy::too_many_arguments)]
-    fn trial(&self, v: &Value, mi: Option<usize>, budget: Option<&(Value, &str)>, label: &[String], k: usize, setting: &Setting, rungs: &[f64], spec: &TuneSpec) -> Result<TunedTrial> {
+    fn trial(
+        &self,
+        v: &Value,
+        mi: Option<usize>,
+        budget: Option<&(Value, &str)>,
+        label: &[String],
+        k: usize,
+        setting: &Setting,
+        rungs: &[f64],
+        spec: &TuneSpec,
+    ) -> Result<TunedTrial> {
         let mut tv = v.clone();
         for (path, val) in setting {
             set_path_create(&mut tv, &path.split('.').collect::<Vec<_>>(), val.clone());
@@ -409,16 +480,33 @@ impl Grid<'_> {
             set_path_create(&mut rv, &["training", "stop_after"], Value::Number(f.into()));
             let mut l = tuning_label.clone();
             l.push(format!("r{}", round3(f)));
-            rung_cells.push(seed_values.iter().map(|s| self.tagged_cell(&rv, mi, budget, s, &l, Some(k))).collect::<Result<Vec<_>>>()?);
+            rung_cells.push(
+                seed_values
+                    .iter()
+                    .map(|s| self.tagged_cell(&rv, mi, budget, s, &l, Some(k)))
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
-        let full = seed_values.iter().map(|s| self.tagged_cell(&tv, mi, budget, s, &tuning_label, Some(k))).collect::<Result<Vec<_>>>()?;
-        let finals = self.seeds.iter().map(|s| self.tagged_cell(&tv, mi, budget, s, label, None)).collect::<Result<Vec<_>>>()?;
+        let full = seed_values
+            .iter()
+            .map(|s| self.tagged_cell(&tv, mi, budget, s, &tuning_label, Some(k)))
+            .collect::<Result<Vec<_>>>()?;
+        let finals =
+            self.seeds.iter().map(|s| self.tagged_cell(&tv, mi, budget, s, label, None)).collect::<Result<Vec<_>>>()?;
         Ok(TunedTrial { setting: setting.clone(), rungs: rung_cells, full, finals })
     }
 
     /// [`Self::cell`] of a tuning run (`trial` set: marked in its config, so it never mixes
     /// with the final cells) or a final run.
-    fn tagged_cell(&self, v: &Value, mi: Option<usize>, budget: Option<&(Value, &str)>, seed: &Value, label: &[String], trial: Option<usize>) -> Result<Cell> {
+    fn tagged_cell(
+        &self,
+        v: &Value,
+        mi: Option<usize>,
+        budget: Option<&(Value, &str)>,
+        seed: &Value,
+        label: &[String],
+        trial: Option<usize>,
+    ) -> Result<Cell> {
         let mut v = v.clone();
         if let (Some(t), Value::Mapping(m)) = (trial, &mut v) {
             let tag = serde_yaml::to_value(TrialTag { trial: t }).expect("serialises");
@@ -428,7 +516,14 @@ impl Grid<'_> {
     }
 
     /// One cell: the grid point `v` with its budget and seed, checked and named.
-    fn cell(&self, v: &Value, mi: Option<usize>, budget: Option<&(Value, &str)>, seed: &Value, label: &[String]) -> Result<Cell> {
+    fn cell(
+        &self,
+        v: &Value,
+        mi: Option<usize>,
+        budget: Option<&(Value, &str)>,
+        seed: &Value,
+        label: &[String],
+    ) -> Result<Cell> {
         let mut v = v.clone();
         if let Value::Mapping(m) = &mut v {
             m.insert("seed".into(), seed.clone());
@@ -466,7 +561,10 @@ fn v_dim(m: &Mapping) -> Option<u64> {
 }
 
 fn resolve_budget(v: &Value, key: &str, dim: &Option<u64>, ctx: &Ctx) -> Result<u64> {
-    let n = v.as_u64().filter(|&n| n > 0).ok_or_else(|| ctx.err(key, format!("budgets must be positive integers, found {}", short(v))))?;
+    let n = v
+        .as_u64()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ctx.err(key, format!("budgets must be positive integers, found {}", short(v))))?;
     if key == "budgets_per_dim" {
         let d = dim.ok_or_else(|| ctx.err(key, "budgets_per_dim needs the model's dim"))?;
         Ok(n * d)
@@ -474,4 +572,3 @@ fn resolve_budget(v: &Value, key: &str, dim: &Option<u64>, ctx: &Ctx) -> Result<
         Ok(n)
     }
 }
-

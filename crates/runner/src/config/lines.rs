@@ -53,7 +53,10 @@ pub fn line_index(text: &str) -> HashMap<String, usize> {
             if let Some(colon) = rest.find(':') {
                 let key = &rest[..colon];
                 let after = &rest[colon + 1..];
-                if !key.is_empty() && !key.contains(['{', '[', '"', '\'', ' ']) && (after.is_empty() || after.starts_with(' ')) {
+                if !key.is_empty()
+                    && !key.contains(['{', '[', '"', '\'', ' '])
+                    && (after.is_empty() || after.starts_with(' '))
+                {
                     while stack.last().is_some_and(|(i, _)| *i >= ind) {
                         stack.pop();
                     }
@@ -107,4 +110,3 @@ pub(crate) fn file_path_for(cell_path: &str, method_index: Option<usize>, index:
     candidates.push(cell_path.to_string());
     candidates.iter().find(|c| index.contains_key(*c)).cloned().unwrap_or_else(|| cell_path.to_string())
 }
-

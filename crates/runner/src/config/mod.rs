@@ -18,8 +18,8 @@ use serde_yaml::Value;
 
 pub use grid::{cell_id, parse_experiment};
 pub use lines::line_index;
-pub use name::CellName;
 use lines::{file_path_for, Ctx};
+pub use name::CellName;
 
 use cqr_data::movielens::MovieLensLayout;
 use cqr_data::synthetic::{CriteoSynthConfig, GmfSynthConfig};
@@ -45,12 +45,17 @@ impl DatasetConfig {
     /// What can be checked before any cell runs: every input file readable, and (tables) the
     /// named columns present in the header. [`crate::sweep::sweep`] calls it once per dataset.
     pub fn precheck(&self) -> Result<()> {
-        let readable = |p: &Path| std::fs::File::open(p).map(drop).map_err(|e| anyhow!("{}: cannot read file: {e}", p.display()));
+        let readable =
+            |p: &Path| std::fs::File::open(p).map(drop).map_err(|e| anyhow!("{}: cannot read file: {e}", p.display()));
         match self {
-            DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => f.path.to_vec().iter().chain(f.test_path.as_ref()).try_for_each(|p| readable(p)),
+            DatasetConfig::Criteo(f) | DatasetConfig::Avazu(f) => {
+                f.path.to_vec().iter().chain(f.test_path.as_ref()).try_for_each(|p| readable(p))
+            }
             DatasetConfig::Movielens(m) => readable(&m.path),
             DatasetConfig::Table(t) => t.precheck().map_err(anyhow::Error::from),
-            DatasetConfig::SyntheticCriteo(_) | DatasetConfig::SyntheticGmf(_) | DatasetConfig::LeastSquares(_) => Ok(()),
+            DatasetConfig::SyntheticCriteo(_) | DatasetConfig::SyntheticGmf(_) | DatasetConfig::LeastSquares(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -160,7 +165,8 @@ impl ModelSpec {
     fn resolve_with(&self, n_dense: Option<usize>) -> Result<ModelConfig> {
         self.check_keys()?;
         let preset = self.preset.as_deref().unwrap_or("small");
-        let unknown = |known: &str| anyhow!("model.preset: unknown preset `{preset}` for {:?} (known: {known})", self.kind);
+        let unknown =
+            |known: &str| anyhow!("model.preset: unknown preset `{preset}` for {:?} (known: {known})", self.kind);
         let dim = |d: usize| self.dim.unwrap_or(d);
         let deep = |d: Vec<usize>| self.deep.clone().unwrap_or(d);
         Ok(match self.kind {
@@ -168,7 +174,11 @@ impl ModelSpec {
             ModelKind::Dlrm => ModelConfig::Dlrm(self.dlrm(preset, n_dense)?),
             ModelKind::Dcn => {
                 let c = DcnConfig::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
-                ModelConfig::Dcn(DcnConfig { dim: dim(c.dim), cross_layers: self.cross_layers.unwrap_or(c.cross_layers), deep: deep(c.deep) })
+                ModelConfig::Dcn(DcnConfig {
+                    dim: dim(c.dim),
+                    cross_layers: self.cross_layers.unwrap_or(c.cross_layers),
+                    deep: deep(c.deep),
+                })
             }
             ModelKind::Deepfm => {
                 let c = cqr_models::deepfm::preset(preset).ok_or_else(|| unknown("kaggle = criteo, small"))?;
@@ -199,7 +209,8 @@ impl ModelSpec {
     }
 
     fn dlrm(&self, preset: &str, n_dense: Option<usize>) -> Result<DlrmConfig> {
-        let mut c = DlrmConfig::preset(preset).ok_or_else(|| anyhow!("model.preset: unknown preset `{preset}` (known: kaggle, small)"))?;
+        let mut c = DlrmConfig::preset(preset)
+            .ok_or_else(|| anyhow!("model.preset: unknown preset `{preset}` (known: kaggle, small)"))?;
         if let Some(d) = self.dim {
             c.dim = d;
             if let Some(last) = c.bottom.last_mut() {
@@ -301,7 +312,12 @@ impl Experiment {
     pub fn every_cell(&self) -> Vec<&Cell> {
         match &self.tune {
             None => self.cells.iter().collect(),
-            Some(p) => p.groups.iter().flat_map(|g| g.trials.iter()).flat_map(|t| t.rungs.iter().flatten().chain(&t.full).chain(&t.finals)).collect(),
+            Some(p) => p
+                .groups
+                .iter()
+                .flat_map(|g| g.trials.iter())
+                .flat_map(|t| t.rungs.iter().flatten().chain(&t.full).chain(&t.finals))
+                .collect(),
         }
     }
 }
@@ -337,7 +353,8 @@ pub struct TunedTrial {
 }
 
 pub fn load_experiment(file: &Path) -> Result<Experiment> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read experiment file", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("{}: cannot read experiment file", file.display()))?;
     parse_experiment(&text, file)
 }
 
@@ -417,8 +434,14 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
         if let Err(e) = model.check_precision(cfg.training.precision) {
             return Err(ctx.err("training.precision", e));
         }
-        if let (ModelConfig::Gmf { .. }, DatasetConfig::SyntheticCriteo(_) | DatasetConfig::Criteo(_) | DatasetConfig::Avazu(_)) = (&model, &cfg.dataset) {
-            return Err(ctx.err("model.kind", "gmf needs a two-column (user, item) dataset: movielens or synthetic_gmf"));
+        if let (
+            ModelConfig::Gmf { .. },
+            DatasetConfig::SyntheticCriteo(_) | DatasetConfig::Criteo(_) | DatasetConfig::Avazu(_),
+        ) = (&model, &cfg.dataset)
+        {
+            return Err(
+                ctx.err("model.kind", "gmf needs a two-column (user, item) dataset: movielens or synthetic_gmf")
+            );
         }
     }
     Ok(cfg)
@@ -464,15 +487,26 @@ seeds: [0, 1]
         assert_eq!(e.cells.len(), 24);
         let cqr: Vec<&Cell> = e.cells.iter().filter(|c| c.config.method.as_ref().unwrap().name == "cqr").collect();
         assert!(cqr.iter().all(|c| c.config.training.epochs == 3));
-        assert!(e.cells.iter().filter(|c| c.config.method.as_ref().unwrap().name == "hashing").all(|c| c.config.training.epochs == 2));
-        assert!(cqr.iter().any(|c| c.name == "cqr-b160-lr=0.001-n_chunks=4-s1"), "{:?}", cqr.iter().map(|c| &c.name).collect::<Vec<_>>());
+        assert!(e.cells.iter().filter(|c| c.config.method.as_ref().unwrap().name == "hashing").all(|c| c
+            .config
+            .training
+            .epochs
+            == 2));
+        assert!(
+            cqr.iter().any(|c| c.name == "cqr-b160-lr=0.001-n_chunks=4-s1"),
+            "{:?}",
+            cqr.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn cell_ids_are_stable_and_distinct() {
         let a = parse(GOOD).unwrap();
         let b = parse(GOOD).unwrap();
-        assert_eq!(a.cells.iter().map(|c| &c.id).collect::<Vec<_>>(), b.cells.iter().map(|c| &c.id).collect::<Vec<_>>());
+        assert_eq!(
+            a.cells.iter().map(|c| &c.id).collect::<Vec<_>>(),
+            b.cells.iter().map(|c| &c.id).collect::<Vec<_>>()
+        );
         let ids: std::collections::HashSet<_> = a.cells.iter().map(|c| c.id.clone()).collect();
         assert_eq!(ids.len(), a.cells.len());
         // Pinned: a change of id would orphan every stored result.
@@ -485,19 +519,34 @@ seeds: [0, 1]
     fn precision_is_a_grid_axis_and_f32_keeps_the_ids() {
         let e = err(&GOOD.replace("  epochs: 2\n", "  epochs: 2\n  precision: bf16\n"));
         assert!(e.contains("training.precision") && e.contains("gmf has no MLP"), "{e}");
-        let dlrm = GOOD.replace("kind: synthetic_gmf\n  rows: 1000\n  users: 50\n  items: 50", "kind: synthetic_criteo\n  rows: 1000").replace("kind: gmf\n  dim: 8", "kind: dlrm\n  preset: small");
+        let dlrm = GOOD
+            .replace(
+                "kind: synthetic_gmf\n  rows: 1000\n  users: 50\n  items: 50",
+                "kind: synthetic_criteo\n  rows: 1000",
+            )
+            .replace("kind: gmf\n  dim: 8", "kind: dlrm\n  preset: small");
         let plain = parse(&dlrm).unwrap();
         let both = parse(&dlrm.replace("  epochs: 2\n", "  epochs: 2\n  precision: [f32, bf16]\n")).unwrap();
         assert_eq!(both.cells.len(), 2 * plain.cells.len());
-        let f32_ids: std::collections::HashSet<_> = both.cells.iter().filter(|c| c.config.training.precision.is_f32()).map(|c| c.id.clone()).collect();
+        let f32_ids: std::collections::HashSet<_> =
+            both.cells.iter().filter(|c| c.config.training.precision.is_f32()).map(|c| c.id.clone()).collect();
         assert_eq!(f32_ids, plain.cells.iter().map(|c| c.id.clone()).collect(), "f32 is not serialised: the ids stay");
         assert!(both.cells.iter().any(|c| c.config.training.precision == cqr_models::Precision::Bf16));
         // A method listed twice, once with a bf16 override: the override names the variant, so
         // the paired report compares it with the f32 base (its line carries no precision label).
-        let twice = dlrm.replace("  - name: hashing\n", "  - name: hashing\n  - name: hashing\n    overrides: { training: { precision: bf16 } }\n");
+        let twice = dlrm.replace(
+            "  - name: hashing\n",
+            "  - name: hashing\n  - name: hashing\n    overrides: { training: { precision: bf16 } }\n",
+        );
         let cells = parse(&twice).unwrap().cells;
-        assert!(cells.iter().any(|c| c.name == "hashing-b80-lr=0.01-s0" && c.config.training.precision.is_f32()), "{:?}", cells.iter().map(|c| &c.name).collect::<Vec<_>>());
-        assert!(cells.iter().any(|c| c.name == "hashing-b80-precision=bf16-lr=0.01-s0" && !c.config.training.precision.is_f32()));
+        assert!(
+            cells.iter().any(|c| c.name == "hashing-b80-lr=0.01-s0" && c.config.training.precision.is_f32()),
+            "{:?}",
+            cells.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
+        assert!(cells
+            .iter()
+            .any(|c| c.name == "hashing-b80-precision=bf16-lr=0.01-s0" && !c.config.training.precision.is_f32()));
         let e = err(&dlrm.replace("  epochs: 2\n", "  epochs: 2\n  precision: fp8\n"));
         assert!(e.contains("training") && e.contains("fp8"), "{e}");
     }
@@ -532,13 +581,19 @@ seeds: [0, 1]
         let e = err("name: t\ndataset: [unclosed\n");
         assert!(e.contains("exp.yaml:") && e.contains("invalid YAML"), "{e}");
         let e = err(&GOOD.replace("n_chunks: [2, 4]", "n_chunks: [2, 4]\n      bogus: 1"));
-        assert!(e.contains("exp.yaml:17") && e.contains("methods[1].options") && e.contains("unknown field `bogus`"), "{e}");
+        assert!(
+            e.contains("exp.yaml:17") && e.contains("methods[1].options") && e.contains("unknown field `bogus`"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("n_chunks: [2, 4]", "n_chunks: 3"));
         assert!(e.contains("methods[1].options") && e.contains("not divisible"), "{e}");
         let e = err(&GOOD.replace("  rows: 1000", "  rows: 1000\n  colums: 3"));
         assert!(e.contains("exp.yaml:6") && e.contains("dataset.colums") && e.contains("unknown field"), "{e}");
         let e = err(&GOOD.replace("synthetic_gmf", "synthetic_gfm"));
-        assert!(e.contains("exp.yaml:4") && e.contains("dataset.kind") && e.contains("unknown variant `synthetic_gfm`"), "{e}");
+        assert!(
+            e.contains("exp.yaml:4") && e.contains("dataset.kind") && e.contains("unknown variant `synthetic_gfm`"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("  kind: gmf", "  kind: gmf\n  depth: 3"));
         assert!(e.contains("model") && e.contains("unknown field `depth`"), "{e}");
         let e = err(&GOOD.replace("        epochs: 3", "        epochs: -3"));
@@ -560,7 +615,15 @@ seeds: [0, 1]
 
     #[test]
     fn the_click_backbones_take_presets_and_their_own_size_keys() {
-        let spec = |kind, deep: Option<Vec<usize>>, cross_layers| ModelSpec { kind, preset: Some("criteo".into()), dim: Some(8), bottom: None, top: None, deep, cross_layers };
+        let spec = |kind, deep: Option<Vec<usize>>, cross_layers| ModelSpec {
+            kind,
+            preset: Some("criteo".into()),
+            dim: Some(8),
+            bottom: None,
+            top: None,
+            deep,
+            cross_layers,
+        };
         let ModelConfig::Dcn(c) = spec(ModelKind::Dcn, None, Some(2)).resolve().unwrap() else { panic!() };
         assert_eq!(c, DcnConfig { dim: 8, cross_layers: 2, deep: vec![256, 256, 256] });
         let ModelConfig::Deepfm(f) = spec(ModelKind::Deepfm, Some(vec![32]), None).resolve().unwrap() else { panic!() };
@@ -569,27 +632,55 @@ seeds: [0, 1]
         assert_eq!(w, WdlConfig { dim: 8, deep: vec![256, 256] });
         let e = spec(ModelKind::Wdl, None, Some(3)).resolve().unwrap_err().to_string();
         assert!(e.contains("model.cross_layers") && e.contains("Wdl"), "{e}");
-        let e = ModelSpec { top: Some(vec![1]), ..spec(ModelKind::Deepfm, None, None) }.resolve().unwrap_err().to_string();
+        let e =
+            ModelSpec { top: Some(vec![1]), ..spec(ModelKind::Deepfm, None, None) }.resolve().unwrap_err().to_string();
         assert!(e.contains("model.top"), "{e}");
         let e = spec(ModelKind::Dlrm, Some(vec![4]), None).resolve().unwrap_err().to_string();
         assert!(e.contains("model.deep"), "{e}");
         // `kaggle` names the same sizes as `criteo`, so one grid can list all click backbones.
-        let ModelConfig::Dcn(k) = ModelSpec { preset: Some("kaggle".into()), ..spec(ModelKind::Dcn, None, Some(2)) }.resolve().unwrap() else { panic!() };
+        let ModelConfig::Dcn(k) =
+            ModelSpec { preset: Some("kaggle".into()), ..spec(ModelKind::Dcn, None, Some(2)) }.resolve().unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(k, c);
-        let e = ModelSpec { preset: Some("tiny".into()), ..spec(ModelKind::Dcn, None, None) }.resolve().unwrap_err().to_string();
+        let e = ModelSpec { preset: Some("tiny".into()), ..spec(ModelKind::Dcn, None, None) }
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown preset `tiny`"), "{e}");
         // A DLRM model section serialises as before (cell ids unchanged).
-        let d = serde_json::to_string(&ModelSpec { kind: ModelKind::Dlrm, preset: None, dim: None, bottom: None, top: None, deep: None, cross_layers: None }).unwrap();
+        let d = serde_json::to_string(&ModelSpec {
+            kind: ModelKind::Dlrm,
+            preset: None,
+            dim: None,
+            bottom: None,
+            top: None,
+            deep: None,
+            cross_layers: None,
+        })
+        .unwrap();
         assert_eq!(d, r#"{"kind":"dlrm","preset":null,"dim":null,"bottom":null,"top":null}"#);
     }
 
     #[test]
     fn a_preset_takes_the_datasets_numeric_width() {
-        let spec = |bottom: Option<Vec<usize>>| ModelSpec { kind: ModelKind::Dlrm, preset: Some("small".into()), dim: None, bottom, top: None, deep: None, cross_layers: None };
+        let spec = |bottom: Option<Vec<usize>>| ModelSpec {
+            kind: ModelKind::Dlrm,
+            preset: Some("small".into()),
+            dim: None,
+            bottom,
+            top: None,
+            deep: None,
+            cross_layers: None,
+        };
         let ModelConfig::Dlrm(c) = spec(None).resolve_for(2).unwrap() else { panic!() };
         assert_eq!(c.bottom, vec![2, 64, 16]);
         assert!(c.validate(2).is_ok());
-        let ModelConfig::Dlrm(k) = ModelSpec { preset: Some("kaggle".into()), ..spec(None) }.resolve_for(5).unwrap() else { panic!() };
+        let ModelConfig::Dlrm(k) = ModelSpec { preset: Some("kaggle".into()), ..spec(None) }.resolve_for(5).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(k.bottom, vec![5, 512, 256, 64, 16]);
         // No numeric columns: the bottom MLP is unused, the preset is left as it is.
         let ModelConfig::Dlrm(z) = spec(None).resolve_for(0).unwrap() else { panic!() };
@@ -619,9 +710,12 @@ seeds: [0, 1]
         let e = parse(text).unwrap();
         let names: Vec<&str> = e.cells.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["cqr-b64-s0", "cqr-b64-quantize=int8-s0", "dense-quantize=int4-s0"]);
-        let q: Vec<Option<cqr_methods::Quantize>> = e.cells.iter().map(|c| c.config.method.as_ref().unwrap().quantize).collect();
+        let q: Vec<Option<cqr_methods::Quantize>> =
+            e.cells.iter().map(|c| c.config.method.as_ref().unwrap().quantize).collect();
         assert_eq!(q, [None, Some(cqr_methods::Quantize::Int8), Some(cqr_methods::Quantize::Int4)]);
-        let plain = parse(&text.replace("  - name: cqr\n    quantize: int8\n  - name: dense\n    quantize: int4\n", "")).unwrap();
+        let plain =
+            parse(&text.replace("  - name: cqr\n    quantize: int8\n  - name: dense\n    quantize: int4\n", ""))
+                .unwrap();
         assert_eq!(plain.cells[0].id, e.cells[0].id);
         let bad = err(&text.replace("quantize: int8", "quantize: int3"));
         assert!(bad.contains("int3"), "{bad}");

@@ -40,7 +40,9 @@ impl CellName {
                 n.method = part.to_string();
             } else if let Some(s) = number_after(part, 's').filter(|s| i == last && !s.contains('.')) {
                 n.seed = s.parse().ok();
-            } else if let Some(b) = number_after(part, 'b').filter(|b| n.labels.is_empty() && n.budget.is_none() && !b.contains('.')) {
+            } else if let Some(b) =
+                number_after(part, 'b').filter(|b| n.labels.is_empty() && n.budget.is_none() && !b.contains('.'))
+            {
                 n.budget = b.parse().ok();
             } else if let Some(r) = number_after(part, 'r').filter(|_| n.rung.is_none()) {
                 n.rung = Some(r.to_string());
@@ -104,7 +106,14 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_give_their_parts() {
-        for name in ["cqr-b800-s3", "cqr-b800-optimizer=adam-lr=0.001-r0.333-s100", "hashing-b320-k=-2-precision=bf16-s0", "least-squares-s1", "dense-s0", "cqr-b4800-residual=robe-quantize=int8-s2"] {
+        for name in [
+            "cqr-b800-s3",
+            "cqr-b800-optimizer=adam-lr=0.001-r0.333-s100",
+            "hashing-b320-k=-2-precision=bf16-s0",
+            "least-squares-s1",
+            "dense-s0",
+            "cqr-b4800-residual=robe-quantize=int8-s2",
+        ] {
             assert_eq!(CellName::parse(name).to_string(), name);
         }
         let n = CellName::parse("cqr-b800-dataset=a-k=-2-lr=1e-3-s7");

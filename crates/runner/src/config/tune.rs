@@ -191,7 +191,8 @@ fn keys(m: &serde_yaml::Mapping, what: &str) -> Result<Vec<(String, Domain)>> {
 impl TuneSpec {
     /// Parses and checks the section; `final_seeds` are the experiment's `seeds`.
     pub fn parse(v: &Value, final_seeds: &[u64]) -> Result<TuneSpec> {
-        let raw: RawTune = serde_path_to_error::deserialize(v.clone()).map_err(|e| anyhow!("tune.{}: {}", e.path(), e.inner()))?;
+        let raw: RawTune =
+            serde_path_to_error::deserialize(v.clone()).map_err(|e| anyhow!("tune.{}: {}", e.path(), e.inner()))?;
         let select = match raw.select.as_str() {
             "val_bce" => SelectKey::ValBce,
             "val_auc" | "best_val_auc" => SelectKey::ValAuc,
@@ -230,7 +231,16 @@ impl TuneSpec {
                 bail!("tune.halving: eta >= 2 and min_fraction in (0, 1)");
             }
         }
-        let spec = TuneSpec { space, per_method, strategy: raw.strategy, trials: raw.trials, sample_seed: raw.sample_seed, select, tuning_seeds: raw.tuning_seeds, halving: raw.halving };
+        let spec = TuneSpec {
+            space,
+            per_method,
+            strategy: raw.strategy,
+            trials: raw.trials,
+            sample_seed: raw.sample_seed,
+            select,
+            tuning_seeds: raw.tuning_seeds,
+            halving: raw.halving,
+        };
         if spec.strategy == Strategy::Grid {
             for (k, d) in spec.space.iter().chain(spec.per_method.values().flatten()) {
                 if !matches!(d, Domain::Values(_)) {
@@ -256,7 +266,14 @@ impl TuneSpec {
             // (The own draws may repeat: the shared part already makes each trial distinct.)
             Strategy::Random => {
                 let own = sample(extra, shared.len(), own_seed, false)?;
-                shared.into_iter().zip(own).map(|(mut a, b)| { a.extend(b); a }).collect()
+                shared
+                    .into_iter()
+                    .zip(own)
+                    .map(|(mut a, b)| {
+                        a.extend(b);
+                        a
+                    })
+                    .collect()
             }
             Strategy::Grid => {
                 let full = product(&self.space.iter().chain(extra).cloned().collect::<Vec<_>>());
@@ -305,7 +322,16 @@ fn product(space: &[(String, Domain)]) -> Vec<Setting> {
     let mut out: Vec<Setting> = vec![vec![]];
     for (k, d) in space {
         let Domain::Values(vs) = d else { continue };
-        out = out.into_iter().flat_map(|s| vs.iter().map(move |v| { let mut s = s.clone(); s.push((k.clone(), v.clone())); s })).collect();
+        out = out
+            .into_iter()
+            .flat_map(|s| {
+                vs.iter().map(move |v| {
+                    let mut s = s.clone();
+                    s.push((k.clone(), v.clone()));
+                    s
+                })
+            })
+            .collect();
     }
     out
 }
@@ -350,7 +376,10 @@ pub fn round3(x: f64) -> f64 {
 
 /// `key=value` labels of a setting (the last path segment as the key).
 pub fn setting_label(s: &Setting) -> String {
-    s.iter().map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), value_text(v))).collect::<Vec<_>>().join("-")
+    s.iter()
+        .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), value_text(v)))
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 pub fn value_text(v: &Value) -> String {
@@ -372,15 +401,22 @@ mod tests {
 
     #[test]
     fn grid_trials_are_the_product_and_equal_per_method() {
-        let s = spec("space:\n  training.optimizer: [sgd, adam]\n  training.lr: [0.1, 0.01, 0.001]\n", &[0, 1]).unwrap();
+        let s =
+            spec("space:\n  training.optimizer: [sgd, adam]\n  training.lr: [0.1, 0.01, 0.001]\n", &[0, 1]).unwrap();
         let t = s.trials_for("cqr").unwrap();
         assert_eq!(t.len(), 6);
         assert_eq!(setting_label(&t[1]), "optimizer=sgd-lr=0.01");
         assert_eq!(s.check_equal(&["cqr", "ce"]).unwrap(), 6);
-        let s = spec("space:\n  training.lr: [0.1, 0.01]\nmethods:\n  cqr: { method.options.n_chunks: [2, 4] }\n", &[0]).unwrap();
+        let s =
+            spec("space:\n  training.lr: [0.1, 0.01]\nmethods:\n  cqr: { method.options.n_chunks: [2, 4] }\n", &[0])
+                .unwrap();
         let e = s.check_equal(&["ce", "cqr"]).unwrap_err().to_string();
         assert!(e.contains("same trial budget"), "{e}");
-        let s = spec("space:\n  training.lr: [0.1, 0.01]\nmethods:\n  cqr: { method.options.n_chunks: [2, 4] }\ntrials: 2\n", &[0]).unwrap();
+        let s = spec(
+            "space:\n  training.lr: [0.1, 0.01]\nmethods:\n  cqr: { method.options.n_chunks: [2, 4] }\ntrials: 2\n",
+            &[0],
+        )
+        .unwrap();
         assert_eq!(s.check_equal(&["ce", "cqr"]).unwrap(), 2);
     }
 
@@ -422,6 +458,11 @@ mod tests {
         assert_eq!(Halving { eta: 2, min_fraction: 0.5 }.rungs(), vec![0.5]);
         assert_eq!(round3(0.012345), 0.0123);
         assert_eq!(round3(123.45), 123.0);
-        assert!(SelectKey::ValBce.better(0.4, 0.5) && SelectKey::ValAuc.better(0.6, 0.5) && !SelectKey::ValBce.better(f64::NAN, 0.5) && SelectKey::ValBce.better(0.5, f64::NAN));
+        assert!(
+            SelectKey::ValBce.better(0.4, 0.5)
+                && SelectKey::ValAuc.better(0.6, 0.5)
+                && !SelectKey::ValBce.better(f64::NAN, 0.5)
+                && SelectKey::ValBce.better(0.5, f64::NAN)
+        );
     }
 }
