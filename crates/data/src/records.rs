@@ -271,20 +271,28 @@ pub fn parse_criteo(line: &str, rec: &mut RawRecord) -> std::result::Result<(), 
         }
         let parsed = if i == 0 {
             match f {
-                b"0" => Ok(rec.label = 0),
-                b"1" => Ok(rec.label = 1),
+                b"0" => {
+                    rec.label = 0;
+                    Ok(())
+                }
+                b"1" => {
+                    rec.label = 1;
+                    Ok(())
+                }
                 _ => Err((0, format!("label must be 0 or 1, found {:?}", String::from_utf8_lossy(f)))),
             }
         } else if i <= CRITEO_DENSE {
             if f.is_empty() {
-                Ok(rec.dense.push(None))
+                rec.dense.push(None);
+                Ok(())
             } else {
                 parse_i64(f)
                     .map(|v| rec.dense.push(Some(v)))
                     .ok_or_else(|| (i, format!("not an integer: {:?}", String::from_utf8_lossy(f))))
             }
         } else if f.is_empty() {
-            Ok(rec.cats.push(MISSING_KEY))
+            rec.cats.push(MISSING_KEY);
+            Ok(())
         } else if f.len() != 8 {
             Err((i, format!("expected 8 hex digits, found {:?}", String::from_utf8_lossy(f))))
         } else {

@@ -700,7 +700,7 @@ fn parse_svm_line(line: &str) -> std::result::Result<(u8, Vec<(usize, u64)>, boo
         let idx: u64 =
             idx.parse().map_err(|_| (field_name.clone(), format!("index is not a non-negative integer: {idx:?}")))?;
         match val.parse::<f64>() {
-            Ok(v) if v == 1.0 => {}
+            Ok(1.0) => {}
             _ => {
                 return Err((
                     field_name,

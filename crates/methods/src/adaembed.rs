@@ -162,10 +162,10 @@ impl EmbeddingMethod for AdaEmbed {
         }
         self.importance_buf = v;
         self.steps += 1;
-        if self.steps == 1 || self.steps % self.check_every == 0 {
+        if self.steps == 1 || self.steps.is_multiple_of(self.check_every) {
             self.maybe_rebuild();
         }
-        if self.steps % self.decay_every == 0 {
+        if self.steps.is_multiple_of(self.decay_every) {
             self.score.iter_mut().for_each(|s| *s *= DECAY);
         }
     }

@@ -22,7 +22,7 @@ impl Default for ChunkOptions {
 
 /// Checks `dim % n_chunks == 0` and returns the chunk width.
 pub(crate) fn chunk_dim(method: &str, dim: usize, n_chunks: usize) -> Result<usize, MethodError> {
-    if n_chunks == 0 || dim % n_chunks != 0 {
+    if n_chunks == 0 || !dim.is_multiple_of(n_chunks) {
         return Err(MethodError::BadOptions { method: method.into(), reason: format!("dim {dim} is not divisible by n_chunks {n_chunks}") });
     }
     Ok(dim / n_chunks)

@@ -45,9 +45,11 @@
 //! - `residual_init`: T1 after a cluster step from the mean residuals (`mean`, the paper) or
 //!   `zeros` (each id starts at its centroid).
 //! - `kmeans_iter` (25; the authors use faiss with 100), the number of rounds (`last_cluster`,
-//!   `cluster_every_steps`, `cluster_at_evaluation`), `reset_optimizer`. Budget: rows = budget / dim rows in all per column pair, split as
-//! rows0 = rows / 2 for T0 and rows1 = rows - rows0 for T1, so trainable parameters are
-//! `rows * dim`, within one row of the budget.
+//!   `cluster_every_steps`, `cluster_at_evaluation`), `reset_optimizer`.
+//!
+//! Budget: rows = budget / dim rows in all per column pair, split as rows0 = rows / 2 for T0 and
+//! rows1 = rows - rows0 for T1, so trainable parameters are `rows * dim`, within one row of the
+//! budget.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -193,7 +195,7 @@ impl ClusterSchedule {
     }
 
     pub fn at_step(&self, step: usize) -> bool {
-        matches!(*self, ClusterSchedule::Steps { every, until } if step % every == 0 && step <= until)
+        matches!(*self, ClusterSchedule::Steps { every, until } if step.is_multiple_of(every) && step <= until)
     }
 }
 

@@ -67,7 +67,7 @@ const CHUNK: usize = 1024;
 
 impl KMeansConfig {
     pub fn fit(&self, data: &[f32], dim: usize) -> Result<KMeansFit, MethodError> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(MethodError::Invalid(format!(
                 "k-means: data length {} is not a multiple of dim {dim}",
                 data.len()

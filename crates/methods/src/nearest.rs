@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn duplicate_centroids_resolve_to_the_lowest_index() {
-        let cents = vec![1.0f32, 1.0, 0.0, 0.0, 1.0, 1.0].repeat(100);
+        let cents = [1.0f32, 1.0, 0.0, 0.0, 1.0, 1.0].repeat(100);
         let idx = NearestIndex::new(&cents, 2);
         assert_eq!(idx.nearest(&[0.9, 1.1]), 0);
         assert_eq!(idx.nearest(&[0.0, 0.1]), 1);

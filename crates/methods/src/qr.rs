@@ -92,7 +92,7 @@ impl Qr {
         let o: QrOptions = p.options(Self::NAME)?;
         let table_dim = match o.combiner {
             Combiner::Concat => {
-                if p.dim % 2 != 0 {
+                if !p.dim.is_multiple_of(2) {
                     return Err(MethodError::BadOptions { method: Self::NAME.into(), reason: format!("concat needs an even dim, got {}", p.dim) });
                 }
                 p.dim / 2

@@ -63,7 +63,7 @@ impl Robe {
         p.check_common(Self::NAME)?;
         let o: RobeOptions = p.options(Self::NAME)?;
         let z = o.block.unwrap_or(p.dim);
-        if z == 0 || p.dim % z != 0 {
+        if z == 0 || !p.dim.is_multiple_of(z) {
             return Err(MethodError::BadOptions { method: Self::NAME.into(), reason: format!("block {z} must divide dim {}", p.dim) });
         }
         let size = p.budget.min(u32::MAX as u64) as usize;

@@ -64,7 +64,7 @@ fn factor3(dim: usize) -> [usize; 3] {
     let mut best = [1, 1, dim];
     for a in 1..=dim {
         for b in 1..=dim / a {
-            if dim % (a * b) == 0 {
+            if dim.is_multiple_of(a * b) {
                 let c = dim / (a * b);
                 let key = |f: &[usize; 3]| (*f.iter().max().unwrap(), usize::MAX - *f.iter().min().unwrap());
                 let cand = [a, b, c];

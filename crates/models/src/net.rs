@@ -106,7 +106,7 @@ pub fn flat_input(dense: Tensor<2>, emb: Tensor<3>, n_dense: usize) -> Tensor<2>
 
 /// Checks a list of hidden-layer sizes (`what` names it in the error).
 pub fn check_sizes(what: &str, sizes: &[usize]) -> Result<(), String> {
-    if sizes.iter().any(|&s| s == 0) {
+    if sizes.contains(&0) {
         return Err(format!("{what}: layer sizes must be >= 1, got {sizes:?}"));
     }
     Ok(())
@@ -350,15 +350,13 @@ impl Net {
         device: &Device,
     ) -> Result<Net, TrainError> {
         model.check_precision(precision).map_err(TrainError::Config)?;
-        if !precision.is_f32() {
-            if !crate::fused::fused_available(device) {
-                let why = if crate::fused::fused_available(&Device::flex()) {
-                    "a backend other than flex"
-                } else {
-                    "burn's op graph (CQR_KERNELS=burn)"
-                };
-                return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));
-            }
+        if !precision.is_f32() && !crate::fused::fused_available(device) {
+            let why = if crate::fused::fused_available(&Device::flex()) {
+                "a backend other than flex"
+            } else {
+                "burn's op graph (CQR_KERNELS=burn)"
+            };
+            return Err(TrainError::Config(format!("precision: bf16 runs on the fused CPU kernels only (backend flex without CQR_KERNELS=burn); this run uses {why}")));
         }
         let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
         Ok(match model {

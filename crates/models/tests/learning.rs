@@ -223,7 +223,7 @@ fn early_stopping_stops_after_patience_evaluations_without_improvement() {
     let cfg = TrainConfig { early_stopping_patience: Some(0), lr: 0.05, ..gmf_cfg(30) };
     let r = train(&ds, &ModelConfig::Gmf { dim: 8 }, &spec("dense", u64::MAX, json!(null)), &cfg).unwrap();
     let n = r.evals.len();
-    assert!(n >= 2 && n < 30, "{n} evaluations");
+    assert!((2..30).contains(&n), "{n} evaluations");
     let last = r.evals[n - 1].scores.val_bce;
     let best_before = r.evals[..n - 1].iter().map(|e| e.scores.val_bce).fold(f64::INFINITY, f64::min);
     assert!(last >= best_before, "stopped although the last evaluation improved");

@@ -101,7 +101,7 @@ fn killed_sweep_resumes_to_identical_tables() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let at_kill = finished(&b);
-    assert!(at_kill >= 1 && at_kill < 14, "killed after {at_kill} of 14 cells");
+    assert!((1..14).contains(&at_kill), "killed after {at_kill} of 14 cells");
     let out = cqr(&["sweep", &exp, "--results", b.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");

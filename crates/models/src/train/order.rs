@@ -105,7 +105,7 @@ impl<'a> EpochOrder<'a> {
             self.rows.extend(b.clone());
         }
         shuffle(&mut self.rows[carry..], rng);
-        let old = std::mem::replace(&mut self.live, [Vec::new(), Vec::new()]);
+        let old = std::mem::take(&mut self.live);
         let [older, prev] = old;
         older.into_iter().for_each(|b| self.ds.release(b));
         self.live = [prev, new];

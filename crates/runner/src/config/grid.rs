@@ -248,7 +248,7 @@ fn method_entries(methods: Option<&Value>, ctx: &Ctx) -> Result<Vec<Entry>> {
 }
 
 /// The budgets (each with the key it came from: `budgets` or `budgets_per_dim`).
-fn budget_list<'a>(top: &'a Mapping, ctx: &Ctx) -> Result<Vec<(Value, &'static str)>> {
+fn budget_list(top: &Mapping, ctx: &Ctx) -> Result<Vec<(Value, &'static str)>> {
     let get = |k: &str| top.get(Value::String(k.into()));
     let only_dense = match get("methods") {
         Some(Value::Sequence(ms)) => ms.iter().all(|m| m.get("name").and_then(|n| n.as_str()) == Some("dense")),

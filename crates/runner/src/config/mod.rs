@@ -421,11 +421,10 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
             if cqr_methods::registry::needs_counts(&m.name) {
                 p.id_counts = Some(vec![1u32; 4096].into());
             }
-            match cqr_methods::build_method(&m.name, &p) {
-                Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) => {
-                    return Err(ctx.err(&format!("methods[{i}].options"), e));
-                }
-                _ => {}
+            if let Err(e @ (cqr_methods::MethodError::BadOptions { .. } | cqr_methods::MethodError::UnknownMethod(_))) =
+                cqr_methods::build_method(&m.name, &p)
+            {
+                return Err(ctx.err(&format!("methods[{i}].options"), e));
             }
         }
         if let Err(e) = cfg.training.validate() {
