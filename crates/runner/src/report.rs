@@ -147,6 +147,12 @@ pub fn frequency_table(rows: &[GroupRow]) -> String {
     s
 }
 
+/// A paired row's last four cells: seeds, Δ test BCE with its interval, its resolution, Δ best
+/// validation AUC with its interval.
+fn differences(r: &crate::paired::PairRow) -> String {
+    format!("{} | {} | {} | {}", r.bce.n, fmt_interval(&r.bce, 5), resolution(&r.bce, 5), fmt_interval(&r.auc, 4))
+}
+
 /// `cqr compare A B`: the same lines in two results directories, paired by seed (A − B), as a
 /// Markdown table. Typical use: a tuned grid against its shared-setting twin (the gain from
 /// tuning), or one build's records against another's.
@@ -156,17 +162,7 @@ pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
     let _ = writeln!(s, "A = {}, B = {}: the same line, budget and seed in both, A − B (95% t interval over the paired seeds; `*`: excludes 0). Test BCE: negative means A is better.\n", a.display(), b.display());
     let _ = writeln!(s, "| dataset | line | budget/table | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |\n|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.dataset,
-            r.a,
-            r.budget,
-            r.bce.n,
-            fmt_interval(&r.bce, 5),
-            resolution(&r.bce, 5),
-            fmt_interval(&r.auc, 4)
-        );
+        let _ = writeln!(s, "| {} | {} | {} | {} |", r.dataset, r.a, r.budget, differences(r));
     }
     if rows.is_empty() {
         let _ = writeln!(s, "(no line, budget and two seeds in common)");
@@ -216,16 +212,13 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
     for r in &rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} |",
             r.dataset,
             r.a,
             r.b,
             r.budget,
             r.a_params,
-            r.bce.n,
-            fmt_interval(&r.bce, 5),
-            resolution(&r.bce, 5),
-            fmt_interval(&r.auc, 4)
+            differences(r)
         );
     }
     let dense: BTreeSet<String> = obs
