@@ -352,19 +352,7 @@ impl Grid<'_> {
         let mut axes = vec![];
         collect_axes(&cell_base, &mut vec![], mi, self.ctx, &mut axes)?;
         let option_labels = self.option_labels(entry);
-        let mut combos: Vec<Vec<usize>> = vec![vec![]];
-        for a in &axes {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    (0..a.values.len()).map(move |i| {
-                        let mut c = c.clone();
-                        c.push(i);
-                        c
-                    })
-                })
-                .collect();
-        }
+        let combos = grid_points(&axes);
         // The dense table ignores the budget: one cell, not one per budget.
         let is_dense = entry.as_ref().and_then(|m| m.get("name")).and_then(|n| n.as_str()) == Some("dense");
         let budgets: Vec<Option<&(Value, &str)>> =
@@ -416,19 +404,7 @@ impl Grid<'_> {
             }
         }
         let option_labels = self.option_labels(entry);
-        let mut combos: Vec<Vec<usize>> = vec![vec![]];
-        for a in &axes {
-            combos = combos
-                .into_iter()
-                .flat_map(|c| {
-                    (0..a.values.len()).map(move |i| {
-                        let mut c = c.clone();
-                        c.push(i);
-                        c
-                    })
-                })
-                .collect();
-        }
+        let combos = grid_points(&axes);
         let is_dense = method == "dense";
         let budgets: Vec<Option<&(Value, &str)>> =
             if self.budgets.is_empty() || is_dense { vec![None] } else { self.budgets.iter().map(Some).collect() };
@@ -543,6 +519,25 @@ impl Grid<'_> {
         }
         Ok(Cell { id: cell_id(&config), name: name.to_string(), config })
     }
+}
+
+/// Every grid point of the axes: one value index per axis (their cross product, first axis
+/// slowest).
+fn grid_points(axes: &[Axis]) -> Vec<Vec<usize>> {
+    let mut combos: Vec<Vec<usize>> = vec![vec![]];
+    for a in axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                (0..a.values.len()).map(move |i| {
+                    let mut c = c.clone();
+                    c.push(i);
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
 }
 
 /// The embedding dim from `model.dim` or the model preset (for `budgets_per_dim`).
