@@ -44,7 +44,7 @@ pub struct Chart {
     pub hlines: Vec<(String, f64)>,
 }
 
-const COLORS: [RGBColor; 11] = [
+const COLORS: [RGBColor; 22] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -56,6 +56,18 @@ const COLORS: [RGBColor; 11] = [
     RGBColor(188, 189, 34),
     RGBColor(127, 127, 127),
     RGBColor(0, 0, 128),
+    // Darker and lighter companions, so that every registered method (21) has its own colour.
+    RGBColor(128, 0, 0),
+    RGBColor(0, 100, 0),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(197, 176, 213),
+    RGBColor(0, 128, 128),
+    RGBColor(128, 128, 0),
+    RGBColor(255, 152, 150),
+    RGBColor(90, 90, 90),
+    RGBColor(174, 199, 232),
+    RGBColor(75, 0, 130),
 ];
 
 /// A line's colour, fixed per method across every chart: the method (first word of the label,
@@ -344,6 +356,13 @@ pub(crate) fn aggregate(keys: &[String], xs: &[f64], ys: &[f64]) -> Vec<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_registered_method_has_its_own_colour() {
+        let colours: std::collections::BTreeSet<(u8, u8, u8)> =
+            cqr_methods::method_names().iter().map(|m| color_of(m)).map(|c| (c.0, c.1, c.2)).collect();
+        assert_eq!(colours.len(), cqr_methods::method_names().len());
+    }
 
     #[test]
     fn compact_labels() {
