@@ -159,13 +159,13 @@ pub fn open(dir: &Path, storage: Storage) -> Result<Dataset> {
             ds.dense = Column::read(&dir.join(DENSE), rows * nd)?;
             ds.cats = Column::read(&dir.join(CATS), rows * nc)?;
             ds.labels = Column::read(&dir.join(LABELS), rows)?;
-            ds.validate().map_err(bad)?;
+            ds.validate().map_err(|e| bad(e.to_string()))?;
         }
         Storage::Mapped => {
             ds.dense = Column::map(&dir.join(DENSE), rows * nd)?;
             ds.cats = Column::map(&dir.join(CATS), rows * nc)?;
             ds.labels = Column::map(&dir.join(LABELS), rows)?;
-            ds.validate_shape().map_err(bad)?;
+            ds.validate_shape().map_err(|e| bad(e.to_string()))?;
         }
     }
     Ok(ds)
@@ -252,7 +252,7 @@ impl RowSink {
                 header.dense = dense.into();
                 header.cats = cats.into();
                 header.labels = labels.into();
-                header.validate().map_err(DataError::Options)?;
+                header.validate().map_err(|e| DataError::Options(e.to_string()))?;
                 Ok(header)
             }
             SinkOut::Files { dir, dense, cats, labels } => {

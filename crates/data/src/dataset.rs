@@ -5,6 +5,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::column::Column;
+use crate::invalid::{invalid, Invalid};
 use crate::skip::SkipReport;
 
 /// Contiguous row ranges of the three splits. Rows are stored in file (time) order, so each split
@@ -88,36 +89,34 @@ impl Dataset {
     }
 
     /// Checks the invariants the models rely on; a violated one is a bug in a loader.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.validate_shape()?;
         for (i, &id) in self.cats.iter().enumerate() {
             let c = i % self.n_cat();
             if id as usize >= self.cardinalities[c] {
-                return Err(format!(
-                    "row {} column {} id {id} >= cardinality {}",
-                    i / self.n_cat(),
-                    self.cat_names[c],
-                    self.cardinalities[c]
-                ));
+                return invalid(
+                    format!("row {} column {}", i / self.n_cat(), self.cat_names[c]),
+                    format!("id {id} >= cardinality {}", self.cardinalities[c]),
+                );
             }
         }
         if let Some(r) = self.labels.iter().position(|&y| y > 1) {
-            return Err(format!("row {r}: label {} is not 0 or 1", self.labels[r]));
+            return invalid(format!("row {r} label"), format!("{} is not 0 or 1", self.labels[r]));
         }
         Ok(())
     }
 
     /// [`Dataset::validate`] without the scan over every value: array lengths and splits.
-    pub fn validate_shape(&self) -> Result<(), String> {
+    pub fn validate_shape(&self) -> Result<(), Invalid> {
         let n = self.n_rows();
         if self.dense.len() != n * self.n_dense() {
-            return Err(format!("dense has {} values, expected {}", self.dense.len(), n * self.n_dense()));
+            return invalid("dense", format!("{} values, expected {}", self.dense.len(), n * self.n_dense()));
         }
         if self.cats.len() != n * self.n_cat() {
-            return Err(format!("cats has {} values, expected {}", self.cats.len(), n * self.n_cat()));
+            return invalid("cats", format!("{} values, expected {}", self.cats.len(), n * self.n_cat()));
         }
         if self.cardinalities.len() != self.n_cat() {
-            return Err("one cardinality per categorical column expected".into());
+            return invalid("cardinalities", "one per categorical column expected");
         }
         let s = &self.splits;
         // Splits lie within the rows and do not overlap, except that (MovieLens) one held-out set
@@ -131,7 +130,7 @@ impl Dataset {
             || !apart(&s.train, &s.test)
             || (s.val != s.test && !apart(&s.val, &s.test))
         {
-            return Err(format!("splits {s:?} are not disjoint ranges within the {n} rows"));
+            return invalid("splits", format!("{s:?} are not disjoint ranges within the {n} rows"));
         }
         Ok(())
     }

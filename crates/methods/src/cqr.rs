@@ -321,6 +321,7 @@ impl Cqr {
         Ok(Cqr { vocab: p.vocab, dim: p.dim, dc, columns, opts, schedule, seen, counts, rng, clusters_done: 0, rows0_buf: vec![], rows1_buf: vec![], grad_buf: vec![] })
     }
 
+    #[cfg(test)]
     pub fn clusters_done(&self) -> usize {
         self.clusters_done
     }

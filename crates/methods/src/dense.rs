@@ -23,10 +23,6 @@ impl Dense {
         table.init_uniform(p.init_scale, &mut ChaCha8Rng::seed_from_u64(p.seed));
         Ok(Dense { table })
     }
-
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
 }
 
 impl EmbeddingMethod for Dense {

@@ -41,6 +41,8 @@ registry::methods! {
     pep::Pep { trains_full_table },
     magprune::MagPrune { trains_full_table },
     mpzch::Mpzch,
+    #[cfg(test)] // docs/methods.md's worked example, compiled for the tests only
+    example::Example,
 }
 
 use serde::{Deserialize, Serialize};
@@ -148,7 +150,7 @@ impl MethodParams {
         if !(self.init_scale.is_finite() && self.init_scale >= 0.0) {
             return Err(bad(format!("init_scale must be finite and >= 0, got {}", self.init_scale)));
         }
-        self.optimizer.validate().map_err(bad)
+        self.optimizer.validate(method)
     }
 
     /// Rows of `dim` floats the budget allows; an error if not even one.

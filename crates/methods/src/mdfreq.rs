@@ -160,6 +160,7 @@ impl MdFreq {
     }
 
     /// Each block's (ids, width), head first.
+    #[cfg(test)]
     pub fn block_shapes(&self) -> Vec<(usize, usize)> {
         self.blocks.iter().map(|b| (b.table.rows, b.table.dim)).collect()
     }

@@ -5,6 +5,7 @@
 //! table-batched embeddings and TorchRec do. No table-sized gradient is ever allocated, and the
 //! cost of a step does not depend on the table size.
 
+use crate::MethodError;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -87,17 +88,19 @@ impl RowOptimizer {
             }
         }
     }
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings; `method` names the method in the error.
+    pub fn validate(&self, method: &str) -> Result<(), MethodError> {
+        let bad = |reason: String| Err(MethodError::BadOptions { method: method.into(), reason });
         let lr = self.lr();
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("learning rate must be positive and finite, got {lr}"));
+            return bad(format!("learning rate must be positive and finite, got {lr}"));
         }
         if let RowOptimizer::LazyAdam { beta1, beta2, weight_decay, .. } = *self {
             if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
-                return Err(format!("adam betas must be in [0, 1), got {beta1}, {beta2}"));
+                return bad(format!("adam betas must be in [0, 1), got {beta1}, {beta2}"));
             }
             if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                return Err(format!("weight_decay must be >= 0, got {weight_decay}"));
+                return bad(format!("weight_decay must be >= 0, got {weight_decay}"));
             }
         }
         Ok(())

@@ -163,6 +163,7 @@ impl Pep {
     }
 
     /// Whether the table is stored sparse (after training).
+    #[cfg(test)]
     pub fn is_sparse(&self) -> bool {
         matches!(self.stage, Stage::Sparse { .. })
     }

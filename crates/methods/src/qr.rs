@@ -127,6 +127,7 @@ impl Qr {
         Ok(Qr { vocab: p.vocab, dim: p.dim, m, combiner: o.combiner, quotient, remainder, rows_q: vec![], rows_r: vec![], grad_q: vec![], grad_r: vec![] })
     }
 
+    #[cfg(test)]
     pub fn modulus(&self) -> usize {
         self.m
     }

@@ -40,10 +40,10 @@ pub struct MethodEntry {
 
 /// Declares each method's module and its registry entry (see the module docs).
 macro_rules! methods {
-    ($($module:ident :: $ty:ident $({ $($fact:ident),+ })?),+ $(,)?) => {
-        $(pub mod $module;)+
+    ($($(#[$attr:meta])* $module:ident :: $ty:ident $({ $($fact:ident),+ })?),+ $(,)?) => {
+        $($(#[$attr])* mod $module;)+
         pub(crate) const REGISTRY: &[$crate::registry::MethodEntry] = &[$(
-            $crate::registry::MethodEntry {
+            $(#[$attr])* $crate::registry::MethodEntry {
                 name: $module::$ty::NAME,
                 facts: $crate::registry::Facts { $($($fact: true,)+)? ..$crate::registry::Facts::PLAIN }.completed(),
                 build: |p| $module::$ty::new(p).map(|m| Box::new(m) as Box<dyn $crate::EmbeddingMethod>),

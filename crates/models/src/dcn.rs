@@ -21,6 +21,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use cqr_data::{invalid, Invalid};
+
 use crate::net::{check_sizes, flat_input, linear, Mlp};
 
 /// Sizes of DCN-v2: embedding `dim`, the number of cross layers and the deep network's hidden
@@ -49,11 +51,11 @@ impl DcnConfig {
             _ => None,
         }
     }
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.dim == 0 || self.cross_layers == 0 || self.deep.is_empty() {
-            return Err(format!("dcn: dim, cross_layers and the deep network must be non-empty, got {self:?}"));
+            return invalid("dcn", format!("dim, cross_layers and the deep network must be non-empty, got {self:?}"));
         }
-        check_sizes("dcn: deep", &self.deep)
+        check_sizes("dcn.deep", &self.deep)
     }
 }
 

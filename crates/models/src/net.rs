@@ -14,7 +14,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use cqr_data::Dataset;
+use cqr_data::{invalid, Dataset, Invalid};
 
 use crate::dcn::Dcn;
 use crate::deepfm::DeepFm;
@@ -50,29 +50,29 @@ impl DlrmConfig {
     }
 
     /// Checks the sizes against the data: `n_dense` dense features, `n_tables` embeddings.
-    pub fn validate(&self, n_dense: usize) -> Result<(), String> {
+    pub fn validate(&self, n_dense: usize) -> Result<(), Invalid> {
         if self.dim == 0 {
-            return Err("dlrm: dim must be >= 1".into());
+            return invalid("dlrm.dim", "must be >= 1");
         }
         if self.top.last() != Some(&1) {
-            return Err(format!("dlrm: top MLP must end with 1 output, got {:?}", self.top));
+            return invalid("dlrm.top", format!("must end with 1 output, got {:?}", self.top));
         }
         if n_dense > 0 {
             if self.bottom.first() != Some(&n_dense) {
-                return Err(format!(
-                    "dlrm: bottom MLP must start with the {n_dense} dense features, got {:?}",
-                    self.bottom
-                ));
+                return invalid(
+                    "dlrm.bottom",
+                    format!("must start with the {n_dense} dense features, got {:?}", self.bottom),
+                );
             }
             if self.bottom.last() != Some(&self.dim) || self.bottom.len() < 2 {
-                return Err(format!(
-                    "dlrm: bottom MLP must end with the embedding dim {}, got {:?}",
-                    self.dim, self.bottom
-                ));
+                return invalid(
+                    "dlrm.bottom",
+                    format!("must end with the embedding dim {}, got {:?}", self.dim, self.bottom),
+                );
             }
         }
         if self.top.iter().chain(&self.bottom).any(|&s| s == 0) {
-            return Err("dlrm: layer sizes must be >= 1".into());
+            return invalid("dlrm", "layer sizes must be >= 1");
         }
         Ok(())
     }
@@ -105,9 +105,9 @@ pub fn flat_input(dense: Tensor<2>, emb: Tensor<3>, n_dense: usize) -> Tensor<2>
 }
 
 /// Checks a list of hidden-layer sizes (`what` names it in the error).
-pub fn check_sizes(what: &str, sizes: &[usize]) -> Result<(), String> {
+pub fn check_sizes(what: &str, sizes: &[usize]) -> Result<(), Invalid> {
     if sizes.contains(&0) {
-        return Err(format!("{what}: layer sizes must be >= 1, got {sizes:?}"));
+        return invalid(what, format!("layer sizes must be >= 1, got {sizes:?}"));
     }
     Ok(())
 }
@@ -123,11 +123,11 @@ pub struct DeepConfig {
 
 impl DeepConfig {
     /// `what` names the model in the error.
-    pub fn validate(&self, what: &str) -> Result<(), String> {
+    pub fn validate(&self, what: &str) -> Result<(), Invalid> {
         if self.dim == 0 {
-            return Err(format!("{what}: dim must be >= 1"));
+            return invalid(format!("{what}.dim"), "must be >= 1");
         }
-        check_sizes(&format!("{what}: deep"), &self.deep)
+        check_sizes(&format!("{what}.deep"), &self.deep)
     }
 }
 
@@ -349,7 +349,7 @@ impl Net {
         precision: Precision,
         device: &Device,
     ) -> Result<Net, TrainError> {
-        model.check_precision(precision).map_err(TrainError::Config)?;
+        model.check_precision(precision)?;
         if !precision.is_f32() && !crate::fused::fused_available(device) {
             let why = if crate::fused::fused_available(&Device::flex()) {
                 "a backend other than flex"
@@ -361,7 +361,7 @@ impl Net {
         let (n_dense, n_cat) = (ds.n_dense(), ds.n_cat());
         Ok(match model {
             ModelConfig::Dlrm(c) => {
-                c.validate(n_dense).map_err(TrainError::Config)?;
+                c.validate(n_dense)?;
                 Net::Dlrm(Dlrm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Gmf { dim } => {
@@ -374,15 +374,15 @@ impl Net {
                 Net::Gmf
             }
             ModelConfig::Dcn(c) => {
-                c.validate().map_err(TrainError::Config)?;
+                c.validate()?;
                 Net::Dcn(Dcn::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Deepfm(c) => {
-                c.validate("deepfm").map_err(TrainError::Config)?;
+                c.validate("deepfm")?;
                 Net::DeepFm(DeepFm::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
             ModelConfig::Wdl(c) => {
-                c.validate("wdl").map_err(TrainError::Config)?;
+                c.validate("wdl")?;
                 Net::Wdl(Wdl::new(c, n_dense, n_cat, seed, device).with_precision(precision))
             }
         })

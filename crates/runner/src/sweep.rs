@@ -161,6 +161,15 @@ fn brief(r: &CellRecord) -> String {
     match &r.output {
         CellOutput::Train(t) => {
             let skipped = if t.skipped.skipped > 0 { format!("; {}", t.skipped) } else { String::new() };
+            if r.config.tuning.is_some() {
+                // A tuning run shows what selection reads, never a test metric.
+                let params = t.total_final.trainable_params;
+                return format!(
+                    ": val BCE {:.5} AUC {:.4}, {params} params{skipped}",
+                    t.reported.val_bce,
+                    t.best_val_auc()
+                );
+            }
             format!(
                 ": test BCE {:.5} AUC {:.4}, {} params{skipped}",
                 t.reported.test_bce, t.reported.test_auc, t.total_final.trainable_params

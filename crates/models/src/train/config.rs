@@ -3,6 +3,7 @@
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use cqr_data::{invalid, Invalid};
 use cqr_methods::RowOptimizer;
 
 use crate::dcn::DcnConfig;
@@ -283,10 +284,10 @@ pub enum ModelConfig {
 
 impl ModelConfig {
     /// Whether the model can train at `precision` (bf16 applies to MLPs: GMF has none).
-    pub fn check_precision(&self, precision: Precision) -> Result<(), String> {
+    pub fn check_precision(&self, precision: Precision) -> Result<(), Invalid> {
         match self {
             ModelConfig::Gmf { .. } if !precision.is_f32() => {
-                Err("precision: bf16 applies to the MLPs' matrix products; gmf has no MLP".into())
+                invalid("precision", "bf16 applies to the MLPs' matrix products; gmf has no MLP")
             }
             _ => Ok(()),
         }

@@ -45,7 +45,7 @@ pub fn train(
 ) -> Result<RunResult, TrainError> {
     cfg.validate()?;
     // A mapped dataset is not scanned (that would read all of it): its cache was checked on open.
-    if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }.map_err(TrainError::Config)?;
+    if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }?;
     if ds.splits.train.is_empty() || ds.splits.val.is_empty() || ds.splits.test.is_empty() {
         return Err(TrainError::Config(format!(
             "dataset {} needs non-empty train, val and test splits ({:?})",

@@ -11,6 +11,8 @@ use crate::embeddings::TableRecord;
 pub enum TrainError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] cqr_data::Invalid),
     #[error(transparent)]
     Method(#[from] cqr_methods::MethodError),
     #[error("non-finite training loss {loss} at epoch {epoch}, step {step} (lower the learning rate?)")]

@@ -431,7 +431,7 @@ pub(crate) fn to_config(v: &Value, method_index: Option<usize>, ctx: &Ctx) -> Re
             return Err(ctx.err("training", e));
         }
         if let Err(e) = model.check_precision(cfg.training.precision) {
-            return Err(ctx.err("training.precision", e));
+            return Err(ctx.err("training.precision", e.reason));
         }
         if let (
             ModelConfig::Gmf { .. },
@@ -686,7 +686,7 @@ seeds: [0, 1]
         assert_eq!(z.bottom, vec![13, 64, 16]);
         // An explicit bottom is taken as written, and still checked against the data.
         let ModelConfig::Dlrm(e) = spec(Some(vec![13, 8, 16])).resolve_for(2).unwrap() else { panic!() };
-        assert!(e.validate(2).unwrap_err().contains("must start with the 2 dense features"));
+        assert!(e.validate(2).unwrap_err().to_string().contains("must start with the 2 dense features"));
     }
 
     #[test]
