@@ -150,11 +150,8 @@ impl EmbeddingMethod for AdaEmbed {
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         let d = self.table.dim;
-        let mut rows = std::mem::take(&mut self.rows_buf);
-        rows.clear();
-        rows.extend(ids.iter().map(|&id| self.row_of[id as usize]));
-        self.table.update(&rows, grad);
-        self.rows_buf = rows;
+        let row_of = &self.row_of;
+        self.table.update_mapped(ids, |id| row_of[id as usize], grad, &mut self.rows_buf);
         let mut v = std::mem::take(&mut self.importance_buf);
         crate::normalised_grad_norms(grad, d, &mut v);
         for (&id, &vi) in ids.iter().zip(&v) {

@@ -194,11 +194,8 @@ impl EmbeddingMethod for Alpt {
         }
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let mut rows = std::mem::take(&mut self.rows_buf);
-        rows.clear();
-        rows.extend(ids.iter().map(|&id| self.row_of(id)));
-        self.rows_buf = rows;
-        self.table.update(&self.rows_buf, grad);
+        let hash = self.hash;
+        self.table.update_mapped(ids, |id| hash.map_or(id, |h| h.hash(id)), grad, &mut self.rows_buf);
         if self.rounding == Rounding::None {
             return;
         }

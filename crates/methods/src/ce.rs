@@ -86,10 +86,9 @@ impl EmbeddingMethod for Ce {
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         let dc = self.tables[0].dim;
         for c in 0..self.tables.len() {
-            self.rows_buf.clear();
-            self.rows_buf.extend(ids.iter().map(|&id| self.hashes[c].hash(id)));
             gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
-            self.tables[c].update(&self.rows_buf, &self.grad_buf);
+            let h = &self.hashes[c];
+            self.tables[c].update_mapped(ids, |id| h.hash(id), &self.grad_buf, &mut self.rows_buf);
         }
     }
     fn accounting(&self) -> Accounting {

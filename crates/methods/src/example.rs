@@ -17,7 +17,7 @@ struct ExampleOptions {}
 pub struct Example {
     vocab: usize,
     table: Table,
-    /// Reused by `backward` so that a step allocates nothing.
+    /// The rows of a step's ids, kept by `backward` so that a step allocates nothing.
     rows_buf: Vec<u32>,
 }
 
@@ -55,11 +55,8 @@ impl EmbeddingMethod for Example {
     }
     /// `grad`: [n, dim], the loss gradient with respect to `forward`'s output.
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let mut rows = std::mem::take(&mut self.rows_buf);
-        rows.clear();
-        rows.extend(ids.iter().map(|&id| self.row(id)));
-        self.table.update(&rows, grad);
-        self.rows_buf = rows;
+        let rows = self.table.rows as u32;
+        self.table.update_mapped(ids, |id| id % rows, grad, &mut self.rows_buf);
     }
     fn accounting(&self) -> Accounting {
         Accounting {

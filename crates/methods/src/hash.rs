@@ -31,10 +31,6 @@ impl UniversalHash {
         v as u64 % self.m
     }
 
-    pub fn range(&self) -> usize {
-        self.m as usize
-    }
-
     /// Bytes to store the function (a, b, m).
     pub const BYTES: u64 = 24;
 }

@@ -46,11 +46,8 @@ impl EmbeddingMethod for Hashing {
         self.table.gather(ids.iter().map(|&id| self.hash.hash(id) as usize), out);
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
-        let mut rows = std::mem::take(&mut self.rows_buf);
-        rows.clear();
-        rows.extend(ids.iter().map(|&id| self.hash.hash(id)));
-        self.table.update(&rows, grad);
-        self.rows_buf = rows;
+        let hash = &self.hash;
+        self.table.update_mapped(ids, |id| hash.hash(id), grad, &mut self.rows_buf);
     }
     fn accounting(&self) -> Accounting {
         Accounting {

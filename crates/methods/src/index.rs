@@ -48,9 +48,6 @@ impl PackedIndex {
             PackedIndex::U32(v) => v.len(),
         }
     }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     pub fn width_bytes(&self) -> u64 {
         match self {
             PackedIndex::U8(_) => 1,

@@ -4,15 +4,15 @@
 //! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
-pub mod hash;
-pub mod index;
+mod hash;
+mod index;
 pub mod kmeans;
 pub mod least_squares;
-pub mod nearest;
-pub mod optim;
+mod nearest;
+mod optim;
 pub mod quantize;
 pub mod registry;
-pub mod shared_array;
+mod shared_array;
 pub mod simd;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -48,6 +48,7 @@ impl Blocked {
         Blocked { dim, coords, norms, ids }
     }
 
+    #[cfg(test)]
     pub fn new(centroids: &[f32], dim: usize) -> Self {
         let order: Vec<u32> = (0..(centroids.len() / dim) as u32).collect();
         Self::from_order(centroids, dim, &order)

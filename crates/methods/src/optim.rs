@@ -269,6 +269,14 @@ impl Table {
         update_wide(self, rows, grads)
     }
 
+    /// [`Table::update`] at the rows `row(id)` of `ids`, the row list built in `buf` (the
+    /// caller keeps it between steps, so a step allocates nothing).
+    pub fn update_mapped(&mut self, ids: &[u32], row: impl Fn(u32) -> u32, grads: &[f32], buf: &mut Vec<u32>) {
+        buf.clear();
+        buf.extend(ids.iter().map(|&id| row(id)));
+        self.update(buf, grads);
+    }
+
     #[inline(always)]
     fn update_rows(&mut self, rows: &[u32], grads: &[f32]) {
         let d = self.dim;

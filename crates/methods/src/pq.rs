@@ -176,10 +176,8 @@ impl EmbeddingMethod for Pq {
                 let nc = codebooks.len();
                 let dc = self.dim / nc;
                 for (c, cb) in codebooks.iter_mut().enumerate() {
-                    self.rows_buf.clear();
-                    self.rows_buf.extend(ids.iter().map(|&id| codes.get(id as usize * nc + c)));
                     gather_chunk(grad, self.dim, c, dc, &mut self.grad_buf);
-                    cb.update(&self.rows_buf, &self.grad_buf);
+                    cb.update_mapped(ids, |id| codes.get(id as usize * nc + c), &self.grad_buf, &mut self.rows_buf);
                 }
             }
         }

@@ -190,9 +190,7 @@ impl EmbeddingMethod for Rq {
             Stage::Compressed { codebooks, codes } => {
                 let s = codebooks.len();
                 for (si, cb) in codebooks.iter_mut().enumerate() {
-                    self.rows_buf.clear();
-                    self.rows_buf.extend(ids.iter().map(|&id| codes.get(id as usize * s + si)));
-                    cb.update(&self.rows_buf, grad);
+                    cb.update_mapped(ids, |id| codes.get(id as usize * s + si), grad, &mut self.rows_buf);
                 }
             }
         }

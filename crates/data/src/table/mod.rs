@@ -37,6 +37,13 @@ use crate::records::fnv1a64;
 use crate::records::MISSING_KEY;
 use crate::skip::{BadRowPolicy, SkipReport};
 
+#[cfg(feature = "tables")]
+mod inspect;
+mod svm;
+#[cfg(feature = "tables")]
+pub use inspect::inspect_table;
+use svm::read_svm;
+
 /// File formats of [`TableConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -503,55 +510,6 @@ fn bad_row(policy: BadRowPolicy, skipped: &mut SkipReport, err: DataError) -> Re
     }
 }
 
-/// `cqr data inspect --format table`: rows, and per column its distinct and missing values, of a
-/// CSV/TSV (by extension: `.tsv` is tab-separated) or Parquet file with a header. Rows of the
-/// wrong width are errors, or (skip) counted.
-#[cfg(feature = "tables")]
-pub fn inspect_table(path: &Path, policy: BadRowPolicy) -> Result<String> {
-    use std::fmt::Write as _;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let polars_err = |e: polars::error::PolarsError| DataError::Empty {
-        path: path.into(),
-        reason: format!("polars could not read it: {e}"),
-    };
-    let mut skipped = SkipReport::default();
-    let df = if ext == "parquet" {
-        ParquetReader::new(File::open(path).map_err(|e| DataError::io(path, e))?).finish().map_err(polars_err)?
-    } else {
-        let sep = if ext == "tsv" { b'\t' } else { b',' };
-        let scan = scan_records(path, sep, true)?;
-        let mut drop = HashSet::new();
-        for &(line, found) in &scan.bad {
-            let reason = format!("expected {} fields (as on the header), found {found}", scan.width);
-            bad_row(
-                policy,
-                &mut skipped,
-                DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason },
-            )?;
-            drop.insert(line);
-        }
-        let opts = CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(0))
-            .with_parse_options(CsvParseOptions::default().with_separator(sep));
-        opts.into_reader_with_file_handle(std::io::Cursor::new(without_lines(path, &scan, &drop)?))
-            .finish()
-            .map_err(polars_err)?
-    };
-    let mut out = String::new();
-    let _ = writeln!(out, "rows: {}\nskipped: {}\ncolumns: {}", df.height(), skipped, df.width());
-    let _ = writeln!(out, "| column | distinct | missing |\n|---|---:|---:|");
-    for c in df.columns() {
-        let s = c.cast(&DataType::String).map_err(polars_err)?;
-        let ca = s.str().map_err(polars_err)?;
-        let missing = ca.iter().filter(|v| v.is_none_or(|x| x.is_empty())).count();
-        let distinct: HashSet<&str> = ca.iter().flatten().filter(|x| !x.is_empty()).collect();
-        let _ =
-            writeln!(out, "| {} | {} | {:.4} |", c.name(), distinct.len(), missing as f64 / df.height().max(1) as f64);
-    }
-    Ok(out)
-}
-
 /// The records of a CSV/TSV file, found with a quote-aware field count.
 #[cfg(feature = "tables")]
 struct RecordScan {
@@ -621,101 +579,6 @@ fn without_lines(path: &Path, scan: &RecordScan, drop: &HashSet<u64>) -> Result<
         }
     }
     Ok(out)
-}
-
-/// Reads a libsvm/libfm file (plain or field-aware); returns its rows and the field names.
-fn read_svm(path: &Path, opts: &PreprocessOptions, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut rows: Vec<(u64, u8, Vec<(usize, u64)>)> = Vec::new();
-    let mut n_fields = 0usize;
-    let mut plain_width: Option<(usize, u64)> = None;
-    let limit = opts.max_rows.unwrap_or(u64::MAX);
-    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let line_no = i as u64 + 1;
-        if line_no > limit {
-            break;
-        }
-        let bytes = line.map_err(|e| DataError::io(path, e))?;
-        let parsed = std::str::from_utf8(&bytes)
-            .map_err(|_| ("(row)".to_string(), "line is not valid UTF-8".to_string()))
-            .and_then(|l| parse_svm_line(l.trim_end_matches('\r')));
-        let parsed = parsed.and_then(|(y, feats, aware)| {
-            if !aware {
-                match plain_width {
-                    None => plain_width = Some((feats.len(), line_no)),
-                    Some((w, at)) if w != feats.len() => return Err(("(row)".into(), format!("{} index:value pairs, but line {at} has {w} (plain libsvm/libfm: the k-th pair is field k)", feats.len()))),
-                    _ => {}
-                }
-            }
-            Ok((y, feats))
-        });
-        match parsed {
-            Ok((y, feats)) => {
-                n_fields = n_fields.max(feats.iter().map(|f| f.0 + 1).max().unwrap_or(0));
-                rows.push((line_no, y, feats));
-            }
-            Err((field, reason)) => {
-                bad_row(opts.bad_rows, skipped, DataError::BadRow { path: path.into(), line: line_no, field, reason })?
-            }
-        }
-    }
-    let mut raw = Raw::default();
-    for (_, y, feats) in rows {
-        let start = raw.keys.len();
-        raw.keys.resize(start + n_fields, MISSING_KEY);
-        for (f, idx) in feats {
-            raw.keys[start + f] = idx;
-        }
-        raw.labels.push(y);
-    }
-    Ok((raw, (vec![], (0..n_fields).map(|f| format!("field{f}")).collect())))
-}
-
-/// `label idx:val ...` (plain: field = position) or `label field:idx:val ...` (field-aware).
-/// Returns the label, the (field, feature index) pairs and whether the line is field-aware.
-fn parse_svm_line(line: &str) -> std::result::Result<(u8, Vec<(usize, u64)>, bool), (String, String)> {
-    let mut toks = line.split_ascii_whitespace();
-    let y = parse_label(toks.next()).map_err(|e| ("label".to_string(), e))?;
-    let mut feats = Vec::new();
-    let mut aware = false;
-    for (k, t) in toks.enumerate() {
-        let field_name = format!("pair {}", k + 1);
-        let parts: Vec<&str> = t.split(':').collect();
-        let (field, idx, val) = match parts[..] {
-            [i, v] => (k, i, v),
-            [f, i, v] => {
-                aware = true;
-                (
-                    f.parse::<usize>()
-                        .map_err(|_| (field_name.clone(), format!("field is not a non-negative integer: {f:?}")))?,
-                    i,
-                    v,
-                )
-            }
-            _ => return Err((field_name, format!("expected index:value or field:index:value, found {t:?}"))),
-        };
-        if field >= 10_000 {
-            return Err((field_name, format!("field {field} is implausibly large (at most 9999 fields)")));
-        }
-        let idx: u64 =
-            idx.parse().map_err(|_| (field_name.clone(), format!("index is not a non-negative integer: {idx:?}")))?;
-        match val.parse::<f64>() {
-            Ok(1.0) => {}
-            _ => {
-                return Err((
-                    field_name,
-                    format!(
-                        "value {val:?}: only one-hot (value 1) features are supported; other values would be dropped"
-                    ),
-                ))
-            }
-        }
-        feats.push((field, idx));
-    }
-    if aware && feats.len() != feats.iter().map(|f| f.0).collect::<std::collections::BTreeSet<_>>().len() {
-        return Err(("(row)".into(), "a field appears twice on the line".into()));
-    }
-    Ok((y, feats, aware))
 }
 
 #[cfg(test)]
