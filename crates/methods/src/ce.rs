@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::hash::UniversalHash;
 use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+use crate::export::{self, Export};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +100,16 @@ impl EmbeddingMethod for Ce {
             other_bytes: UniversalHash::BYTES * self.hashes.len() as u64,
             ..Accounting::default()
         }
+    }
+    fn export(&self) -> Option<Export> {
+        let mut arrays = vec![];
+        let mut parts = vec![];
+        for (c, (t, h)) in self.tables.iter().zip(&self.hashes).enumerate() {
+            let name = format!("chunk{c}");
+            parts.push(export::sum(t.dim, vec![export::term(&name, h.index())]));
+            arrays.push((name, export::table(t.rows, t.dim, &t.weights)));
+        }
+        Some(Export { arrays, parts })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.tables.iter_mut().map(|t| t.weights.as_mut_slice()).collect()

@@ -62,6 +62,7 @@ use crate::index::PackedIndex;
 use crate::kmeans::{assign_indexed, KMeansConfig, KMeansInit};
 use crate::nearest::NearestIndex;
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table, ID_BATCH};
+use crate::export::{self, Export, Index};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -516,6 +517,23 @@ impl EmbeddingMethod for Cqr {
             c.h0 = h0.clone();
             c.h1 = *h1;
         }
+    }
+    /// Chunk c: row `pointers{c}[id]` of `t0_{c}` plus row `h1(id)` of `t1_{c}` (the hashed
+    /// second table; the ROBE-style circular array has no export).
+    fn export(&self) -> Option<Export> {
+        let (mut arrays, mut parts) = (vec![], vec![]);
+        for (c, col) in self.columns.iter().enumerate() {
+            if col.t1.dim != self.dc {
+                return None;
+            }
+            let (t0, t1, ptr) = (format!("t0_{c}"), format!("t1_{c}"), format!("pointers{c}"));
+            let pointer = Index::Pointer { array: ptr.clone(), column: 0 };
+            parts.push(export::sum(self.dc, vec![export::term(&t0, pointer), export::term(&t1, col.h1.index())]));
+            arrays.push((t0, export::table(col.t0.rows, col.t0.dim, &col.t0.weights)));
+            arrays.push((t1, export::table(col.t1.rows, col.t1.dim, &col.t1.weights)));
+            arrays.push((ptr, export::pointers(self.vocab, 1, &col.h0)));
+        }
+        Some(Export { arrays, parts })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.columns.iter_mut().flat_map(|c| [c.t0.weights.as_mut_slice(), c.t1.weights.as_mut_slice()]).collect()

@@ -4,6 +4,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+use crate::export::{self, Export, Index};
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +44,11 @@ impl EmbeddingMethod for Dense {
     }
     fn accounting(&self) -> Accounting {
         Accounting { trainable_params: self.table.param_count(), optimizer_state_bytes: self.table.state_bytes(), index_bytes: 0, other_bytes: 0, ..Accounting::default() }
+    }
+    fn export(&self) -> Option<Export> {
+        let t = &self.table;
+        let parts = vec![export::sum(t.dim, vec![export::term("table", Index::Identity)])];
+        Some(Export { arrays: vec![("table".into(), export::table(t.rows, t.dim, &t.weights))], parts })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.table.weights]

@@ -31,6 +31,11 @@ impl UniversalHash {
         v as u64 % self.m
     }
 
+    /// The function as an export index ([`crate::export::Index::Hash`]).
+    pub fn index(&self) -> crate::export::Index {
+        crate::export::Index::Hash { a: self.a, b: self.b, m: self.m }
+    }
+
     /// Bytes to store the function (a, b, m).
     pub const BYTES: u64 = 24;
 }

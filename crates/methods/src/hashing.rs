@@ -5,6 +5,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::hash::UniversalHash;
 use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+use crate::export::{self, Export};
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,11 @@ impl EmbeddingMethod for Hashing {
             other_bytes: UniversalHash::BYTES,
             ..Accounting::default()
         }
+    }
+    fn export(&self) -> Option<Export> {
+        let t = &self.table;
+        let parts = vec![export::sum(t.dim, vec![export::term("table", self.hash.index())])];
+        Some(Export { arrays: vec![("table".into(), export::table(t.rows, t.dim, &t.weights))], parts })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.table.weights]

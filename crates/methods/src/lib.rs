@@ -4,6 +4,7 @@
 //! [`registry`]. A method is built once from validated [`MethodParams`] (vocabulary, dim, budget,
 //! optimizer, seed, its own options); after that `forward` and `backward` cannot fail.
 
+pub mod export;
 mod hash;
 mod index;
 pub mod kmeans;
@@ -289,6 +290,12 @@ pub trait EmbeddingMethod: Send + Sync {
 
     /// Puts back what [`layout_snapshot`](Self::layout_snapshot) returned.
     fn restore_layout(&mut self, _layout: &Layout) {}
+
+    /// The served table as arrays and a lookup program (`cqr export`; see [`export`]). `None`:
+    /// this method cannot be exported (yet); the export then refuses by name.
+    fn export(&self) -> Option<export::Export> {
+        None
+    }
 }
 
 /// Each lookup's gradient L2 norm over the batch's mean norm (mean 1 per lookup; all 1 when every

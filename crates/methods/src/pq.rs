@@ -12,6 +12,7 @@ use crate::ce::{chunk_dim, gather_chunk};
 use crate::index::PackedIndex;
 use crate::kmeans::{assign, KMeansConfig, KMeansInit};
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table};
+use crate::export::{self, Export, Index};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +49,34 @@ impl Stage {
             },
         }
     }
+    /// The dense table before compression (identity lookup), else `None` (PQ and RQ read the
+    /// codes differently).
+    fn export_dense(&self) -> Option<Export> {
+        match self {
+            Stage::Dense(t) => Some(Export {
+                arrays: vec![("table".into(), export::table(t.rows, t.dim, &t.weights))],
+                parts: vec![export::sum(t.dim, vec![export::term("table", Index::Identity)])],
+            }),
+            Stage::Compressed { .. } => None,
+        }
+    }
+
+    /// The export of a compressed stage: its codebooks (`codebook{k}`) and codes (`codes`,
+    /// `[vocab, codebooks]`), with `parts` built from them.
+    pub(crate) fn export(&self, vocab: usize, parts: impl Fn(&[Table]) -> Vec<export::Part>) -> Option<Export> {
+        if let Some(e) = self.export_dense() {
+            return Some(e);
+        }
+        let Stage::Compressed { codebooks, codes } = self else { return None };
+        let mut arrays: Vec<(String, export::Array)> = codebooks
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (format!("codebook{k}"), export::table(t.rows, t.dim, &t.weights)))
+            .collect();
+        arrays.push(("codes".into(), export::pointers(vocab, codebooks.len(), codes)));
+        Some(Export { arrays, parts: parts(codebooks) })
+    }
+
     pub(crate) fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         match self {
             Stage::Dense(t) => vec![&mut t.weights],
@@ -184,6 +213,13 @@ impl EmbeddingMethod for Pq {
     }
     fn accounting(&self) -> Accounting {
         self.stage.accounting()
+    }
+    fn export(&self) -> Option<Export> {
+        // Chunk c of the vector: row codes[id, c] of codebook c.
+        self.stage.export(self.vocab, |cbs| {
+            let pointer = |c: usize| Index::Pointer { array: "codes".into(), column: c };
+            cbs.iter().enumerate().map(|(c, t)| export::sum(t.dim, vec![export::term(&format!("codebook{c}"), pointer(c))])).collect()
+        })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.stage.parameters_mut()

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+use crate::export::{self, Export, Index};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -197,6 +198,20 @@ impl EmbeddingMethod for Qr {
             other_bytes: 0,
             ..Accounting::default()
         }
+    }
+    fn export(&self) -> Option<Export> {
+        let (q, r, m) = (&self.quotient, &self.remainder, self.m as u64);
+        let arrays = vec![
+            ("quotient".into(), export::table(q.rows, q.dim, &q.weights)),
+            ("remainder".into(), export::table(r.rows, r.dim, &r.weights)),
+        ];
+        let (tq, tr) = (export::term("quotient", Index::Quotient { m }), export::term("remainder", Index::Remainder { m }));
+        let parts = match self.combiner {
+            Combiner::Mult => vec![export::Part { width: q.dim, combine: export::Combine::Product, terms: vec![tq, tr] }],
+            Combiner::Add => vec![export::sum(q.dim, vec![tq, tr])],
+            Combiner::Concat => vec![export::sum(q.dim, vec![tq]), export::sum(r.dim, vec![tr])],
+        };
+        Some(Export { arrays, parts })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         vec![&mut self.quotient.weights, &mut self.remainder.weights]

@@ -12,6 +12,7 @@ use crate::index::PackedIndex;
 use crate::kmeans::{assign, KMeansConfig, KMeansInit};
 use crate::pq::{fit_sample, gather, Stage};
 use crate::{Accounting, EmbeddingMethod, HookReport, MethodError, MethodParams, Table, ID_BATCH};
+use crate::export::{self, Export, Index};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -197,6 +198,14 @@ impl EmbeddingMethod for Rq {
     }
     fn accounting(&self) -> Accounting {
         self.stage.accounting()
+    }
+    fn export(&self) -> Option<Export> {
+        // One part: the sum over stages s of row codes[id, s] of codebook s.
+        self.stage.export(self.vocab, |cbs| {
+            let pointer = |s: usize| Index::Pointer { array: "codes".into(), column: s };
+            let terms = (0..cbs.len()).map(|s| export::term(&format!("codebook{s}"), pointer(s))).collect();
+            vec![export::sum(self.dim, terms)]
+        })
     }
     fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
         self.stage.parameters_mut()

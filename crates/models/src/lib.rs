@@ -4,6 +4,7 @@ pub mod bench;
 pub mod dcn;
 pub mod deepfm;
 pub mod embeddings;
+pub mod export;
 pub mod fused;
 pub mod net;
 pub mod probe;
@@ -16,7 +17,7 @@ pub use embeddings::{EmbeddingSpec, EmbeddingTables, TableRecord};
 pub use fused::Precision;
 pub use net::DlrmConfig;
 pub use train::{
-    train, EvalPoint, FrequencyBce, MlpBackend, ModelConfig, OptimizerKind, RunResult, Scores, ServingCost, Shuffle,
-    TrainConfig, TrainError, FREQ_BOUNDS,
+    train, train_model, EvalPoint, FrequencyBce, MlpBackend, ModelConfig, OptimizerKind, RunResult, Scores,
+    ServingCost, Shuffle, TrainConfig, TrainError, TrainedModel, FREQ_BOUNDS,
 };
 pub use wdl::WdlConfig;

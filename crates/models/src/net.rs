@@ -170,6 +170,13 @@ impl LinearDeep {
     }
 }
 
+/// One linear layer's parameters on the host: `y = x W + b`, `W: [in, out]` row-major.
+pub(crate) struct HostLinear {
+    pub shape: [usize; 2],
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
 /// A stack of linear layers with ReLU between them (and after the last when `relu_last`).
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -192,6 +199,27 @@ impl Mlp {
     /// see [`Precision`]).
     pub fn with_precision(self, precision: Precision) -> Self {
         Mlp { precision, ..self }
+    }
+
+    /// Each layer's weight (`[in, out]`, row-major) and bias, on the host; `None` for a bf16 MLP
+    /// (its products round inside, so f32 weights alone do not reproduce it).
+    pub(crate) fn host_layers(&self) -> Option<Vec<HostLinear>> {
+        if !self.precision.is_f32() {
+            return None;
+        }
+        let host = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().expect("f32 parameter");
+        let layers = self.layers.iter().map(|l| {
+            let [i, o] = l.weight.val().dims();
+            let weight = host(l.weight.val().reshape([i * o]));
+            let bias = l.bias.as_ref().map(|b| host(b.val())).unwrap_or_else(|| vec![0.0; o]);
+            HostLinear { shape: [i, o], weight, bias }
+        });
+        Some(layers.collect())
+    }
+
+    /// Whether a ReLU follows the last layer too.
+    pub(crate) fn relu_last(&self) -> bool {
+        self.relu_last
     }
 
     /// `[batch, in] -> [batch, out]`, with the fused kernels where the device has them.
@@ -247,6 +275,11 @@ impl Dlrm {
         sizes.extend(&cfg.top);
         let top = Mlp::new(&sizes, false, &mut rng, device);
         Dlrm { bottom, top, dim: cfg.dim, pairs }
+    }
+
+    /// The bottom MLP (absent without dense features) and the top MLP.
+    pub(crate) fn mlps(&self) -> (Option<&Mlp>, &Mlp) {
+        (self.bottom.as_ref(), &self.top)
     }
 
     /// Both MLPs at `precision` (the interaction stays f32).

@@ -10,10 +10,28 @@ use cqr_data::preprocess::file_identity;
 use cqr_data::preprocess::load_tabular_into;
 use cqr_data::synthetic::{generate_criteo, generate_gmf};
 use cqr_data::{load_cached, load_table, CacheOutcome, Dataset, Storage, TabularFormat, TabularSource};
-use cqr_models::{train, EmbeddingSpec, TrainConfig};
+use cqr_models::{train, EmbeddingSpec, ModelConfig, TrainConfig};
 
 use crate::config::{Cell, DatasetConfig};
 use crate::record::{CellOutput, CellRecord};
+
+/// What a training cell passes to [`train`]: its backbone sized for `ds`, its embedding spec and
+/// its training config with the cell's seed.
+pub fn train_inputs(cell: &Cell, ds: &Dataset, progress: bool) -> Result<(ModelConfig, EmbeddingSpec, TrainConfig)> {
+    let c = &cell.config;
+    let model =
+        c.model.as_ref().ok_or_else(|| anyhow!("cell {} has no model", cell.name))?.resolve_for(ds.n_dense())?;
+    let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
+    let spec = EmbeddingSpec {
+        method: method.name.clone(),
+        budget: c.budget.unwrap_or(u64::MAX),
+        options: method.options.clone(),
+        init_scale: method.init_scale,
+        quantize: method.quantize,
+        dense_under_cap: method.dense_under_cap,
+    };
+    Ok((model, spec, TrainConfig { seed: c.seed, progress, ..c.training.clone() }))
+}
 
 /// Loads (or generates) the dataset of a cell through the on-disk cache, held as `storage` says.
 pub fn load_dataset(cfg: &DatasetConfig, cache: &Path, storage: Storage) -> Result<Dataset> {
@@ -96,21 +114,7 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
                 },
                 _ => ds.name.clone(),
             };
-            let model = c
-                .model
-                .as_ref()
-                .ok_or_else(|| anyhow!("cell {} has no model", cell.name))?
-                .resolve_for(ds.n_dense())?;
-            let method = c.method.as_ref().ok_or_else(|| anyhow!("cell {} has no method", cell.name))?;
-            let spec = EmbeddingSpec {
-                method: method.name.clone(),
-                budget: c.budget.unwrap_or(u64::MAX),
-                options: method.options.clone(),
-                init_scale: method.init_scale,
-                quantize: method.quantize,
-                dense_under_cap: method.dense_under_cap,
-            };
-            let tc = TrainConfig { seed: c.seed, progress, ..c.training.clone() };
+            let (model, spec, tc) = train_inputs(cell, &ds, progress)?;
             match train(&ds, &model, &spec, &tc) {
                 Ok(r) => (label, CellOutput::Train(Box::new(r))),
                 Err(cqr_models::TrainError::Method(e @ cqr_methods::MethodError::Budget { .. })) => {

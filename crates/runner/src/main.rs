@@ -115,6 +115,18 @@ enum Cmd {
     /// Paired differences A − B of the same lines in two results directories (by dataset, line,
     /// budget and seed), e.g. a tuned grid against its shared-setting twin: the gain from tuning.
     Compare { a: PathBuf, b: PathBuf },
+    /// Write a cell's model as served (model.safetensors, test.safetensors, manifest.json) for
+    /// other tools: the cell is trained again from its stored config, keeping the model its scores
+    /// were read from. `python3 tools/load_export.py DIR` re-computes its test BCE with numpy.
+    Export {
+        /// A cell directory: results/<experiment>/cells/<id>
+        cell: PathBuf,
+        /// Where to write the files
+        out: PathBuf,
+        /// Dataset cache (default: `.cache` beside the results directory, as `cqr sweep`)
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
     /// Training throughput (samples/s) of the DLRM preset on random data.
     Bench {
         #[arg(long, default_value = "kaggle")]
@@ -489,6 +501,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { results, against } => {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
+        }
+        Cmd::Export { cell, out, cache } => {
+            require_dir(&cell)?;
+            // results/<experiment>/cells/<id> -> results/.cache
+            let results = cell.ancestors().nth(2).unwrap_or(Path::new("."));
+            let cache = cache.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")).join(".cache"));
+            print!("{}", cqr_runner::export::export_cell(&cell, &out, &cache)?);
         }
         Cmd::Compare { a, b } => {
             require_dir(&a)?;

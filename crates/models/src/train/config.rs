@@ -78,6 +78,11 @@ pub struct TrainConfig {
     pub backend: MlpBackend,
     /// Show a progress bar (only drawn on a terminal).
     pub progress: bool,
+    /// Keep the model of the best evaluation and end training with it, for every method (PQ/RQ
+    /// always do): `cqr export` writes the model the reported scores were read from. Never
+    /// serialised; it changes no score.
+    #[serde(skip)]
+    pub keep_best_model: bool,
     /// How training rows are ordered each epoch (default: a full shuffle). Not serialised when
     /// full, so cell ids of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "Shuffle::is_full")]
@@ -176,6 +181,7 @@ impl Default for TrainConfig {
             weight_decay: None,
             backend: MlpBackend::Flex,
             progress: false,
+            keep_best_model: false,
             shuffle: Shuffle::Full,
             precision: Precision::F32,
             stop_after: None,

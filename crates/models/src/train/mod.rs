@@ -43,6 +43,23 @@ pub fn train(
     spec: &EmbeddingSpec,
     cfg: &TrainConfig,
 ) -> Result<RunResult, TrainError> {
+    Ok(train_model(ds, model, spec, cfg)?.0)
+}
+
+/// A trained model: the backbone and its embedding tables, as the run reports them (with
+/// `keep_best_model`, the best evaluation's).
+pub struct TrainedModel {
+    pub(crate) net: Net,
+    pub tables: EmbeddingTables,
+}
+
+/// [`train`], also returning the model it ends with.
+pub fn train_model(
+    ds: &Dataset,
+    model: &ModelConfig,
+    spec: &EmbeddingSpec,
+    cfg: &TrainConfig,
+) -> Result<(RunResult, TrainedModel), TrainError> {
     cfg.validate()?;
     // A mapped dataset is not scanned (that would read all of it): its cache was checked on open.
     if ds.is_mapped() { ds.validate_shape() } else { ds.validate() }?;
@@ -273,7 +290,7 @@ impl<'a> Trainer<'a> {
         // best evaluation, the snapshot and early stopping all count eligible evaluations only.
         let eligible = self.tables.within_budget();
         self.log.push(epoch, self.step, scores, eligible, self.last_freq);
-        if self.post_training && eligible && self.log.since_best() == 0 {
+        if (self.post_training || self.cfg.keep_best_model) && eligible && self.log.since_best() == 0 {
             self.snapshot = Some((self.net.clone(), self.tables.snapshot()));
         }
         self.cfg.early_stopping_patience.is_some_and(|p| self.log.since_best() > p)
@@ -293,7 +310,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Restores the best snapshot (post-training methods), compresses, and assembles the result.
-    fn finish(mut self) -> Result<RunResult, TrainError> {
+    fn finish(mut self) -> Result<(RunResult, TrainedModel), TrainError> {
         if let Some((best_net, weights)) = self.snapshot.take() {
             self.net = best_net;
             self.tables.restore(&weights);
@@ -320,7 +337,7 @@ impl<'a> Trainer<'a> {
             None => best_auc,
         };
         let serving = if self.cfg.serving { self.serving_cost() } else { None };
-        Ok(RunResult {
+        let result = RunResult {
             serving,
             reported: compressed.unwrap_or(best.scores),
             best,
@@ -340,7 +357,8 @@ impl<'a> Trainer<'a> {
             test_bce_by_frequency: Some(test_bce_by_frequency),
             skipped: self.ds.skipped.clone(),
             evals: self.log.into_points(),
-        })
+        };
+        Ok((result, TrainedModel { net: self.net, tables: self.tables }))
     }
 }
 
