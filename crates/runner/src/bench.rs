@@ -82,27 +82,8 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     // 2026-12-06): it is measured again before every DLRM case and the best so far is used, so a
     // slow moment at the start does not inflate the "of GEMM peak" column.
     let mut peak = gemm_peak_gflops(&device, 2048, 1024, 1024, 5);
-    println!(
-        "{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph), MLP precision {:?}",
-        cpu_model(),
-        o.backend,
-        cqr_models::fused::kernels(),
-        o.precision
-    );
-    println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5; measured again before each DLRM case, the best so far used): {peak:.1} GFLOP/s");
-    if o.repeats == 0 {
-        bail!("--repeats must be >= 1");
-    }
-    println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables); per case one untimed warm-up run, then {} timed runs: median [min, max]", o.preset, o.batch, o.steps, o.repeats);
     let flops = dlrm_train_flops_per_sample(&dlrm, 26);
-    println!("MLP work: {:.3} MFLOP per training sample (forward + backward, 26 tables)\n", flops / 1e6);
-    if let Some(axis) = o.ab {
-        let [(a, ..), (b, ..)] = ab_arms(axis, &TrainConfig::default());
-        println!("--ab {axis:?}: per case one untimed run of each arm, then {} rounds alternating A B, B A, ...; B/A is the geometric mean of the per-round ratios with its 95% t interval", o.repeats);
-        println!("| case | A: {a} samples/s | B: {b} samples/s | B/A | 95% interval | rounds |\n|---|---:|---:|---:|---:|---:|");
-    } else if CASES.iter().any(|c| wanted(c.0)) {
-        println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
-    }
+    print_header(o, threads, peak, flops, &wanted)?;
     let cfg = TrainConfig {
         optimizer: OptimizerKind::Adam,
         lr: 1e-3,
@@ -152,6 +133,42 @@ pub fn run(o: &BenchOptions) -> Result<()> {
     if o.ab.is_none() && CASES.iter().any(|c| wanted(c.0) && c.1 != "gmf") {
         println!("GEMM peak, best over the run: {peak:.1} GFLOP/s");
     }
+    other_cases(o, &dlrm, &cfg, threads, &wanted)
+}
+
+/// The machine, the peak and the table head of `cqr bench`.
+fn print_header(o: &BenchOptions, threads: usize, peak: f64, flops: f64, wanted: &dyn Fn(&str) -> bool) -> Result<()> {
+    println!(
+        "{}, {threads} threads, backend {:?}, {} kernels (CQR_KERNELS=burn: burn's op graph), MLP precision {:?}",
+        cpu_model(),
+        o.backend,
+        cqr_models::fused::kernels(),
+        o.precision
+    );
+    println!("GEMM peak (one 2048x1024x1024 f32 matmul through the backend, best of 5; measured again before each DLRM case, the best so far used): {peak:.1} GFLOP/s");
+    if o.repeats == 0 {
+        bail!("--repeats must be >= 1");
+    }
+    println!("DLRM `{}`, batch {}, {} steps, Adam (lazy Adam for tables); per case one untimed warm-up run, then {} timed runs: median [min, max]", o.preset, o.batch, o.steps, o.repeats);
+    println!("MLP work: {:.3} MFLOP per training sample (forward + backward, 26 tables)\n", flops / 1e6);
+    if let Some(axis) = o.ab {
+        let [(a, ..), (b, ..)] = ab_arms(axis, &TrainConfig::default());
+        println!("--ab {axis:?}: per case one untimed run of each arm, then {} rounds alternating A B, B A, ...; B/A is the geometric mean of the per-round ratios with its 95% t interval", o.repeats);
+        println!("| case | A: {a} samples/s | B: {b} samples/s | B/A | 95% interval | rounds |\n|---|---:|---:|---:|---:|---:|");
+    } else if CASES.iter().any(|c| wanted(c.0)) {
+        println!("| case | model | method | rows per table | cap | samples/s | range | MLP GFLOP/s | of GEMM peak |\n|---|---|---|---:|---:|---:|---:|---:|---:|");
+    }
+    Ok(())
+}
+
+/// The cases that are not a training run: clustering, ingest, the step's products.
+fn other_cases(
+    o: &BenchOptions,
+    dlrm: &DlrmConfig,
+    cfg: &TrainConfig,
+    threads: usize,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     if wanted("cluster-kaggle") {
         let options = match &o.cluster_options {
             Some(s) => {
@@ -162,10 +179,10 @@ pub fn run(o: &BenchOptions) -> Result<()> {
         cluster_kaggle(o.cluster_rows, options)?;
     }
     if wanted("ingest") {
-        ingest(o, &dlrm, &cfg)?;
+        ingest(o, dlrm, cfg)?;
     }
     if wanted("gemm") {
-        gemm_shapes(o, &dlrm, threads)?;
+        gemm_shapes(o, dlrm, threads)?;
     }
     Ok(())
 }

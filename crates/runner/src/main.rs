@@ -35,43 +35,7 @@ enum Cmd {
         cmd: DataCmd,
     },
     /// Run an experiment grid (default: experiments/quick.yaml); finished cells are skipped.
-    Sweep {
-        file: Option<PathBuf>,
-        /// Cells to run at once (default: one per core, at most one per 4 GiB of available
-        /// memory; results are the same for any value).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Run only shard i of n (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
-        #[arg(long)]
-        shard: Option<String>,
-        /// Results directory (default: results/<experiment name>).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// Where preprocessed datasets are cached (default: `.cache` beside the results
-        /// directory, e.g. results/.cache); shared by every grid that uses it.
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Stop after this many newly finished cells.
-        #[arg(long)]
-        max_cells: Option<usize>,
-        /// Print the cells and exit.
-        #[arg(long)]
-        dry_run: bool,
-        /// Instead of running new cells: re-run N finished cells (chosen by --verify-seed) and
-        /// compare every stored metric with the new run: bit for bit when the record was trained
-        /// on this CPU model, within a relative --tolerance when on another (GEMM kernels sum in
-        /// another order). Exit status 1 on a difference beyond that.
-        #[arg(long, value_name = "N")]
-        verify: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        verify_seed: u64,
-        /// --verify: demand every metric bit for bit, whatever CPU trained the record.
-        #[arg(long)]
-        exact: bool,
-        /// --verify: relative difference allowed for a record from another CPU model.
-        #[arg(long, default_value_t = CROSS_CPU_TOLERANCE)]
-        tolerance: f64,
-    },
+    Sweep(SweepArgs),
     /// Print a Slurm script that runs a grid as an sbatch job array (one shard a task, one
     /// results directory) and then rebuilds its tables, charts and report.
     Slurm {
@@ -169,6 +133,46 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         ingest_rows: u64,
     },
+}
+
+/// `cqr sweep`'s arguments.
+#[derive(clap::Args)]
+struct SweepArgs {
+    file: Option<PathBuf>,
+    /// Cells to run at once (default: one per core, at most one per 4 GiB of available
+    /// memory; results are the same for any value).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run only shard i of n (0-based), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Results directory (default: results/<experiment name>).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Where preprocessed datasets are cached (default: `.cache` beside the results
+    /// directory, e.g. results/.cache); shared by every grid that uses it.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Stop after this many newly finished cells.
+    #[arg(long)]
+    max_cells: Option<usize>,
+    /// Print the cells and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Instead of running new cells: re-run N finished cells (chosen by --verify-seed) and
+    /// compare every stored metric with the new run: bit for bit when the record was trained
+    /// on this CPU model, within a relative --tolerance when on another (GEMM kernels sum in
+    /// another order). Exit status 1 on a difference beyond that.
+    #[arg(long, value_name = "N")]
+    verify: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    verify_seed: u64,
+    /// --verify: demand every metric bit for bit, whatever CPU trained the record.
+    #[arg(long)]
+    exact: bool,
+    /// --verify: relative difference allowed for a record from another CPU model.
+    #[arg(long, default_value_t = CROSS_CPU_TOLERANCE)]
+    tolerance: f64,
 }
 
 #[derive(Subcommand)]
@@ -365,108 +369,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Data { cmd: DataCmd::Inspect { file, format, skip_bad_rows } } => {
-            let policy = if skip_bad_rows { BadRowPolicy::Skip } else { BadRowPolicy::Fail };
-            match format {
-                Format::Criteo | Format::Avazu => {
-                    let f = if matches!(format, Format::Criteo) { TabularFormat::Criteo } else { TabularFormat::Avazu };
-                    print!("{}", inspect_tabular(&file, f, policy)?);
-                }
-                Format::Table => print!("{}", cqr_data::table::inspect_table(&file, policy)?),
-                Format::Movielens => {
-                    let (ds, neutral) = load_movielens(&file, None, policy)?;
-                    println!("rows: {} (binarised; {neutral} neutral ratings dropped)", ds.n_rows());
-                    println!("label rate: {:.4}", ds.label_rate(0..ds.n_rows()));
-                    println!("skipped: {}", ds.skipped);
-                    println!("users: {}\nitems: {}", ds.cardinalities[0], ds.cardinalities[1]);
-                    println!("train rows: {}, held-out rows: {}", ds.splits.train.len(), ds.splits.val.len());
-                }
-            }
-        }
+        Cmd::Data { cmd: DataCmd::Inspect { file, format, skip_bad_rows } } => inspect(&file, format, skip_bad_rows)?,
         Cmd::Data { cmd: DataCmd::SynthTsv { out, rows, vocab, seed } } => {
             let bytes = cqr_data::synthetic::write_criteo_tsv(&out, rows, vocab, seed)?;
             println!("{}: {rows} rows, {bytes} bytes", out.display());
         }
-        Cmd::Sweep { file, jobs, shard, results, cache, max_cells, dry_run, verify, verify_seed, exact, tolerance } => {
-            let file = match file {
-                Some(f) => f,
-                None => {
-                    let default = PathBuf::from("experiments/quick.yaml");
-                    if !default.exists() {
-                        let here = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-                        bail!("no experiment file given, and the default {} is not under {here}: run from the repository root or name a YAML file", default.display());
-                    }
-                    default
-                }
-            };
-            let exp = load_experiment(&file)?;
-            let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
-            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
-            if dry_run && exp.tune.is_some() {
-                print_tune_plan(&exp);
-                return Ok(());
-            }
-            if dry_run {
-                let cells = shard_cells(&exp, shard);
-                for c in &cells {
-                    println!("{}  {}", c.id, c.name);
-                }
-                println!("{} cells", cells.len());
-                return Ok(());
-            }
-            let cache = cache.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")).join(".cache"));
-            if !dry_run
-                && exp
-                    .cells
-                    .iter()
-                    .any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_)))
-            {
-                eprintln!("dataset cache: {} (--cache DIR to move it)", cache.display());
-            }
-            let jobs = match jobs {
-                Some(0) => bail!("--jobs 0: at least one cell must run at a time"),
-                Some(j) => j,
-                None if verify.is_some() || max_cells == Some(0) => 1,
-                None => {
-                    let (j, why) = cqr_runner::jobs::auto_jobs();
-                    eprintln!("{why}");
-                    j
-                }
-            };
-            if !(tolerance.is_finite() && tolerance >= 0.0) {
-                bail!("--tolerance {tolerance}: must be a non-negative number");
-            }
-            let opts = SweepOptions { results: results.clone(), cache, jobs, shard, progress: true, max_cells };
-            if let Some(n) = verify {
-                let tol = if exact { Tolerance::Exact } else { Tolerance::Relative(tolerance) };
-                return verify_cells(&exp, &opts, n, verify_seed, tol);
-            }
-            let rep = sweep(&exp, &opts)?;
-            let stopped = if rep.not_started > 0 {
-                format!(", {} not started (disk full)", rep.not_started)
-            } else {
-                String::new()
-            };
-            eprintln!("{} cells ran ({} infeasible at their budget), {} were already done, {} failed{stopped}; {} dataset cache(s) built", rep.ran.len(), rep.infeasible, rep.already_done, rep.failed.len(), rep.cache_builds);
-            cqr_runner::sweep::with_results_lock(&results, || {
-                let records = load_records(&results)?;
-                frames::write_tables(&results, &records)?;
-                for p in plot::plot_results(&results)? {
-                    eprintln!("wrote {}", p.display());
-                }
-                if results.join("summary.parquet").exists() {
-                    println!("{}", markdown_table(&group_summary(&results)?));
-                }
-                Ok(())
-            })?;
-            println!("results in {}", results.display());
-            if !rep.failed.is_empty() {
-                for (n, e) in &rep.failed {
-                    eprintln!("failed: {n}: {e}");
-                }
-                bail!("{} cells failed", rep.failed.len());
-            }
-        }
+        Cmd::Sweep(args) => sweep_cmd(args)?,
         Cmd::Slurm { file, shards, time, cpus, mem, results, cqr } => {
             let exp = load_experiment(&file)?;
             let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
@@ -479,25 +387,7 @@ fn run(cli: Cli) -> Result<()> {
                 slurm::SlurmOptions { file, name: exp.name.clone(), results, shards, time, cpus, mem, cqr, workdir };
             print!("{}", slurm::script(&o)?);
         }
-        Cmd::Plot { results, against } => {
-            require_dir(&results)?;
-            let mut pairs = plot::default_pairs();
-            for p in &against {
-                let Some((a, b)) = p.split_once(',') else { bail!("--against {p}: expected two method names, A,B") };
-                let known = cqr_methods::method_names();
-                if let Some(m) = [a, b].into_iter().find(|m| !known.contains(m)) {
-                    bail!("--against {p}: unknown method `{m}` (known: {})", known.join(", "));
-                }
-                pairs.push((a.to_string(), b.to_string()));
-            }
-            let written = plot::plot_results_with(&results, &pairs)?;
-            if written.is_empty() {
-                bail!("{}: no tables to plot (summary.parquet / least_squares.parquet)", results.display());
-            }
-            for p in written {
-                println!("{}", p.display());
-            }
-        }
+        Cmd::Plot { results, against } => plot_cmd(&results, &against)?,
         Cmd::Report { results, against } => {
             require_dir(&results)?;
             println!("{}", write_report_against(&results, &against)?.display())
@@ -545,6 +435,138 @@ fn run(cli: Cli) -> Result<()> {
                 ingest_rows,
             })?
         }
+    }
+    Ok(())
+}
+
+/// `cqr sweep`: run (or dry-run, or verify) a grid, then write its tables and charts.
+fn sweep_cmd(args: SweepArgs) -> Result<()> {
+    let SweepArgs { file, jobs, shard, results, cache, max_cells, dry_run, verify, verify_seed, exact, tolerance } =
+        args;
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let default = PathBuf::from("experiments/quick.yaml");
+            if !default.exists() {
+                let here = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+                bail!("no experiment file given, and the default {} is not under {here}: run from the repository root or name a YAML file", default.display());
+            }
+            default
+        }
+    };
+    let exp = load_experiment(&file)?;
+    let results = results.unwrap_or_else(|| Path::new("results").join(&exp.name));
+    let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+    if dry_run && exp.tune.is_some() {
+        print_tune_plan(&exp);
+        return Ok(());
+    }
+    if dry_run {
+        let cells = shard_cells(&exp, shard);
+        for c in &cells {
+            println!("{}  {}", c.id, c.name);
+        }
+        println!("{} cells", cells.len());
+        return Ok(());
+    }
+    let cache = cache.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")).join(".cache"));
+    if !dry_run
+        && exp.cells.iter().any(|c| !matches!(c.config.dataset, cqr_runner::config::DatasetConfig::LeastSquares(_)))
+    {
+        eprintln!("dataset cache: {} (--cache DIR to move it)", cache.display());
+    }
+    let jobs = resolve_jobs(jobs, verify.is_some() || max_cells == Some(0))?;
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        bail!("--tolerance {tolerance}: must be a non-negative number");
+    }
+    let opts = SweepOptions { results: results.clone(), cache, jobs, shard, progress: true, max_cells };
+    if let Some(n) = verify {
+        let tol = if exact { Tolerance::Exact } else { Tolerance::Relative(tolerance) };
+        return verify_cells(&exp, &opts, n, verify_seed, tol);
+    }
+    let rep = sweep(&exp, &opts)?;
+    let stopped =
+        if rep.not_started > 0 { format!(", {} not started (disk full)", rep.not_started) } else { String::new() };
+    eprintln!("{} cells ran ({} infeasible at their budget), {} were already done, {} failed{stopped}; {} dataset cache(s) built", rep.ran.len(), rep.infeasible, rep.already_done, rep.failed.len(), rep.cache_builds);
+    write_outputs(&results)?;
+    println!("results in {}", results.display());
+    if !rep.failed.is_empty() {
+        for (n, e) in &rep.failed {
+            eprintln!("failed: {n}: {e}");
+        }
+        bail!("{} cells failed", rep.failed.len());
+    }
+    Ok(())
+}
+
+/// `--jobs`: as given, 1 when verifying or only rewriting tables, else one cell per core.
+fn resolve_jobs(jobs: Option<usize>, single: bool) -> Result<usize> {
+    Ok(match jobs {
+        Some(0) => bail!("--jobs 0: at least one cell must run at a time"),
+        Some(j) => j,
+        None if single => 1,
+        None => {
+            let (j, why) = cqr_runner::jobs::auto_jobs();
+            eprintln!("{why}");
+            j
+        }
+    })
+}
+
+/// The results directory's tables, charts and summary, from its records.
+fn write_outputs(results: &Path) -> Result<()> {
+    cqr_runner::sweep::with_results_lock(results, || {
+        let records = load_records(results)?;
+        frames::write_tables(results, &records)?;
+        for p in plot::plot_results(results)? {
+            eprintln!("wrote {}", p.display());
+        }
+        if results.join("summary.parquet").exists() {
+            println!("{}", markdown_table(&group_summary(results)?));
+        }
+        Ok(())
+    })
+}
+
+/// `cqr data inspect`.
+fn inspect(file: &Path, format: Format, skip_bad_rows: bool) -> Result<()> {
+    let policy = if skip_bad_rows { BadRowPolicy::Skip } else { BadRowPolicy::Fail };
+    match format {
+        Format::Criteo | Format::Avazu => {
+            let f = if matches!(format, Format::Criteo) { TabularFormat::Criteo } else { TabularFormat::Avazu };
+            print!("{}", inspect_tabular(file, f, policy)?);
+        }
+        Format::Table => print!("{}", cqr_data::table::inspect_table(file, policy)?),
+        Format::Movielens => {
+            let (ds, neutral) = load_movielens(file, None, policy)?;
+            println!("rows: {} (binarised; {neutral} neutral ratings dropped)", ds.n_rows());
+            println!("label rate: {:.4}", ds.label_rate(0..ds.n_rows()));
+            println!("skipped: {}", ds.skipped);
+            println!("users: {}\nitems: {}", ds.cardinalities[0], ds.cardinalities[1]);
+            println!("train rows: {}, held-out rows: {}", ds.splits.train.len(), ds.splits.val.len());
+        }
+    }
+    Ok(())
+}
+
+/// `cqr plot`.
+fn plot_cmd(results: &Path, against: &[String]) -> Result<()> {
+    require_dir(results)?;
+    let mut pairs = plot::default_pairs();
+    for p in against {
+        let Some((a, b)) = p.split_once(',') else { bail!("--against {p}: expected two method names, A,B") };
+        let known = cqr_methods::method_names();
+        if let Some(m) = [a, b].into_iter().find(|m| !known.contains(m)) {
+            bail!("--against {p}: unknown method `{m}` (known: {})", known.join(", "));
+        }
+        pairs.push((a.to_string(), b.to_string()));
+    }
+    let written = plot::plot_results_with(results, &pairs)?;
+    if written.is_empty() {
+        bail!("{}: no tables to plot (summary.parquet / least_squares.parquet)", results.display());
+    }
+    for p in written {
+        println!("{}", p.display());
     }
     Ok(())
 }

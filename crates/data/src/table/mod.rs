@@ -381,49 +381,13 @@ fn read_frame(cfg: &TableConfig, path: &Path, _skipped: &mut SkipReport) -> Resu
 /// column names.
 #[cfg(feature = "tables")]
 fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Result<(Raw, Names)> {
-    let polars_err = |e: polars::error::PolarsError| DataError::Empty {
-        path: path.into(),
-        reason: format!("polars could not read it: {e}"),
-    };
+    let polars_err = |e| polars_error(path, e);
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let text = cfg.format != TableFormat::Parquet;
-    // Text: every record's field count is checked first (polars fills a short row with nulls,
-    // which would turn a missing value into a category of its own); `lines` maps each data row
-    // to its line in the file.
+    // Text: `lines` maps each data row to its line in the file.
     let (df, lines) = if text {
         drop(file);
-        let sep = if cfg.format == TableFormat::Tsv { b'\t' } else { b',' };
-        let scan = scan_records(path, sep, cfg.header)?;
-        let mut bad_lines = HashSet::new();
-        for &(line, found) in &scan.bad {
-            let reason = format!(
-                "expected {} fields (as on {}), found {found}",
-                scan.width,
-                if cfg.header { "the header" } else { "line 1" }
-            );
-            bad_row(
-                cfg.preprocess.bad_rows,
-                skipped,
-                DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason },
-            )?;
-            bad_lines.insert(line);
-        }
-        // Every column as text: values are parsed below, where a bad one can be named.
-        let opts = CsvReadOptions::default()
-            .with_has_header(cfg.header)
-            .with_infer_schema_length(Some(0))
-            .with_n_rows(cfg.preprocess.max_rows.map(|m| m as usize))
-            .with_parse_options(CsvParseOptions::default().with_separator(sep));
-        let df = if bad_lines.is_empty() {
-            opts.try_into_reader_with_file_path(Some(path.into())).and_then(|r| r.finish())
-        } else {
-            // Skipped rows: polars reads the file without them.
-            let kept = without_lines(path, &scan, &bad_lines)?;
-            opts.into_reader_with_file_handle(std::io::Cursor::new(kept)).finish()
-        }
-        .map_err(polars_err)?;
-        let lines: Vec<u64> = scan.rows.into_iter().filter(|l| !bad_lines.contains(l)).collect();
-        (df, lines)
+        read_text_frame(cfg, path, skipped)?
     } else {
         (ParquetReader::new(file).finish().map_err(polars_err)?, vec![])
     };
@@ -489,6 +453,54 @@ fn read_frame(cfg: &TableConfig, path: &Path, skipped: &mut SkipReport) -> Resul
         }
     }
     Ok((raw, (numeric, categorical)))
+}
+
+/// A CSV/TSV file as a frame of text columns, with each data row's line in the file. Every
+/// record's field count is checked first (polars fills a short row with nulls, which would turn
+/// a missing value into a category of its own); a bad row is an error or (skip) counted.
+#[cfg(feature = "tables")]
+fn read_text_frame(
+    cfg: &TableConfig,
+    path: &Path,
+    skipped: &mut SkipReport,
+) -> Result<(polars::prelude::DataFrame, Vec<u64>)> {
+    let sep = if cfg.format == TableFormat::Tsv { b'\t' } else { b',' };
+    let scan = scan_records(path, sep, cfg.header)?;
+    let mut bad_lines = HashSet::new();
+    for &(line, found) in &scan.bad {
+        let reason = format!(
+            "expected {} fields (as on {}), found {found}",
+            scan.width,
+            if cfg.header { "the header" } else { "line 1" }
+        );
+        bad_row(
+            cfg.preprocess.bad_rows,
+            skipped,
+            DataError::BadRow { path: path.into(), line, field: "(row)".into(), reason },
+        )?;
+        bad_lines.insert(line);
+    }
+    // Every column as text: values are parsed below, where a bad one can be named.
+    let opts = CsvReadOptions::default()
+        .with_has_header(cfg.header)
+        .with_infer_schema_length(Some(0))
+        .with_n_rows(cfg.preprocess.max_rows.map(|m| m as usize))
+        .with_parse_options(CsvParseOptions::default().with_separator(sep));
+    let df = if bad_lines.is_empty() {
+        opts.try_into_reader_with_file_path(Some(path.into())).and_then(|r| r.finish())
+    } else {
+        // Skipped rows: polars reads the file without them.
+        let kept = without_lines(path, &scan, &bad_lines)?;
+        opts.into_reader_with_file_handle(std::io::Cursor::new(kept)).finish()
+    }
+    .map_err(|e| polars_error(path, e))?;
+    let lines: Vec<u64> = scan.rows.into_iter().filter(|l| !bad_lines.contains(l)).collect();
+    Ok((df, lines))
+}
+
+#[cfg(feature = "tables")]
+fn polars_error(path: &Path, e: polars::error::PolarsError) -> DataError {
+    DataError::Empty { path: path.into(), reason: format!("polars could not read it: {e}") }
 }
 
 fn parse_label(v: Option<&str>) -> std::result::Result<u8, String> {
