@@ -345,13 +345,7 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     let format = src.format;
     opts.check()?;
     let first = src.train.first().ok_or_else(|| DataError::Options("no training file given".into()))?;
-    let mut lines = 0u64;
-    for f in &src.train {
-        lines += count_lines(f)?.min(opts.max_rows.unwrap_or(u64::MAX));
-    }
-    if lines == 0 {
-        return Err(DataError::Empty { path: first.clone(), reason: "file is empty".into() });
-    }
+    let lines = train_lines(src, opts, first)?;
     let (a, b, val_first) = boundaries(src, opts, lines)?;
     let sub = opts.sub_sample_negatives.unwrap_or(0.0);
     let kept =
@@ -421,9 +415,26 @@ pub fn load_tabular_into(src: &TabularSource, opts: &PreprocessOptions, mut sink
     } else {
         ds.splits = Splits { train: 0..ca, test: ca..cb, val: cb..sink.rows() };
     }
+    finish_with_training_rows(sink, ds, first)
+}
+
+/// Pass 1: the training files' lines (each capped at `max_rows`); none is an error.
+fn train_lines(src: &TabularSource, opts: &PreprocessOptions, first: &Path) -> Result<u64> {
+    let mut lines = 0u64;
+    for f in &src.train {
+        lines += count_lines(f)?.min(opts.max_rows.unwrap_or(u64::MAX));
+    }
+    if lines == 0 {
+        return Err(DataError::Empty { path: first.into(), reason: "file is empty".into() });
+    }
+    Ok(lines)
+}
+
+/// Hands `ds` (splits set) to the sink, unless no row is left for training (an error naming `path`).
+pub(crate) fn finish_with_training_rows(sink: RowSink, ds: Dataset, path: &Path) -> Result<Dataset> {
     if ds.splits.train.is_empty() {
         return Err(DataError::Empty {
-            path: first.clone(),
+            path: path.into(),
             reason: "no training rows after parsing and splitting".into(),
         });
     }

@@ -318,7 +318,8 @@ fn grouped_params(
     (bias, vecs)
 }
 
-pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
+/// The options' checks; returns the group noise (default 0.1).
+fn check_criteo(cfg: &CriteoSynthConfig) -> Result<f64> {
     if cfg.rows < 10 || cfg.teacher_dim == 0 || !(cfg.cardinality_scale > 0.0) {
         return Err(DataError::Options(
             "criteo synthetic data needs rows >= 10, teacher_dim >= 1, cardinality_scale > 0".into(),
@@ -331,6 +332,11 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
             cfg.groups, group_noise
         )));
     }
+    Ok(group_noise)
+}
+
+pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
+    let group_noise = check_criteo(cfg)?;
     const C: usize = 26;
     const D: usize = 13;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -391,20 +397,32 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
         probs.push(p);
         labels.push(if rng.random::<f64>() < p { 1.0 } else { 0.0 });
     }
+    Ok(criteo_dataset(cfg, cards, dense, cats, &labels, &probs))
+}
+
+/// The planted Criteo-shaped rows as a dataset with its splits and the teacher's own score.
+fn criteo_dataset(
+    cfg: &CriteoSynthConfig,
+    cards: Vec<usize>,
+    dense: Vec<f32>,
+    cats: Vec<u32>,
+    labels: &[f32],
+    probs: &[f64],
+) -> Dataset {
     let s = splits(cfg.rows);
-    let teacher = teacher_score(&probs, &labels, &s);
-    Ok(Dataset {
+    let teacher = teacher_score(probs, labels, &s);
+    Dataset {
         name: if cfg.groups.is_some() { "synthetic-criteo-grouped".into() } else { "synthetic-criteo".into() },
-        dense_names: (1..=D).map(|i| format!("I{i}")).collect(),
-        cat_names: (1..=C).map(|i| format!("C{i}")).collect(),
+        dense_names: (1..=13).map(|i| format!("I{i}")).collect(),
+        cat_names: (1..=26).map(|i| format!("C{i}")).collect(),
         dense: dense.into(),
         cats: cats.into(),
-        labels: labels_u8(&labels),
+        labels: labels_u8(labels),
         cardinalities: cards,
         splits: s,
         skipped: SkipReport::default(),
         teacher: Some(teacher),
-    })
+    }
 }
 
 /// Writes `rows` lines of Criteo-format TSV (label, 13 integers, 26 8-digit hex values) with a

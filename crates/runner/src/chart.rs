@@ -194,12 +194,8 @@ fn tr(v: f64, log: bool) -> f64 {
     }
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing chart `{}`: {e:?}", c.title);
-    root.fill(&WHITE).map_err(e)?;
+/// The chart's x values (transformed) and its padded x and y ranges; an error when no value is finite.
+fn padded_ranges(c: &Chart) -> Result<(Vec<f64>, (f64, f64), (f64, f64))> {
     let xs: Vec<f64> =
         c.lines.iter().flat_map(|l| l.points.iter().map(|p| tr(p.0, c.log_x))).filter(|v| v.is_finite()).collect();
     let ys: Vec<f64> = c
@@ -227,6 +223,16 @@ where
     if x1 - x0 < 1e-6 {
         (x0, x1) = (x0 - 0.5, x1 + 0.5);
     }
+    Ok((xs, (x0, x1), (y0, y1)))
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing chart `{}`: {e:?}", c.title);
+    root.fill(&WHITE).map_err(e)?;
+    let (xs, (x0, x1), (y0, y1)) = padded_ranges(c)?;
     let x_keys = key_points(&xs, x0, x1, c.log_x);
     let mut chart = ChartBuilder::on(&root)
         .caption(&c.title, ("sans-serif", 20))

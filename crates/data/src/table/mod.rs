@@ -210,55 +210,12 @@ impl TableConfig {
 pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
     cfg.check()?;
     let mut skipped = SkipReport::default();
-    let mut parts = Vec::new();
-    let mut names: Option<Names> = None;
-    for path in cfg.files() {
-        let (raw, n) = match cfg.format {
-            TableFormat::Libsvm | TableFormat::Libfm => read_svm(path, &cfg.preprocess, &mut skipped)?,
-            _ => read_frame(cfg, path, &mut skipped)?,
-        };
-        // Every file of one dataset has the same columns (libsvm: the same number of fields;
-        // field-aware files are padded to the widest, as a file may lack the last fields).
-        let (raw, n) = match (&names, cfg.format) {
-            (Some((_, prev)), TableFormat::Libsvm | TableFormat::Libfm) if prev.len() != n.1.len() => {
-                widen(raw, n.1.len(), prev.len(), &mut parts, &mut names)
-            }
-            _ => (raw, n),
-        };
-        match &names {
-            None => names = Some(n),
-            Some(prev) if *prev != n => {
-                return Err(DataError::Empty {
-                    path: path.into(),
-                    reason: format!("its columns {:?} differ from the train file's {:?}", n.1, prev.1),
-                });
-            }
-            _ => {}
-        }
-        parts.push(raw);
-    }
-    let (dense_names, cat_names) = names.expect("at least the train file");
+    let (parts, names) = read_parts(cfg, &mut skipped)?;
+    let (dense_names, cat_names) = names;
     let n_cat = cat_names.len();
     let (train_rows, splits) = table_splits(cfg, &parts)?;
-    // Vocabulary over the training rows only.
     let encoding = &cfg.preprocess.encoding;
-    let vocab = match encoding {
-        CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
-            let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
-            for r in 0..train_rows {
-                for (c, &k) in parts[0].keys[r * n_cat..(r + 1) * n_cat].iter().enumerate() {
-                    *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;
-                }
-            }
-            Some(Vocabulary::from_counts(counts, *min_freq))
-        }
-        CategoricalEncoding::Modulo { range } => {
-            if *range == 0 || *range > u32::MAX as u64 {
-                return Err(DataError::Options(format!("modulo range must be in 1..=2^32-1, got {range}")));
-            }
-            None
-        }
-    };
+    let vocab = table_vocabulary(&parts[0], train_rows, n_cat, encoding)?;
     let cardinalities =
         (0..n_cat).map(|c| vocab.as_ref().map_or_else(|| modulo(encoding) as usize, |v| v.cardinality(c))).collect();
     let name = cfg.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -285,13 +242,65 @@ pub fn load_table(cfg: &TableConfig, sink: RowSink) -> Result<Dataset> {
     debug_assert_eq!(sink.rows(), parts.iter().map(Raw::rows).sum::<usize>());
     ds.splits = splits;
     ds.skipped = skipped;
-    if ds.splits.train.is_empty() {
-        return Err(DataError::Empty {
-            path: cfg.path.clone(),
-            reason: "no training rows after parsing and splitting".into(),
-        });
+    crate::preprocess::finish_with_training_rows(sink, ds, &cfg.path)
+}
+
+/// Every file of the table as raw rows, with the column names (the same in every file).
+fn read_parts(cfg: &TableConfig, skipped: &mut SkipReport) -> Result<(Vec<Raw>, Names)> {
+    let mut parts = Vec::new();
+    let mut names: Option<Names> = None;
+    for path in cfg.files() {
+        let (raw, n) = match cfg.format {
+            TableFormat::Libsvm | TableFormat::Libfm => read_svm(path, &cfg.preprocess, skipped)?,
+            _ => read_frame(cfg, path, skipped)?,
+        };
+        // Every file of one dataset has the same columns (libsvm: the same number of fields;
+        // field-aware files are padded to the widest, as a file may lack the last fields).
+        let (raw, n) = match (&names, cfg.format) {
+            (Some((_, prev)), TableFormat::Libsvm | TableFormat::Libfm) if prev.len() != n.1.len() => {
+                widen(raw, n.1.len(), prev.len(), &mut parts, &mut names)
+            }
+            _ => (raw, n),
+        };
+        match &names {
+            None => names = Some(n),
+            Some(prev) if *prev != n => {
+                return Err(DataError::Empty {
+                    path: path.into(),
+                    reason: format!("its columns {:?} differ from the train file's {:?}", n.1, prev.1),
+                });
+            }
+            _ => {}
+        }
+        parts.push(raw);
     }
-    sink.finish(ds)
+    Ok((parts, names.expect("at least the train file")))
+}
+
+/// The vocabulary over the first `train_rows` rows of `train` (`None` with modulo encoding).
+fn table_vocabulary(
+    train: &Raw,
+    train_rows: usize,
+    n_cat: usize,
+    encoding: &CategoricalEncoding,
+) -> Result<Option<Vocabulary>> {
+    Ok(match encoding {
+        CategoricalEncoding::Vocabulary { min_freq, hash_range } => {
+            let mut counts: Vec<KeyMap<u32>> = vec![KeyMap::default(); n_cat];
+            for r in 0..train_rows {
+                for (c, &k) in train.keys[r * n_cat..(r + 1) * n_cat].iter().enumerate() {
+                    *counts[c].entry(reduce(k, *hash_range)).or_insert(0) += 1;
+                }
+            }
+            Some(Vocabulary::from_counts(counts, *min_freq))
+        }
+        CategoricalEncoding::Modulo { range } => {
+            if *range == 0 || *range > u32::MAX as u64 {
+                return Err(DataError::Options(format!("modulo range must be in 1..=2^32-1, got {range}")));
+            }
+            None
+        }
+    })
 }
 
 /// Pads libsvm rows of width `w` and the earlier parts (width `prev`) to the larger width.
