@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::hash::UniversalHash;
 use crate::{Accounting, EmbeddingMethod, MethodError, MethodParams, Table};
+use crate::export::{self, Export};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,6 +70,12 @@ impl EmbeddingMethod for Bloom {
                 o.iter_mut().zip(self.table.row(h.hash(id) as usize)).for_each(|(o, &w)| *o += w);
             }
         }
+    }
+    /// One part: the sum of the rows `h_1(id) ... h_k(id)` of the one table.
+    fn export(&self) -> Option<Export> {
+        let t = &self.table;
+        let terms = self.hashes.iter().map(|h| export::term("table", h.index())).collect();
+        Some(Export { arrays: vec![("table".into(), export::table(t.rows, t.dim, &t.weights))], parts: vec![export::sum(t.dim, terms)] })
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
         self.rows_buf.clear();

@@ -156,6 +156,7 @@ pub(crate) mod tests {
             ("pq", json!({"n_chunks": 4})),
             ("rq", json!({"n_stages": 2})),
             ("cqr", json!({"n_chunks": 4})),
+            ("bloom", json!({"k": 3})),
         ];
         for (name, options) in cases {
             let p = MethodParams::new(300, 8, 8 * 40).with_options(options).with_epochs(3);
@@ -166,6 +167,10 @@ pub(crate) mod tests {
             m.on_epoch_end(0).unwrap();
             m.on_train_end().unwrap();
             check_export(m.as_ref());
+            let e = m.export().unwrap();
+            if name == "pq" || name == "rq" {
+                assert!(e.arrays.iter().any(|(n, _)| n == "codes"), "{name}: exported before compression");
+            }
         }
     }
 
