@@ -276,7 +276,7 @@ pub fn reach_dense(rows: &[PairRow], dense_lines: &BTreeSet<String>) -> Vec<Reac
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -312,7 +312,8 @@ mod tests {
         assert!((rows[0].bce.mean - (-0.05 - 0.04 - 0.04) / 3.0).abs() < 1e-12);
     }
 
-    fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64, auc: f64) -> Obs {
+    /// One observation (tests here and in report.rs).
+    pub(crate) fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64, auc: f64) -> Obs {
         Obs {
             dataset: "d".into(),
             line: line.into(),

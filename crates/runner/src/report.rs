@@ -387,16 +387,7 @@ mod tests {
     use super::*;
 
     fn obs(line: &str, method: &str, budget: u64, seed: u64, bce: f64) -> Obs {
-        Obs {
-            dataset: "d".into(),
-            line: line.into(),
-            method: method.into(),
-            budget,
-            seed,
-            params: budget as f64,
-            test_bce: bce,
-            best_val_auc: 0.5,
-        }
+        crate::paired::tests::obs(line, method, budget, seed, bce, 0.5)
     }
 
     /// One row per grid point, one column per cap, the known paired difference in each cell.
