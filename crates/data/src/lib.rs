@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod column;
 pub mod dataset;
+pub mod days;
 pub mod error;
 pub mod inspect;
 pub mod invalid;

@@ -6,6 +6,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Dataset, Splits, TeacherScore};
+use crate::days::IdStream;
 use crate::error::{DataError, Result};
 use crate::metrics::{auc, bce_with_probs};
 use crate::skip::SkipReport;
@@ -255,6 +256,11 @@ pub struct CriteoSynthConfig {
     /// signal strength, does not depend on it. Default 0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_noise: Option<f64>,
+    /// Ids that move from day to day (new ids arrive, old ones retire, popularity drifts), for
+    /// the day-by-day protocol; the splits are then [`crate::days::daily_splits`]. `None`: every
+    /// id is active throughout (not serialised, so earlier cache keys and cell ids stay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::days::Drift>,
     pub seed: u64,
 }
 
@@ -271,6 +277,7 @@ impl Default for CriteoSynthConfig {
             bias: -1.3,
             groups: None,
             group_noise: None,
+            drift: None,
             seed: 0,
         }
     }
@@ -332,6 +339,10 @@ fn check_criteo(cfg: &CriteoSynthConfig) -> Result<f64> {
             cfg.groups, group_noise
         )));
     }
+    if let Some(d) = &cfg.drift {
+        d.check()?;
+        crate::days::daily_splits(cfg.rows, d.days)?;
+    }
     Ok(group_noise)
 }
 
@@ -372,7 +383,9 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
     let mut labels = Vec::with_capacity(cfg.rows);
     let mut probs = Vec::with_capacity(cfg.rows);
     let mut fsum = vec![0.0; k];
-    for _ in 0..cfg.rows {
+    let mut ids = IdStream::new(perms, zipfs, cfg.zipf_s, cfg.drift.as_ref(), cfg.rows);
+    for row in 0..cfg.rows {
+        ids.at_row(row, &mut rng);
         let mut z = cfg.bias;
         for j in 0..D {
             let x = normal(&mut rng).abs() * dense_scale[j];
@@ -382,7 +395,7 @@ pub fn generate_criteo(cfg: &CriteoSynthConfig) -> Result<Dataset> {
         fsum.iter_mut().for_each(|v| *v = 0.0);
         let mut fsq = 0.0;
         for c in 0..C {
-            let id = perms[c][zipfs[c].sample(&mut rng)] as usize;
+            let id = ids.draw(c, &mut rng) as usize;
             cats.push(id as u32);
             z += id_bias[c][id];
             for t in 0..k {
@@ -409,10 +422,17 @@ fn criteo_dataset(
     labels: &[f32],
     probs: &[f64],
 ) -> Dataset {
-    let s = splits(cfg.rows);
+    let s = match &cfg.drift {
+        Some(d) => crate::days::daily_splits(cfg.rows, d.days).expect("checked before generating"),
+        None => splits(cfg.rows),
+    };
     let teacher = teacher_score(probs, labels, &s);
     Dataset {
-        name: if cfg.groups.is_some() { "synthetic-criteo-grouped".into() } else { "synthetic-criteo".into() },
+        name: format!(
+            "synthetic-criteo{}{}",
+            if cfg.groups.is_some() { "-grouped" } else { "" },
+            if cfg.drift.is_some() { "-drift" } else { "" }
+        ),
         dense_names: (1..=13).map(|i| format!("I{i}")).collect(),
         cat_names: (1..=26).map(|i| format!("C{i}")).collect(),
         dense: dense.into(),

@@ -17,7 +17,7 @@ pub use embeddings::{EmbeddingSpec, EmbeddingTables, TableRecord};
 pub use fused::Precision;
 pub use net::DlrmConfig;
 pub use train::{
-    train, train_model, EvalPoint, FrequencyBce, MlpBackend, ModelConfig, OptimizerKind, RunResult, Scores,
-    ServingCost, Shuffle, TrainConfig, TrainError, TrainedModel, FREQ_BOUNDS,
+    train, train_model, DailyScores, DayScores, EvalPoint, FrequencyBce, MlpBackend, ModelConfig, NoveltyScores,
+    OptimizerKind, RunResult, Scores, ServingCost, Shuffle, TrainConfig, TrainError, TrainedModel, FREQ_BOUNDS,
 };
 pub use wdl::WdlConfig;

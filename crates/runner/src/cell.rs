@@ -83,6 +83,19 @@ pub fn storage_for(training: &TrainConfig) -> Storage {
     }
 }
 
+/// The day-by-day protocol (`training.days`) reads a dataset's rows in time order as equal days:
+/// its splits become the days' (train day 0, validation and test the later days). Planted
+/// data that moves by day already has them; on other data the teacher's score (if any) was
+/// taken on other splits and is dropped.
+fn day_splits(ds: &mut Dataset, days: usize) -> Result<()> {
+    let want = cqr_data::days::daily_splits(ds.n_rows(), days)?;
+    if ds.splits != want {
+        ds.splits = want;
+        ds.teacher = None;
+    }
+    Ok(())
+}
+
 /// Runs one cell (no I/O of results).
 pub fn run_cell(cell: &Cell, cache: &Path, progress: bool) -> Result<CellRecord> {
     Ok(run_cell_counted(cell, cache, progress)?.0)
@@ -99,8 +112,11 @@ pub fn run_cell_counted(cell: &Cell, cache: &Path, progress: bool) -> Result<(Ce
             ("least-squares".to_string(), CellOutput::LeastSquares(cfg.run()?))
         }
         other => {
-            let (ds, o) = load_dataset_counted(other, cache, storage_for(&c.training))?;
+            let (mut ds, o) = load_dataset_counted(other, cache, storage_for(&c.training))?;
             outcome = o;
+            if let Some(days) = c.training.days {
+                day_splits(&mut ds, days)?;
+            }
             // Label: the file name, plus the test file's when there is one (two cells on the same
             // train file but different test files must not be averaged together).
             let label = match other {

@@ -312,15 +312,8 @@ pub fn compact(v: f64) -> String {
     } else {
         (v, "")
     };
-    let digits = if x.abs() >= 100.0 {
-        0
-    } else if x.abs() >= 10.0 {
-        1
-    } else if x.abs() >= 1.0 {
-        2
-    } else {
-        3
-    };
+    // Three significant digits, also below 1 (0.0003, not 0).
+    let digits = if x == 0.0 { 0 } else { (2 - x.abs().log10().floor() as i32).max(0) as usize };
     format!("{}{suffix}", trim(format!("{x:.digits$}")))
 }
 
@@ -376,6 +369,9 @@ mod tests {
         assert_eq!(compact(158489.3), "158k");
         assert_eq!(compact(2_000_000.0), "2M");
         assert_eq!(compact(0.5), "0.5");
+        assert_eq!(compact(0.0003), "0.0003", "a learning rate tick is not 0");
+        assert_eq!(compact(0.00123456), "0.00123");
+        assert_eq!(compact(0.0), "0");
     }
 
     #[test]

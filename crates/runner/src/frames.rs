@@ -75,6 +75,14 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "serve_p99_b1_ms",
     "serve_p50_b64_ms",
     "serve_p99_b64_ms",
+    "days",
+    "days_over_budget",
+    "test_new_rows",
+    "test_new_bce",
+    "test_seen_bce",
+    "test_any_new_rows",
+    "test_any_new_bce",
+    "test_all_seen_bce",
 ];
 
 /// Normalized entropy (He et al. 2014, as the DLRM papers report it): the BCE divided by the
@@ -178,6 +186,9 @@ pub fn summary_frame(records: &[CellRecord]) -> Result<DataFrame> {
         col_f("serve_p50_b64_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b64[0]))),
         col_f("serve_p99_b64_ms", f(&|_, t| t.serving.map_or(f64::NAN, |c| c.latency_ms_b64[1]))),
     ];
+    let mut cols = cols;
+    // The day-by-day protocol's test-day scores by novelty (`training.days`; NaN otherwise).
+    cols.extend(crate::daily_report::summary_columns(&rows));
     Ok(DataFrame::new(rows.len(), cols)?)
 }
 
@@ -293,6 +304,9 @@ pub fn write_tables(results: &Path, records: &[CellRecord]) -> Result<()> {
     if s.height() > 0 {
         write_both(&mut s, results, "summary")?;
         write_both(&mut epochs_frame(records)?, results, "epochs")?;
+    }
+    if let Some(mut days) = crate::daily_report::days_frame(records)? {
+        write_both(&mut days, results, "days")?;
     }
     let inf: Vec<(&CellRecord, &String)> = records
         .iter()

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cell;
 pub mod chart;
 pub mod config;
+pub mod daily_report;
 pub mod export;
 pub mod frames;
 pub mod jobs;

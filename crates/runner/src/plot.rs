@@ -156,6 +156,7 @@ pub fn plot_results_with(results: &Path, pairs: &[(String, String)]) -> Result<V
         }
         written.extend(plot_paired(results, &charts, pairs)?);
         written.extend(crate::serving_report::plot(results, &charts)?);
+        written.extend(crate::daily_report::plot(results, &charts)?);
     }
     written.extend(crate::tune_report::plot_tuning(results, &charts)?);
     let ls = results.join("least_squares.parquet");

@@ -114,8 +114,8 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
     // budget -> series -> x -> values over seeds
     let mut by: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
     for i in (0..df.height()).filter(|&i| frac[i] >= 1.0 && vb[i].is_finite()) {
-        let method = line[i].split('-').next().unwrap_or_default();
-        let mut label = vec![method.to_string()];
+        // The line without its cap: a method's design variants (robe block=8) get lines of their own.
+        let mut label = vec![crate::config::CellName::parse(&line[i]).line()];
         label.extend(others.iter().zip(&other_vals).map(|(k, v)| format!("{k}={}", v[i])));
         by.entry(budget[i] as u64)
             .or_default()

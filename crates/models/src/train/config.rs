@@ -104,6 +104,12 @@ pub struct TrainConfig {
     /// of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "is_false")]
     pub serving: bool,
+    /// The day-by-day protocol over this many days (see `train::daily`): one pass over each day
+    /// in time order, each day scored before it is trained on. Needs `epochs: 1`, a full shuffle
+    /// and no early stopping, in-epoch evaluation or `stop_after`. Not serialised when unset, so
+    /// cell ids of configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days: Option<usize>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -186,6 +192,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             stop_after: None,
             serving: false,
+            days: None,
         }
     }
 }
@@ -237,6 +244,9 @@ impl TrainConfig {
                 return bad(format!("stop_after is a fraction of the run's steps in (0, 1), got {f}"));
             }
         }
+        if let Some(d) = self.days {
+            self.check_daily(d)?;
+        }
         if let Some(wd) = self.weight_decay {
             if self.optimizer != OptimizerKind::Adamw {
                 return bad(format!(
@@ -249,6 +259,24 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// What the day-by-day protocol over `days` days needs of the other options.
+    fn check_daily(&self, days: usize) -> Result<(), TrainError> {
+        let clash = [
+            (self.epochs != 1, "epochs other than 1 (one pass over each day)"),
+            (self.eval_every_steps.is_some() || self.evals_per_epoch.is_some(), "in-day evaluations"),
+            (self.early_stopping_patience.is_some(), "early stopping"),
+            (self.stop_after.is_some(), "stop_after (successive halving)"),
+            (!self.shuffle.is_full(), "shuffle: blocks"),
+        ];
+        if days < 3 {
+            return Err(TrainError::Config(format!("days must be >= 3 (train, validation and test days), got {days}")));
+        }
+        match clash.iter().find(|(bad, _)| *bad) {
+            Some((_, what)) => Err(TrainError::Config(format!("training.days: {days} does not take {what}"))),
+            None => Ok(()),
+        }
     }
 
     /// AdamW's decay (0.01 unless set); 0 for the other optimizers.

@@ -15,6 +15,7 @@ use crate::net::{loss, Net};
 use crate::probe::{peak_rss_bytes, reset_peak_rss};
 
 mod config;
+mod daily;
 mod eval_log;
 mod freq;
 mod order;
@@ -22,6 +23,7 @@ mod result;
 mod serving;
 
 pub use config::*;
+pub use daily::{DailyScores, DayScores, NoveltyScores};
 pub use freq::train_counts;
 pub use result::*;
 pub use serving::ServingCost;
@@ -71,6 +73,9 @@ pub fn train_model(
     }
     reset_peak_rss();
     let mut t = Trainer::new(ds, model, spec, cfg)?;
+    if let Some(days) = cfg.days {
+        return train_daily(t, days);
+    }
     // The batch order's only randomness: the seed (never the method), so that cells of two
     // methods with one seed see the same batches (paired comparisons rely on it).
     let mut rng = batch_rng(cfg.seed);
@@ -113,6 +118,25 @@ pub fn train_model(
     t.finish()
 }
 
+/// The day-by-day protocol ([`daily`]) on a trainer built for it.
+fn train_daily(mut t: Trainer, days: usize) -> Result<(RunResult, TrainedModel), TrainError> {
+    let want = cqr_data::days::daily_splits(t.ds.n_rows(), days).map_err(|e| TrainError::Config(e.to_string()))?;
+    if t.ds.splits != want {
+        return Err(TrainError::Config(format!(
+            "training.days: {days} needs the dataset's splits to be the days' ({want:?}), got {:?}",
+            t.ds.splits
+        )));
+    }
+    if t.post_training {
+        return Err(TrainError::Config(
+            "the day-by-day protocol scores the model as it trains: post-training compression (pq, rq, quantize) is not defined there".into(),
+        ));
+    }
+    let scores = daily::run(&mut t, days)?;
+    t.daily = Some(scores);
+    t.finish()
+}
+
 /// The state of one training run.
 struct Trainer<'a> {
     ds: &'a Dataset,
@@ -138,6 +162,8 @@ struct Trainer<'a> {
     /// Whether any table has a step hook (else the per-step call is skipped).
     step_hooks: bool,
     snapshot: Option<(Net, crate::embeddings::TablesSnapshot)>,
+    /// The day-by-day protocol's scores, when it ran.
+    daily: Option<DailyScores>,
     /// Frequency bucket (0 head, 1 torso, 2 tail) of each test row, by its id in the largest table.
     test_buckets: FrequencyBuckets,
     /// Test BCE per frequency bucket of the last evaluation.
@@ -166,6 +192,7 @@ impl<'a> Trainer<'a> {
         let base = cfg.backend.device()?;
         let device = base.clone().autodiff();
         let net = Net::new(model, ds, cfg.seed, cfg.precision, &device)?;
+        // Day by day, a day is an epoch to the methods' schedules (day 0 is the train split).
         let steps_per_epoch = ds.splits.train.len().div_ceil(cfg.batch_size);
         let counts: Vec<std::sync::Arc<[u32]>> = if cqr_methods::registry::needs_counts(&spec.method) {
             train_counts(ds, &(0..ds.n_cat()).collect::<Vec<_>>()).into_iter().map(Into::into).collect()
@@ -178,7 +205,7 @@ impl<'a> Trainer<'a> {
             &ds.cardinalities,
             dim,
             cfg.row_optimizer(),
-            cfg.epochs,
+            cfg.days.unwrap_or(cfg.epochs),
             (steps_per_epoch, cfg.eval_interval(steps_per_epoch)),
             cfg.seed,
             &counts,
@@ -210,12 +237,13 @@ impl<'a> Trainer<'a> {
             post_training,
             step_hooks,
             snapshot: None,
+            daily: None,
         })
     }
 
     /// One optimizer step on the training rows `rows`: gather, forward, backward, MLP step, sparse
     /// table updates.
-    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<(), TrainError> {
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<f32, TrainError> {
         let t0 = Instant::now();
         let (b, dim, t_count) = (rows.len(), self.dim, self.ds.n_cat());
         let device = &self.device;
@@ -243,7 +271,7 @@ impl<'a> Trainer<'a> {
         self.samples += b;
         self.log.add_loss(loss_value as f64, b);
         self.timings.train_s += t0.elapsed().as_secs_f64();
-        Ok(())
+        Ok(loss_value)
     }
 
     /// Validation and test scores of the current model (and the test BCE per frequency bucket,
@@ -330,6 +358,8 @@ impl<'a> Trainer<'a> {
         // The best evaluation among those within budget (all of them, if none was).
         let (best, best_freq, best_auc) = self.log.best().expect("at least one evaluation");
         let test_bce_by_frequency = if compressed.is_some() { self.last_freq } else { best_freq };
+        // Day by day: the test rows' frequency buckets count day 0 only; the novelty split replaces them.
+        let test_bce_by_frequency = self.daily.is_none().then_some(test_bce_by_frequency);
         // PQ/RQ: the compressed model is evaluated once; the trained dense model's AUCs are not
         // the method's.
         let best_val_auc = match compressed {
@@ -354,7 +384,8 @@ impl<'a> Trainer<'a> {
             hook_log: self.hook_log,
             teacher: self.ds.teacher,
             train_click_rate: self.ds.label_rate(self.ds.splits.train.clone()),
-            test_bce_by_frequency: Some(test_bce_by_frequency),
+            test_bce_by_frequency,
+            daily: self.daily,
             skipped: self.ds.skipped.clone(),
             evals: self.log.into_points(),
         };

@@ -112,7 +112,7 @@ impl<'a> EpochOrder<'a> {
     }
 }
 
-fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
+pub(crate) fn shuffle(v: &mut [usize], rng: &mut ChaCha8Rng) {
     use rand::Rng;
     for i in (1..v.len()).rev() {
         let j = rng.random_range(0..=i);

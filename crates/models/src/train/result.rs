@@ -92,6 +92,9 @@ pub struct RunResult {
     /// The served model's forward-only cost (`training.serving: true`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<super::ServingCost>,
+    /// The day-by-day protocol's per-day and pooled scores (`training.days`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<super::DailyScores>,
 }
 
 fn nan() -> f64 {
