@@ -224,8 +224,7 @@ pub fn plot(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
                 lines: paired_lines(&lines, reference),
                 hlines: vec![("no difference".into(), 0.0)],
             };
-            let slug: String =
-                name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+            let slug = crate::plot::slug(&name);
             written.extend(render(&chart, charts, &format!("{slug}_b{cap}_daily_{metric}_minus_{REFERENCE}"))?);
         }
     }

@@ -24,7 +24,8 @@ pub fn line_key(variant: &str) -> String {
     crate::config::CellName::parse(variant).line()
 }
 
-fn slug(s: &str) -> String {
+/// A file-name-safe form of a label: lowercase ASCII alphanumerics, everything else `_`.
+pub(crate) fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 

@@ -98,8 +98,7 @@ pub fn plot(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
             lines,
             hlines: vec![],
         };
-        let slug: String =
-            ds.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let slug = crate::plot::slug(&ds);
         written.extend(render(&chart, charts, &format!("{slug}_test_bce_vs_serving_latency"))?);
     }
     Ok(written)
