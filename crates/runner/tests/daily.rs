@@ -68,3 +68,53 @@ fn a_daily_grid_writes_its_days_report_and_charts() {
     let daily: Vec<_> = charts.iter().filter(|p| p.to_string_lossy().contains("_daily_")).collect();
     assert_eq!(daily.len(), 2 * 2, "all rows and new-id rows, png and svg: {charts:?}");
 }
+
+/// Real rows in file order (the committed Terabyte sample, ids taken modulo a range so that a new
+/// id reaches the method): the runner cuts the days and drops a teacher score from other splits.
+#[test]
+fn real_rows_in_file_order_run_day_by_day() {
+    let sample = cqr_data::samples::terabyte_sample();
+    let exp = format!(
+        r#"
+name: terabyte-daily
+dataset:
+  kind: criteo
+  path: {}
+  preprocess:
+    encoding: {{ modulo: {{ range: 100000 }} }}
+model:
+  kind: dlrm
+  preset: small
+training:
+  batch_size: 128
+  epochs: 1
+  days: 4
+methods:
+  - name: hashing
+budgets: [256]
+seeds: [0]
+"#,
+        sample.display()
+    );
+    let exp = parse_experiment(&exp, Path::new("terabyte-daily.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("terabyte-daily");
+    let opts = SweepOptions {
+        results: results.clone(),
+        cache: dir.path().join(".cache"),
+        jobs: 1,
+        shard: (0, 1),
+        progress: false,
+        max_cells: None,
+    };
+    let rep = sweep(&exp, &opts).unwrap();
+    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+    let recs = load_records(&results).unwrap();
+    let cqr_runner::sweep::CellOutput::Train(t) = &recs[0].output else { panic!("trained") };
+    let daily = t.daily.as_ref().expect("daily scores");
+    // 8,324 rows in 4 days of 2,081: day 1 validates, days 2-3 test.
+    assert_eq!(daily.days.len(), 3);
+    assert_eq!((daily.val.rows, daily.test.rows), (2081, 4162));
+    assert!(daily.days.iter().all(|d| d.scores.new_rows > 0), "real logs bring new ids every day");
+    assert!(t.teacher.is_none());
+}
