@@ -5,9 +5,9 @@
 //!   day's rows, and BCE split by novelty (rows whose largest-table id is new that day against the
 //!   others; rows with a new id in any table against rows with all ids seen).
 //! - The summary's `test_new_bce`, ... columns: the same split over the pooled test days.
-//! - `report.md`: per line and cap, the pooled test scores split by novelty, and each method
-//!   against the reference (hashing) paired by seed: the difference with its 95% interval, on all
-//!   test rows and on the rows with a new id.
+//! - `report.md`: per line and cap, the pooled test scores split by novelty, and each line
+//!   against the reference (hashing; also each `--against` method) paired by seed: the
+//!   difference with its 95% interval, on all test rows, the rows with a new id and the others.
 //! - Charts per dataset and cap: method − reference progressive BCE per day, paired by seed
 //!   (mean and 95% interval), for all rows and for the rows with a new id.
 
@@ -158,41 +158,50 @@ fn cells(results: &Path) -> Result<Cells> {
     Ok(out)
 }
 
-/// The report section; empty when no cell ran day by day.
-pub fn section(results: &Path) -> Result<String> {
+/// The report section; empty when no cell ran day by day. Every line is paired against
+/// [`REFERENCE`] and against each of `against` that ran day by day.
+pub fn section(results: &Path, against: &[String]) -> Result<String> {
     let cells = cells(results)?;
     let mut s = String::new();
     if cells.is_empty() {
         return Ok(s);
     }
     let _ = writeln!(s, "## Day by day (progressive scores of the test days; means over seeds)\n");
-    let _ = writeln!(s, "Each day is scored by the model trained on the days before it. *New*: rows whose id in the largest table no earlier day trained on. Paired columns: the line minus `{REFERENCE}` at the same cap and seed, mean [95% interval] (`*`: the interval excludes 0).\n");
-    let _ = writeln!(s, "| dataset | cap | line | seeds | test BCE | new-id rows BCE | seen rows BCE | − {REFERENCE}: all rows | − {REFERENCE}: new-id rows |\n|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "Each day is scored by the model trained on the days before it. *New*: rows whose id in the largest table no earlier day trained on; *seen*: the others.\n");
+    let _ = writeln!(s, "| dataset | cap | line | seeds | test BCE | new-id rows BCE | seen rows BCE |\n|---|---:|---|---:|---:|---:|---:|");
     for ((ds, budget, line), seeds) in &cells {
         let mean = |k: usize| seeds.values().map(|v| v[k]).sum::<f64>() / seeds.len() as f64;
-        let reference = cells.get(&(ds.clone(), *budget, REFERENCE.to_string()));
-        let paired = |k: usize| -> String {
-            let Some(r) = reference.filter(|_| line != REFERENCE) else { return "".into() };
-            let diffs: Vec<f64> = seeds.iter().filter_map(|(sd, v)| r.get(sd).map(|w| v[k] - w[k])).collect();
-            let i = t_interval(&diffs);
-            let star = if i.significant() { "*" } else { "" };
-            format!("{:+.4} [{:+.4}, {:+.4}]{star}", i.mean, i.lo, i.hi)
-        };
         // A line scored over its cap on some day (pruning before its prune) is marked.
         let over = if seeds.values().any(|v| v[3] > 0.0) { " (over its cap on some days)" } else { "" };
-        let _ = writeln!(
-            s,
-            "| {ds} | {budget} | {line}{over} | {} | {:.5} | {:.5} | {:.5} | {} | {} |",
-            seeds.len(),
-            mean(0),
-            mean(1),
-            mean(2),
-            paired(0),
-            paired(1)
-        );
+        let n = seeds.len();
+        let _ =
+            writeln!(s, "| {ds} | {budget} | {line}{over} | {n} | {:.5} | {:.5} | {:.5} |", mean(0), mean(1), mean(2));
+    }
+    let mut refs = vec![REFERENCE.to_string()];
+    refs.extend(against.iter().filter(|a| a.as_str() != REFERENCE).cloned());
+    for r in refs.iter().filter(|r| cells.keys().any(|k| &k.2 == *r)) {
+        s.push_str(&paired_table(&cells, r));
     }
     s.push('\n');
     Ok(s)
+}
+
+/// Each line minus `reference` at the same cap and seed: all rows, new-id rows, seen rows.
+fn paired_table(cells: &Cells, reference: &str) -> String {
+    let mut s = format!("\nPaired against `{reference}` (line − {reference}, mean [95% interval]; `*`: the interval excludes 0):\n\n| dataset | cap | line | pairs | all rows | new-id rows | seen rows |\n|---|---:|---|---:|---:|---:|---:|\n");
+    for ((ds, budget, line), seeds) in cells.iter().filter(|(k, _)| k.2 != reference) {
+        let Some(r) = cells.get(&(ds.clone(), *budget, reference.to_string())) else { continue };
+        let cell = |k: usize| -> (usize, String) {
+            let diffs: Vec<f64> =
+                seeds.iter().filter_map(|(sd, v)| r.get(sd).map(|w| v[k] - w[k])).filter(|x| x.is_finite()).collect();
+            let i = t_interval(&diffs);
+            let star = if i.significant() { "*" } else { "" };
+            (i.n, format!("{:+.4} [{:+.4}, {:+.4}]{star}", i.mean, i.lo, i.hi))
+        };
+        let (n, all) = cell(0);
+        let _ = writeln!(s, "| {ds} | {budget} | {line} | {n} | {all} | {} | {} |", cell(1).1, cell(2).1);
+    }
+    s
 }
 
 /// Per dataset and cap: each line minus the reference, per day, paired by seed.

@@ -345,7 +345,7 @@ pub fn write_report_against(results: &Path, against: &[String]) -> Result<PathBu
         md.push_str(&paired_section(&obs, against, is_tuned(results)));
         md.push_str(&cqr_map_section(&obs));
         md.push_str(&crate::serving_report::section(results)?);
-        md.push_str(&crate::daily_report::section(results)?);
+        md.push_str(&crate::daily_report::section(results, against)?);
         let freq = frequency_table(&rows);
         if freq.lines().count() > 2 {
             let _ = writeln!(md, "## Test BCE by id frequency (id of the largest table, by training count)\n");
