@@ -197,8 +197,9 @@ pub fn paired(obs: &[Obs], against: &[String]) -> Vec<PairRow> {
 }
 
 /// The same line in two results directories (`cqr compare A B`): for each dataset, line and
-/// budget present in both, the paired per-seed difference `A − B` over the seeds both ran (at
-/// least two). Which setting each side ran is the caller's to state (tuned against a shared
+/// budget present in both (or A's line and its one compatible counterpart in B, see
+/// [`counterpart`]), the paired per-seed difference `A − B` over the seeds both ran (at least
+/// two). Which setting each side ran is the caller's to state (tuned against a shared
 /// setting, one build against another).
 pub fn across(a: &[Obs], b: &[Obs]) -> Vec<PairRow> {
     fn index(obs: &[Obs]) -> BTreeMap<(String, String), Budgets<'_>> {
@@ -211,11 +212,28 @@ pub fn across(a: &[Obs], b: &[Obs]) -> Vec<PairRow> {
     let (ia, ib) = (index(a), index(b));
     let mut out = vec![];
     for (key, a_obs) in &ia {
-        if let Some(b_obs) = ib.get(key) {
-            out.extend(pair_lines(&key.0, &key.1, &key.1, a_obs, b_obs, false));
+        if let Some(b_line) = counterpart(key, &ib) {
+            out.extend(pair_lines(&key.0, &key.1, &b_line, a_obs, &ib[&(key.0.clone(), b_line.clone())], false));
         }
     }
     out
+}
+
+/// B's line for A's (dataset, line): the same line, or else the one line of B's with the same
+/// dataset and method whose grid labels agree with A's wherever both name one (a grid that
+/// names an axis, e.g. `cqr-groups=1000`, against a twin run at one value of it, `cqr`).
+/// `None` when there is none or several.
+fn counterpart<V>(key: &(String, String), b: &BTreeMap<(String, String), V>) -> Option<String> {
+    if b.contains_key(key) {
+        return Some(key.1.clone());
+    }
+    let method = |line: &str| crate::config::CellName::parse(line).method;
+    let mut found =
+        b.keys().filter(|(ds, line)| *ds == key.0 && method(line) == method(&key.1) && compatible(line, &key.1));
+    match (found.next(), found.next()) {
+        (Some((_, line)), None) => Some(line.clone()),
+        _ => None,
+    }
 }
 
 type Budgets<'a> = BTreeMap<u64, BTreeMap<u64, &'a Obs>>;
@@ -310,6 +328,26 @@ pub(crate) mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].a.as_str(), rows[0].budget, rows[0].bce.n), ("cqr", 800, 3));
         assert!((rows[0].bce.mean - (-0.05 - 0.04 - 0.04) / 3.0).abs() < 1e-12);
+    }
+
+    /// A grid that names an axis pairs with a twin run at one value of it; an ambiguous
+    /// counterpart (two values) pairs with nothing.
+    #[test]
+    fn across_pairs_a_line_with_its_one_compatible_counterpart() {
+        let o = |line: &str, seed, bce| obs(line, line.split('-').next().unwrap(), 1600, seed, bce, 0.7);
+        let tuned = vec![o("cqr", 0, 0.40), o("cqr", 1, 0.41), o("ce", 0, 0.42), o("ce", 1, 0.43)];
+        let shared = vec![
+            o("cqr-groups=1000", 0, 0.45),
+            o("cqr-groups=1000", 1, 0.45),
+            o("ce-groups=1000", 0, 0.44),
+            o("ce-groups=1000", 1, 0.44),
+            o("ce-groups=3000", 0, 0.44),
+            o("ce-groups=3000", 1, 0.44),
+        ];
+        let rows = across(&tuned, &shared);
+        assert_eq!(rows.len(), 1, "ce has two counterparts: ambiguous");
+        assert_eq!((rows[0].a.as_str(), rows[0].b.as_str()), ("cqr", "cqr-groups=1000"));
+        assert!((rows[0].bce.mean + 0.045).abs() < 1e-12);
     }
 
     /// One observation (tests here and in report.rs).

@@ -159,10 +159,11 @@ fn differences(r: &crate::paired::PairRow) -> String {
 pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
     let rows = crate::paired::across(&observations(a)?, &observations(b)?);
     let mut s = String::new();
-    let _ = writeln!(s, "A = {}, B = {}: the same line, budget and seed in both, A − B (95% t interval over the paired seeds; `*`: excludes 0). Test BCE: negative means A is better.\n", a.display(), b.display());
+    let _ = writeln!(s, "A = {}, B = {}: the same line (or its one compatible counterpart: `A vs B`), budget and seed in both, A − B (95% t interval over the paired seeds; `*`: excludes 0). Test BCE: negative means A is better.\n", a.display(), b.display());
     let _ = writeln!(s, "| dataset | line | budget/table | seeds | Δ test BCE [95% CI] | resolves | Δ best val AUC [95% CI] |\n|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} |", r.dataset, r.a, r.budget, differences(r));
+        let line = if r.a == r.b { r.a.clone() } else { format!("{} vs {}", r.a, r.b) };
+        let _ = writeln!(s, "| {} | {line} | {} | {} |", r.dataset, r.budget, differences(r));
     }
     if rows.is_empty() {
         let _ = writeln!(s, "(no line, budget and two seeds in common)");
