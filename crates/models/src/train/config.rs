@@ -110,6 +110,13 @@ pub struct TrainConfig {
     /// cell ids of configs written before this option existed stay the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub days: Option<usize>,
+    /// Score the test split only at an evaluation that becomes the best so far by validation
+    /// BCE (the only ones a run can report), not at every evaluation: about half the
+    /// evaluation work. The reported scores are the same; the other evaluations' test scores
+    /// are NaN in the record and `epochs.csv`. Not serialised when false, so cell ids of
+    /// configs written before this option existed stay the same.
+    #[serde(skip_serializing_if = "is_false")]
+    pub test_at_best_only: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -193,6 +200,7 @@ impl Default for TrainConfig {
             stop_after: None,
             serving: false,
             days: None,
+            test_at_best_only: false,
         }
     }
 }

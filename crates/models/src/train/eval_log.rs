@@ -41,6 +41,23 @@ impl EvalLog {
         (self.loss_sum, self.loss_n) = (0.0, 0);
     }
 
+    /// Whether an evaluation with validation BCE `val_bce` would be the best candidate so far
+    /// (the rule of [`EvalLog::best`]: eligible evaluations only once there is one; a tie keeps
+    /// the earlier one).
+    pub(crate) fn would_be_best(&self, val_bce: f64, eligible: bool) -> bool {
+        let min = |only_eligible: bool| {
+            (self.evals.iter().zip(&self.eligible))
+                .filter(|(_, &ok)| ok || !only_eligible)
+                .map(|(e, _)| e.scores.val_bce)
+                .fold(f64::INFINITY, f64::min)
+        };
+        if eligible {
+            val_bce < min(true)
+        } else {
+            !self.eligible.iter().any(|&e| e) && val_bce < min(false)
+        }
+    }
+
     /// Evaluations since the best eligible one (0: the last one is the best so far).
     pub(crate) fn since_best(&self) -> usize {
         self.since_best

@@ -276,13 +276,26 @@ impl<'a> Trainer<'a> {
 
     /// Validation and test scores of the current model (and the test BCE per frequency bucket,
     /// kept in `last_freq`).
-    fn evaluate(&mut self) -> Scores {
+    /// With `test_at_best_only`, the test split is scored only when this evaluation would be
+    /// the best so far (else its test scores are NaN); `always` overrides (the compressed model).
+    fn evaluate_with(&mut self, always: bool) -> Scores {
         let t0 = Instant::now();
         let (val_bce, val_auc) = self.score(self.ds.splits.val.clone()).0;
-        let ((test_bce, test_auc), logits, labels) = self.score(self.ds.splits.test.clone());
-        self.last_freq = self.test_buckets.bce(&logits, &labels);
+        let wanted =
+            always || !self.cfg.test_at_best_only || self.log.would_be_best(val_bce, self.tables.within_budget());
+        let (test_bce, test_auc) = if wanted {
+            let ((bce, auc), logits, labels) = self.score(self.ds.splits.test.clone());
+            self.last_freq = self.test_buckets.bce(&logits, &labels);
+            (bce, auc)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
         self.timings.eval_s += t0.elapsed().as_secs_f64();
         Scores { val_bce, val_auc, test_bce, test_auc }
+    }
+
+    fn evaluate(&mut self) -> Scores {
+        self.evaluate_with(false)
     }
 
     /// (BCE, AUC) over the rows `range`, in batches of `eval_batch_size`, the logits and the labels.
@@ -353,7 +366,7 @@ impl<'a> Trainer<'a> {
             None
         } else {
             self.hook_log.extend(log);
-            Some(self.evaluate())
+            Some(self.evaluate_with(true))
         };
         // The best evaluation among those within budget (all of them, if none was).
         let (best, best_freq, best_auc) = self.log.best().expect("at least one evaluation");
@@ -490,6 +503,36 @@ mod tests {
         }
         // Serialised only when set: configs without it keep their cell ids.
         assert!(!serde_json::to_string(&TrainConfig::default()).unwrap().contains("evals_per_epoch"));
+    }
+
+    /// Scoring the test split only at new bests reports exactly what scoring it every time
+    /// does, leaves the other evaluations' test scores NaN, and the record still reads back.
+    #[test]
+    fn test_scores_at_new_bests_only_report_the_same() {
+        let ds = generate_gmf(&GmfSynthConfig { rows: 4000, users: 40, items: 40, ..Default::default() }).unwrap();
+        let spec = EmbeddingSpec {
+            method: "hashing".into(),
+            budget: 4 * 20,
+            options: serde_json::Value::Null,
+            init_scale: 0.05,
+            quantize: None,
+            dense_under_cap: true,
+        };
+        let cfg = TrainConfig { epochs: 4, batch_size: 64, evals_per_epoch: Some(3), lr: 0.03, ..Default::default() };
+        let every = train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &cfg).unwrap();
+        let lean =
+            train(&ds, &ModelConfig::Gmf { dim: 4 }, &spec, &TrainConfig { test_at_best_only: true, ..cfg.clone() })
+                .unwrap();
+        assert_eq!((lean.reported, lean.best), (every.reported, every.best));
+        assert_eq!(lean.test_bce_by_frequency, every.test_bce_by_frequency);
+        let skipped = lean.evals.iter().filter(|e| e.scores.test_bce.is_nan()).count();
+        assert!(skipped > 0 && skipped < lean.evals.len(), "{skipped} of {} evaluations", lean.evals.len());
+        for (a, b) in lean.evals.iter().zip(&every.evals) {
+            assert_eq!(a.scores.val_bce, b.scores.val_bce);
+        }
+        let back: RunResult = serde_json::from_str(&serde_json::to_string(&lean).unwrap()).unwrap();
+        assert!(back.evals.iter().filter(|e| e.scores.test_bce.is_nan()).count() == skipped);
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("test_at_best_only"), "unset: cell ids unchanged");
     }
 
     /// A NaN training loss (no step since the previous evaluation) survives a JSON round trip.

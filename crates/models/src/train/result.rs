@@ -23,7 +23,11 @@ pub enum TrainError {
 pub struct Scores {
     pub val_bce: f64,
     pub val_auc: f64,
+    /// NaN (`null` in JSON) at an evaluation that did not score the test split
+    /// (`training.test_at_best_only`).
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_bce: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub test_auc: f64,
 }
 
