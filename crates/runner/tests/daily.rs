@@ -30,21 +30,26 @@ budgets: [256]
 seeds: [0, 1]
 "#;
 
-#[test]
-fn a_daily_grid_writes_its_days_report_and_charts() {
-    let exp = parse_experiment(EXP, Path::new("tiny-daily.yaml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let results = dir.path().join("tiny-daily");
+/// Runs every cell of `exp` into `results` (cache under `dir`); no cell may fail.
+fn run(exp: &cqr_runner::config::Experiment, results: &Path, dir: &Path) {
     let opts = SweepOptions {
-        results: results.clone(),
-        cache: dir.path().join(".cache"),
+        results: results.to_path_buf(),
+        cache: dir.join(".cache"),
         jobs: 1,
         shard: (0, 1),
         progress: false,
         max_cells: None,
     };
-    let rep = sweep(&exp, &opts).unwrap();
+    let rep = sweep(exp, &opts).unwrap();
     assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+}
+
+#[test]
+fn a_daily_grid_writes_its_days_report_and_charts() {
+    let exp = parse_experiment(EXP, Path::new("tiny-daily.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("tiny-daily");
+    run(&exp, &results, dir.path());
     write_tables(&results, &load_records(&results).unwrap()).unwrap();
 
     // Days 1-3 of each of the 4 cells.
@@ -99,16 +104,7 @@ seeds: [0]
     let exp = parse_experiment(&exp, Path::new("terabyte-daily.yaml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("terabyte-daily");
-    let opts = SweepOptions {
-        results: results.clone(),
-        cache: dir.path().join(".cache"),
-        jobs: 1,
-        shard: (0, 1),
-        progress: false,
-        max_cells: None,
-    };
-    let rep = sweep(&exp, &opts).unwrap();
-    assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+    run(&exp, &results, dir.path());
     let recs = load_records(&results).unwrap();
     let cqr_runner::sweep::CellOutput::Train(t) = &recs[0].output else { panic!("trained") };
     let daily = t.daily.as_ref().expect("daily scores");
