@@ -13,13 +13,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use cqr_data::{invalid, Dataset, Invalid};
 
 use crate::dcn::Dcn;
 use crate::deepfm::DeepFm;
 use crate::fused::{self, Precision};
-use crate::train::{ModelConfig, TrainError};
+use crate::train::{MlpOptimizer, ModelConfig, TrainError};
 use crate::wdl::Wdl;
 
 /// Layer sizes of DLRM. `bottom` starts with the number of dense features and ends with the
@@ -368,12 +367,6 @@ pub(crate) enum Net {
     Wdl(Wdl),
 }
 
-/// One optimizer step of a module from the gradients of a backward pass.
-fn module_step<M: Module>(optim: &mut ModuleOptimizer, lr: f64, m: &M, grads: burn::tensor::Gradients) -> M {
-    let gp = GradientsParams::from_grads(grads, m);
-    optim.step(lr, m.clone(), gp)
-}
-
 impl Net {
     pub(crate) fn new(
         model: &ModelConfig,
@@ -449,13 +442,15 @@ impl Net {
         }) as u64
     }
     /// The MLP optimizer step (none for GMF, which has no dense parameters).
-    pub(crate) fn step(&self, optim: &mut ModuleOptimizer, lr: f64, grads: burn::tensor::Gradients) -> Net {
+    /// One optimizer step of the network from the gradients of a backward pass. Takes the
+    /// network by value so that the step can update parameters nothing else holds in place.
+    pub(crate) fn step(self, optim: &mut MlpOptimizer, lr: f64, grads: burn::tensor::Gradients) -> Net {
         match self {
-            Net::Dlrm(m) => Net::Dlrm(module_step(optim, lr, m, grads)),
+            Net::Dlrm(m) => Net::Dlrm(optim.step(lr, m, grads)),
             Net::Gmf => Net::Gmf,
-            Net::Dcn(m) => Net::Dcn(module_step(optim, lr, m, grads)),
-            Net::DeepFm(m) => Net::DeepFm(module_step(optim, lr, m, grads)),
-            Net::Wdl(m) => Net::Wdl(module_step(optim, lr, m, grads)),
+            Net::Dcn(m) => Net::Dcn(optim.step(lr, m, grads)),
+            Net::DeepFm(m) => Net::DeepFm(optim.step(lr, m, grads)),
+            Net::Wdl(m) => Net::Wdl(optim.step(lr, m, grads)),
         }
     }
 }

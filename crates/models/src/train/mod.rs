@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use burn::optim::{AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -18,6 +17,7 @@ mod config;
 mod daily;
 mod eval_log;
 mod freq;
+mod mlp_optim;
 mod order;
 mod result;
 mod serving;
@@ -25,6 +25,7 @@ mod serving;
 pub use config::*;
 pub use daily::{DailyScores, DayScores, NoveltyScores};
 pub use freq::train_counts;
+pub(crate) use mlp_optim::MlpOptimizer;
 pub use result::*;
 pub use serving::ServingCost;
 
@@ -147,7 +148,7 @@ struct Trainer<'a> {
     device: Device,
     net: Net,
     tables: EmbeddingTables,
-    optim: ModuleOptimizer,
+    optim: MlpOptimizer,
     mlp_params: u64,
     timings: Timings,
     log: EvalLog,
@@ -168,16 +169,6 @@ struct Trainer<'a> {
     test_buckets: FrequencyBuckets,
     /// Test BCE per frequency bucket of the last evaluation.
     last_freq: FrequencyBce,
-}
-
-fn mlp_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    match cfg.optimizer {
-        OptimizerKind::Adam => AdamConfig::new().init(),
-        // burn's default decay (1e-4) is replaced by ours, the same value the tables get.
-        OptimizerKind::Adamw => AdamWConfig::new().with_weight_decay(cfg.effective_weight_decay() as f32).init(),
-        OptimizerKind::Adagrad => AdaGradConfig::new().init(),
-        OptimizerKind::Sgd => SgdConfig::new().init(),
-    }
 }
 
 impl<'a> Trainer<'a> {
@@ -212,6 +203,7 @@ impl<'a> Trainer<'a> {
         )?;
         // Post-training compression (PQ/RQ, or quantization of any method) starts from the best
         // model: it is snapshotted at each new best validation BCE.
+        let optim = MlpOptimizer::new(cfg, &device);
         let post_training =
             spec.quantize.is_some() || tables.methods.iter().any(|m| cqr_methods::registry::is_post_training(m.name()));
         let step_hooks = tables.methods.iter().any(|m| m.uses_step_hook());
@@ -225,7 +217,7 @@ impl<'a> Trainer<'a> {
             mlp_params: net.num_params(),
             net,
             tables,
-            optim: mlp_optimizer(cfg),
+            optim,
             timings: Timings::default(),
             log: EvalLog::default(),
             hook_log: vec![],
@@ -261,7 +253,8 @@ impl<'a> Trainer<'a> {
         }
         let mut grads = loss.backward();
         let emb_grad = emb.grad_remove(&mut grads).map(|g| g.into_data().try_into_vec::<f32>().expect("f32 gradient"));
-        self.net = self.net.step(&mut self.optim, self.cfg.lr, grads);
+        let net = std::mem::replace(&mut self.net, Net::Gmf);
+        self.net = net.step(&mut self.optim, self.cfg.lr, grads);
         if let Some(g) = emb_grad {
             self.tables.backward(&g);
             // The buffer goes back to the batch: no allocation of its size next step.
