@@ -8,6 +8,7 @@ pub mod export;
 pub mod fused;
 pub mod net;
 pub mod probe;
+pub mod threads;
 pub mod train;
 pub mod wdl;
 

@@ -1,7 +1,8 @@
 //! How many cells `cqr sweep` runs at once when `--jobs` is not given.
 //!
-//! One cell per core: a cell at DLRM's batch 128 keeps one core busy, and its matrix products run
-//! on its own thread while other cells run (see `cqr_models::fused::set_product_threads`). Measured
+//! One cell per core: a cell at DLRM's batch 128 keeps one core busy, and its loops (products,
+//! kernels, table lookups) run on its own thread while other cells run (see
+//! `cqr_models::threads`). Measured
 //! on a 2-core AMD EPYC (Zen 3), six 1-epoch regime cells: `--jobs 2` 36.8 s, `--jobs 1` 52.2 s,
 //! the same metrics to the bit (docs/performance.md). Memory bounds it: at most one cell per
 //! [`MEMORY_PER_CELL`] of the memory the kernel reports available, since a grid's cells may hold

@@ -149,8 +149,8 @@ pub fn run_cells(exp: &Experiment, mine: Vec<&Cell>, opts: &SweepOptions) -> Res
     if opts.jobs <= 1 {
         todo.iter().for_each(run);
     } else {
-        // N cells keep N cores busy: each product runs on its cell's thread (same values).
-        cqr_models::fused::set_product_threads(1);
+        // N cells keep N cores busy: each cell runs its loops on its own thread (same values).
+        cqr_models::threads::set_cell_threads(1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build()?;
         pool.install(|| todo.par_iter().for_each(run));
     }

@@ -1,20 +1,8 @@
 //! The kernels on Flex tensors (f32). Outputs are new contiguous tensors. The element-wise
 //! loops run compiled for AVX2 where the CPU has it; the products go through `gemm`.
 
-use rayon::prelude::*;
-
 use super::*;
-
-/// burn-flex's rule for threading a GEMM (`m·n·k ≥ 192³`), kept so forward values match it.
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if PRODUCT_THREADS.load(Ordering::Relaxed) == 1 {
-        gemm::Parallelism::None
-    } else if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    }
-}
+use crate::threads::{for_chunks, map_chunks, spread};
 
 /// A 2-D f32 operand: base pointer (start offset applied), row stride, column stride.
 struct View {
@@ -70,7 +58,7 @@ fn gemm_new(a: &View, b: &View) -> Vec<f32> {
             false,
             false,
             false,
-            parallelism(m, n, k),
+            crate::threads::gemm_parallelism(m, n, k),
         );
         dst.set_len(m * n);
     }
@@ -113,7 +101,7 @@ pub fn linear_forward(x: &FlexTensor, w: &FlexTensor, bias: &FlexTensor, relu: b
     let bias = contiguous(bias);
     assert_eq!(bias.len(), o, "fused linear: bias has {} values for {o} outputs", bias.len());
     let mut out = gemm_new(&xv, &wv);
-    out.par_chunks_mut(ROWS * o).for_each(|chunk| bias_act_wide(chunk, &bias, relu));
+    for_chunks(&mut out, ROWS * o, spread(b * o), |_, chunk| bias_act_wide(chunk, &bias, relu));
     tensor(out, vec![b, o])
 }
 
@@ -134,7 +122,8 @@ pub fn operands(x: FlexTensor, w: FlexTensor, bf16: bool) -> (FlexTensor, FlexTe
     let round = |t: FlexTensor| {
         let shape = dims::<2>(&t).to_vec();
         let mut v = contiguous(&t).into_owned();
-        v.par_chunks_mut(ROWS * shape[1]).for_each(round_bf16_all_wide);
+        let n = v.len();
+        for_chunks(&mut v, ROWS * shape[1], spread(n), |_, chunk| round_bf16_all_wide(chunk));
         tensor(v, shape)
     };
     (round(x), round(w))
@@ -182,11 +171,10 @@ pub fn linear_backward(
     let gm: &mut [f32] = &mut g.storage_mut::<f32>()[..b * o];
     let y = contiguous(y);
     // One pass: mask by the output (ReLU) and column sums per chunk of rows.
-    let partial: Vec<Vec<f32>> = gm
-        .par_chunks_mut(ROWS * o)
-        .zip(y.par_chunks(ROWS * o))
-        .map(|(gc, yc)| mask_colsum_wide(gc, yc, o, act))
-        .collect();
+    let partial: Vec<Vec<f32>> = map_chunks(gm, ROWS * o, spread(b * o), |c, gc| {
+        let y0 = c * ROWS * o;
+        mask_colsum_wide(gc, &y[y0..y0 + gc.len()], o, act)
+    });
     let mut db = vec![0.0f32; o];
     for p in &partial {
         db.iter_mut().zip(p).for_each(|(d, v)| *d += v);
@@ -309,9 +297,9 @@ pub fn interaction_forward(x: &FlexTensor, emb: &FlexTensor) -> FlexTensor {
     let width = d + n_pairs(f);
     let mut out = vec![0.0f32; b * width];
     let shape = Shape3 { t, b, d };
-    out.par_chunks_mut(ROWS * width)
-        .enumerate()
-        .for_each(|(c, chunk)| gram_rows_wide(chunk, c * ROWS, &x, &emb, shape));
+    for_chunks(&mut out, ROWS * width, spread(b * (width - d) * d), |c, chunk| {
+        gram_rows_wide(chunk, c * ROWS, &x, &emb, shape)
+    });
     tensor(out, vec![b, width])
 }
 
@@ -382,9 +370,9 @@ pub fn interaction_backward(x: &FlexTensor, emb: &FlexTensor, g: &FlexTensor) ->
     let mut demb = vec![0.0f32; t * b * d];
     let de = Shared(demb.as_mut_ptr());
     let shape = Shape3 { t, b, d };
-    dx.par_chunks_mut(ROWS * d)
-        .enumerate()
-        .for_each(|(c, dxc)| gram_rows_backward_wide(dxc, de, c * ROWS, &x, &emb, &g, shape));
+    for_chunks(&mut dx, ROWS * d, spread(b * (width - d) * d), |c, dxc| {
+        gram_rows_backward_wide(dxc, de, c * ROWS, &x, &emb, &g, shape)
+    });
     (tensor(dx, vec![b, d]), tensor(demb, vec![t, b, d]))
 }
 

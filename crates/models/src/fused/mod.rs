@@ -28,7 +28,7 @@
 //! sets `CQR_KERNELS=burn` (the graph the records before this change were trained with). The unit
 //! tests below compare every op's values and gradients with that burn graph.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use burn::backend::flex::FlexTensor;
@@ -78,18 +78,6 @@ const FORCE_BURN: u8 = 2;
 /// alternate both in one process (`cqr bench --ab kernels`); training never calls it.
 pub fn force_kernels(fused: Option<bool>) {
     FORCED.store(fused.map_or(0, |f| if f { FORCE_FUSED } else { FORCE_BURN }), Ordering::Relaxed);
-}
-
-static PRODUCT_THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Caps the threads of the fused kernels' matrix products for the whole process: `1` runs every
-/// product on the calling thread, `0` (the default) threads a product by its shape (burn-flex's
-/// rule, `m·n·k ≥ 192³`) over the current rayon pool. `cqr sweep --jobs N` with N > 1 sets 1:
-/// its N cells already keep N cores busy, and a product threaded over the sweep's own pool
-/// waits on the other cells' work. The split is over output blocks, so the values are the same
-/// either way (checked by `sweep --verify` and by a test below).
-pub fn set_product_threads(n: usize) {
-    PRODUCT_THREADS.store(n, Ordering::Relaxed);
 }
 
 /// The kernels this process trains with on the CPU: `fused`, or `burn` under `CQR_KERNELS=burn`.
@@ -218,13 +206,14 @@ mod tests {
         }
     }
 
-    /// `set_product_threads(1)` changes who computes, not what: a product large enough to be
-    /// threaded (256 x 512 x 256 > 192³) gives the same bits, forward and backward.
+    /// `set_cell_threads(1)` changes who computes, not what: a layer large enough for every loop
+    /// to be threaded (256 x 512 x 256 > 192³; bias, mask and column sums over 65,536 values) gives
+    /// the same bits, forward and backward.
     #[test]
     fn one_thread_products_give_the_same_bits() {
         let device = Device::flex().autodiff();
         let run = |threads: usize| {
-            set_product_threads(threads);
+            crate::threads::set_cell_threads(threads);
             let x = rand_tensor([256, 512], 11, &device).require_grad();
             let w = rand_tensor([512, 256], 12, &device).require_grad();
             let bias = rand_tensor([256], 13, &device).require_grad();
@@ -234,7 +223,7 @@ mod tests {
         };
         let threaded = run(0);
         let single = run(1);
-        set_product_threads(0);
+        crate::threads::set_cell_threads(0);
         assert!(threaded == single, "one thread per product changed the values");
     }
 
