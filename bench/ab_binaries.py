@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Paired speed comparison of two `cqr` binaries (a code change: before, after) on this machine.
 
-Usage: python3 bench/ab_binaries.py OLD NEW [--cases dense-10k,hashing-1m] [--rounds 8] [--steps 40]
+Usage: python3 bench/ab_binaries.py OLD NEW [--cases dense-10k,hashing-1m] [--rounds 8] [--steps 40] [--batch 2048]
 
 Per case: one untimed run of each binary, then ROUNDS rounds alternating the order (old new,
 new old, ...), each a `cqr bench --repeats 1` run. Prints every figure, then NEW/OLD as the
@@ -28,8 +28,9 @@ def ratio_interval(ratios):
     return math.exp(m), math.exp(m - half), math.exp(m + half)
 
 
-def samples_per_s(binary, case, steps):
-    out = subprocess.run([binary, "bench", "--cases", case, "--steps", str(steps), "--repeats", "1"],
+def samples_per_s(binary, case, steps, batch):
+    cmd = [binary, "bench", "--cases", case, "--steps", str(steps), "--repeats", "1", "--batch", str(batch)]
+    out = subprocess.run(cmd,
                          check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         cols = [c.strip() for c in line.split("|")]
@@ -45,17 +46,18 @@ def main():
     p.add_argument("--cases", default="dense-10k,hashing-1m")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--batch", type=int, default=2048, help="batch size (DLRM's protocol: 128)")
     a = p.parse_args()
     print("| case | old samples/s (median) | new samples/s (median) | new/old | 95% interval | rounds |")
     print("|---|---:|---:|---:|---:|---:|")
     for case in a.cases.split(","):
-        samples_per_s(a.old, case, a.steps)
-        samples_per_s(a.new, case, a.steps)
+        samples_per_s(a.old, case, a.steps, a.batch)
+        samples_per_s(a.new, case, a.steps, a.batch)
         old, new = [], []
         for r in range(a.rounds):
             order = [(a.old, old), (a.new, new)] if r % 2 == 0 else [(a.new, new), (a.old, old)]
             for binary, sink in order:
-                sink.append(samples_per_s(binary, case, a.steps))
+                sink.append(samples_per_s(binary, case, a.steps, a.batch))
         g, lo, hi = ratio_interval([n / o for o, n in zip(old, new)])
         print(f"| {case} | {statistics.median(old):.0f} | {statistics.median(new):.0f} | {g:.3f} | {lo:.3f}-{hi:.3f} | {a.rounds} |", flush=True)
 
