@@ -12,7 +12,7 @@
 //! - Adam (burn's defaults β₁ 0.9, β₂ 0.999, ε 1e-5): `m ← m·β₁ + g·(1−β₁)`,
 //!   `v ← v·β₂ + (g·g)·(1−β₂)` (the first step `m = g·(1−β₁)`, `v = (g·g)·(1−β₂)`), then with
 //!   `c₂ = √(1−β₂ᵗ)` and `c = c₂ / (1−β₁ᵗ)`: `p ← p − ((m·c) / (√v + ε·c₂))·lr`.
-//! - Adagrad (ε 1e-5, no lr decay): `s ← s + g·g` (first step `s = g·g`),
+//! - Adagrad (ε 1e-5, no lr decay): `s ← s + g·g` (from `s = 0`: burn's first step `s = g·g`),
 //!   `p ← p − (g / (√s + ε))·lr`.
 //!
 //! Each expression is evaluated in burn's order, in f32, one rounding per op and no fused
@@ -119,35 +119,67 @@ impl FusedStep {
         let first_step = s.time == 0;
         s.time += 1;
         match self.rule {
-            Rule::Sgd => p.iter_mut().zip(g).for_each(|(p, &g)| *p -= g * lr),
+            Rule::Sgd => sgd_wide(p, g, lr),
             Rule::Adam => adam(s, p, g, lr, first_step),
             Rule::Adagrad => {
                 if first_step {
-                    s.second = g.iter().map(|&g| g * g).collect();
-                } else {
-                    s.second.iter_mut().zip(g).for_each(|(s, &g)| *s += g * g);
+                    s.second = vec![0.0; g.len()];
                 }
-                for ((p, &g), &s) in p.iter_mut().zip(g).zip(&s.second) {
-                    *p -= (g / (s.sqrt() + EPS)) * lr;
-                }
+                adagrad_wide(p, g, &mut s.second, lr);
             }
         }
     }
 }
 
 fn adam(s: &mut Moments, p: &mut [f32], g: &[f32], lr: f32, first_step: bool) {
-    let (f1, f2) = (1.0 - BETA_1, 1.0 - BETA_2);
-    if first_step {
-        s.first = g.iter().map(|&g| g * f1).collect();
-        s.second = g.iter().map(|&g| (g * g) * f2).collect();
-    } else {
-        s.first.iter_mut().zip(g).for_each(|(m, &g)| *m = *m * BETA_1 + g * f1);
-        s.second.iter_mut().zip(g).for_each(|(v, &g)| *v = *v * BETA_2 + (g * g) * f2);
-    }
     let c2 = (1.0 - BETA_2.powi(s.time)).sqrt();
     let c = c2 / (1.0 - BETA_1.powi(s.time));
-    let eps = EPS * c2;
-    for ((p, &m), &v) in p.iter_mut().zip(&s.first).zip(&s.second) {
+    let factors = [c, EPS * c2, lr];
+    if first_step {
+        s.first = g.iter().map(|&g| g * (1.0 - BETA_1)).collect();
+        s.second = g.iter().map(|&g| (g * g) * (1.0 - BETA_2)).collect();
+        adam_apply_wide(p, &s.first, &s.second, factors);
+    } else {
+        adam_step_wide(p, g, &mut s.first, &mut s.second, factors);
+    }
+}
+
+// The element loops run compiled for AVX2 where the CPU has it: add, multiply, divide and square
+// root only, no FMA, so the same bits (cqr_methods::simd).
+cqr_methods::avx2_fn!(fn sgd_wide => sgd, (p: &mut [f32], g: &[f32], lr: f32));
+cqr_methods::avx2_fn!(fn adagrad_wide => adagrad, (p: &mut [f32], g: &[f32], sum: &mut [f32], lr: f32));
+cqr_methods::avx2_fn!(fn adam_apply_wide => adam_apply, (p: &mut [f32], m: &[f32], v: &[f32], c_eps_lr: [f32; 3]));
+cqr_methods::avx2_fn!(fn adam_step_wide => adam_step, (p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c_eps_lr: [f32; 3]));
+
+#[inline(always)]
+fn sgd(p: &mut [f32], g: &[f32], lr: f32) {
+    p.iter_mut().zip(g).for_each(|(p, &g)| *p -= g * lr);
+}
+
+/// The sum of squares and the parameter in one pass (from a zero sum, `0 + g·g` is burn's
+/// first-step `g·g` exactly).
+#[inline(always)]
+fn adagrad(p: &mut [f32], g: &[f32], sum: &mut [f32], lr: f32) {
+    for ((p, &g), s) in p.iter_mut().zip(g).zip(sum.iter_mut()) {
+        *s += g * g;
+        *p -= (g / (s.sqrt() + EPS)) * lr;
+    }
+}
+
+/// Both moments and the parameter in one pass.
+#[inline(always)]
+fn adam_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], [c, eps, lr]: [f32; 3]) {
+    let (f1, f2) = (1.0 - BETA_1, 1.0 - BETA_2);
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *m = *m * BETA_1 + g * f1;
+        *v = *v * BETA_2 + (g * g) * f2;
+        *p -= ((*m * c) / (v.sqrt() + eps)) * lr;
+    }
+}
+
+#[inline(always)]
+fn adam_apply(p: &mut [f32], m: &[f32], v: &[f32], [c, eps, lr]: [f32; 3]) {
+    for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
         *p -= ((m * c) / (v.sqrt() + eps)) * lr;
     }
 }
