@@ -22,6 +22,10 @@ static CELL_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// The work (values touched, or multiply-adds) below which a loop is not handed to the pool.
 pub const SPREAD_MIN: usize = 1 << 16;
 
+/// Held by tests that change [`set_cell_threads`] (a process-wide setting) while they run.
+#[cfg(test)]
+pub(crate) static TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Caps the threads of a training run's CPU loops for the whole process: `1` runs every loop on
 /// the calling thread, `0` (the default) threads a loop by its size over the current rayon pool.
 /// `cqr sweep --jobs N` with N > 1 sets 1 (module docs).
@@ -81,5 +85,32 @@ pub(crate) fn for_each_item<T: Send, R: Send>(v: &mut [T], f: impl Fn(usize, &mu
         v.par_iter_mut().enumerate().map(|(i, x)| f(i, x)).collect()
     } else {
         v.iter_mut().enumerate().map(|(i, x)| f(i, x)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule: nothing goes to the pool in a single-threaded run, small loops never do, large
+    /// ones do otherwise; and both ways visit the same chunks with the same indices, in order.
+    #[test]
+    fn the_rule_and_the_chunks() {
+        let _lock = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(!spread(SPREAD_MIN - 1));
+        let visit = |on_pool: bool| {
+            let mut v: Vec<usize> = (0..1000).collect();
+            for_chunks(&mut v, 64, on_pool, |i, c| c.iter_mut().for_each(|x| *x += i * 10_000));
+            let sums = map_chunks(&mut v, 64, on_pool, |i, c| (i, c.len(), c.iter().sum::<usize>()));
+            let items = for_each_item(&mut v[..5], |i, x| *x + i);
+            (v, sums, items)
+        };
+        assert_eq!(visit(true), visit(false));
+        set_cell_threads(1);
+        let single = (threaded(), spread(usize::MAX), gemm_parallelism(1024, 1024, 1024));
+        set_cell_threads(0);
+        assert!(matches!(single, (false, false, gemm::Parallelism::None)));
+        assert!(spread(SPREAD_MIN));
+        assert!(matches!(gemm_parallelism(192, 192, 192), gemm::Parallelism::Rayon(0)));
     }
 }

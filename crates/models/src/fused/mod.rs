@@ -211,6 +211,7 @@ mod tests {
     /// the same bits, forward and backward.
     #[test]
     fn one_thread_products_give_the_same_bits() {
+        let _lock = crate::threads::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex().autodiff();
         let run = |threads: usize| {
             crate::threads::set_cell_threads(threads);
