@@ -100,7 +100,11 @@ fn run_stage(
     Ok(missing == 0)
 }
 
-/// Runs the search and the picks; writes the tuning tables whatever was reached.
+/// Runs the search and the picks; writes the tuning tables whatever was reached. Each group
+/// (method × budget) moves on by itself: a group whose rung is finished is narrowed, runs its
+/// full runs and its pick's final seeds even while another group's rung is still running (other
+/// shards, `--max-cells`, a killed sweep), so a finished group's pick is in the tables. The
+/// cells, and so the picks, are the same whatever order they ran in.
 pub fn run(exp: &Experiment, plan: &TunePlan, opts: &SweepOptions) -> Result<SweepReport> {
     crate::sweep::precheck_datasets(exp, &exp.every_cell())?;
     let mut opts = opts.clone();
@@ -109,44 +113,44 @@ pub fn run(exp: &Experiment, plan: &TunePlan, opts: &SweepOptions) -> Result<Swe
     let mut alive: Vec<Vec<usize>> = plan.groups.iter().map(|g| (0..g.trials.len()).collect()).collect();
     let rungs = plan.spec.halving.map(|h| h.rungs()).unwrap_or_default();
     let eta = plan.spec.halving.map(|h| h.eta).unwrap_or(1);
-    let mut complete = true;
+    // How many stages each group has finished: rungs, then its full runs.
+    let mut reached = vec![0usize; plan.groups.len()];
+    let done =
+        |cells: &[&Cell], results: &Path| cells.iter().all(|c| crate::sweep::record_path(results, &c.id).exists());
     for (r, f) in rungs.iter().enumerate() {
-        let cells: Vec<&Cell> = plan
-            .groups
-            .iter()
-            .zip(&alive)
-            .flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].rungs[r].iter()))
-            .collect();
-        if !run_stage(exp, &format!("rung {} ({f} of the steps)", r + 1), cells, &mut opts, &mut total)? {
-            complete = false;
-            break;
-        }
-        for (g, a) in plan.groups.iter().zip(alive.iter_mut()) {
-            let means = g
+        let of_group = |g: usize, alive: &[Vec<usize>]| -> Vec<&Cell> {
+            alive[g].iter().flat_map(|&t| plan.groups[g].trials[t].rungs[r].iter()).collect()
+        };
+        let ready: Vec<usize> = (0..plan.groups.len()).filter(|&g| reached[g] == r).collect();
+        let cells: Vec<&Cell> = ready.iter().flat_map(|&g| of_group(g, &alive)).collect();
+        run_stage(exp, &format!("rung {} ({f} of the steps)", r + 1), cells, &mut opts, &mut total)?;
+        for g in ready {
+            if !done(&of_group(g, &alive), &opts.results) {
+                continue;
+            }
+            let means = plan.groups[g]
                 .trials
                 .iter()
                 .map(|t| Ok(mean(&scores(&t.rungs[r], &opts.results, key)?)))
                 .collect::<Result<Vec<f64>>>()?;
-            let keep = a.len().div_ceil(eta).max(1);
-            *a = ranked(a, &means, key).into_iter().take(keep).collect();
-            a.sort();
+            let keep = alive[g].len().div_ceil(eta).max(1);
+            alive[g] = ranked(&alive[g], &means, key).into_iter().take(keep).collect();
+            alive[g].sort();
+            reached[g] = r + 1;
         }
     }
-    if complete {
-        let cells: Vec<&Cell> = plan
-            .groups
-            .iter()
-            .zip(&alive)
-            .flat_map(|(g, a)| a.iter().flat_map(move |&t| g.trials[t].full.iter()))
-            .collect();
-        complete = run_stage(exp, "full runs", cells, &mut opts, &mut total)?;
+    let full_of = |g: usize, alive: &[Vec<usize>]| -> Vec<&Cell> {
+        alive[g].iter().flat_map(|&t| plan.groups[g].trials[t].full.iter()).collect()
+    };
+    let ready: Vec<usize> = (0..plan.groups.len()).filter(|&g| reached[g] == rungs.len()).collect();
+    run_stage(exp, "full runs", ready.iter().flat_map(|&g| full_of(g, &alive)).collect(), &mut opts, &mut total)?;
+    let finished: Vec<usize> = ready.into_iter().filter(|&g| done(&full_of(g, &alive), &opts.results)).collect();
+    let mut cells: Vec<&Cell> = vec![];
+    for &g in &finished {
+        let pick = pick_group(&plan.groups[g], &alive[g], &opts.results, key)?;
+        cells.extend(plan.groups[g].trials[pick.trial].finals.iter());
     }
-    if complete {
-        let picks = picks(plan, &alive, &opts.results)?;
-        let cells: Vec<&Cell> =
-            plan.groups.iter().zip(&picks).flat_map(|(g, p)| g.trials[p.trial].finals.iter()).collect();
-        run_stage(exp, "the picks on the final seeds", cells, &mut opts, &mut total)?;
-    }
+    run_stage(exp, "the picks on the final seeds", cells, &mut opts, &mut total)?;
     write_tuning_tables(plan, &alive, &opts.results)?;
     Ok(total)
 }
@@ -166,17 +170,10 @@ pub struct Pick {
     pub edges: Vec<String>,
 }
 
-/// Picks every group's best full-run trial among `alive`.
-pub fn picks(plan: &TunePlan, alive: &[Vec<usize>], results: &Path) -> Result<Vec<Pick>> {
-    let key = plan.spec.select;
-    plan.groups
-        .iter()
-        .zip(alive)
-        .map(|(g, a)| {
-            let per_seed = g.trials.iter().map(|t| scores(&t.full, results, key)).collect::<Result<Vec<_>>>()?;
-            Ok(pick_of(g, a, &per_seed, key))
-        })
-        .collect()
+/// One group's pick from its full runs.
+fn pick_group(g: &TuneGroup, alive: &[usize], results: &Path, key: SelectKey) -> Result<Pick> {
+    let per_seed = g.trials.iter().map(|t| scores(&t.full, results, key)).collect::<Result<Vec<_>>>()?;
+    Ok(pick_of(g, alive, &per_seed, key))
 }
 
 /// The pick from the full runs' per-seed metrics (`per_seed[trial][seed]`; trials outside
@@ -333,11 +330,10 @@ fn write_picks(
 ) -> Result<()> {
     let mut rows: Vec<(&TuneGroup, Pick, usize)> = vec![];
     for (g, a) in plan.groups.iter().zip(alive) {
-        let per_seed = g.trials.iter().map(|t| scores(&t.full, results, key)).collect::<Result<Vec<_>>>()?;
         let done =
             a.iter().all(|&t| g.trials[t].full.iter().all(|c| crate::sweep::record_path(results, &c.id).exists()));
         if done {
-            rows.push((g, pick_of(g, a, &per_seed, key), a.len()));
+            rows.push((g, pick_group(g, a, results, key)?, a.len()));
         }
     }
     let label = |g: &TuneGroup, t: usize| crate::config::tune::setting_label(&g.trials[t].setting);

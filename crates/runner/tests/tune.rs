@@ -183,3 +183,28 @@ fn tuned_files_are_checked_when_parsed() {
     let e = parse_experiment(&EXP.replace("seeds: [0, 1]\n", ""), Path::new("tuned.yaml")).unwrap();
     assert_eq!(e.tune.unwrap().groups[0].trials[0].finals.len(), 5);
 }
+
+/// A group moves on by itself: with hashing's search finished (run from a file listing hashing
+/// alone: the cells keep their ids) and CQR's not started, the tables hold hashing's pick, the
+/// same pick the whole search makes.
+#[test]
+fn a_finished_group_is_picked_while_another_still_runs() {
+    let halved = EXP.replace(
+        "  tuning_seeds: [100, 101]\n",
+        "  tuning_seeds: [100, 101]\n  halving: { eta: 3, min_fraction: 0.5 }\n",
+    );
+    let hashing_only = halved.replace("  - name: cqr\n    options: { n_chunks: 2 }\n", "");
+    assert_ne!(hashing_only, halved);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(&hashing_only, b.path(), None);
+    let rep = run(&halved, b.path(), Some(0));
+    assert!(rep.ran.is_empty());
+    let picks = |d: &Path| {
+        let df = read_parquet(&d.join("tuned/picks.parquet")).unwrap();
+        strs(&df, "line").unwrap().into_iter().zip(strs(&df, "setting").unwrap()).collect::<Vec<_>>()
+    };
+    let partial = picks(b.path());
+    assert_eq!(partial.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["hashing-b40"], "{partial:?}");
+    run(&halved, a.path(), None);
+    assert!(picks(a.path()).contains(&partial[0]), "{:?} vs {partial:?}", picks(a.path()));
+}
