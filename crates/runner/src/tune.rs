@@ -68,6 +68,11 @@ pub fn ranked(alive: &[usize], means: &[f64], key: SelectKey) -> Vec<usize> {
     order
 }
 
+/// Whether `cell` has a record in `results`.
+fn finished(cell: &Cell, results: &Path) -> bool {
+    crate::sweep::record_path(results, &cell.id).exists()
+}
+
 /// Runs `cells` (this shard's share of them); `false` when the stage is not complete afterwards
 /// (other shards' cells, `--max-cells`, failures): the next stage cannot be decided yet.
 fn run_stage(
@@ -89,7 +94,7 @@ fn run_stage(
     total.cache_builds += rep.cache_builds;
     total.infeasible += rep.infeasible;
     total.not_started += rep.not_started;
-    let missing = cells.iter().filter(|c| !crate::sweep::record_path(&opts.results, &c.id).exists()).count();
+    let missing = cells.iter().filter(|c| !finished(c, &opts.results)).count();
     if missing > 0 {
         eprintln!(
             "[{}] tuning: {stage}: {missing} of {} cells not finished yet; run the sweep again to go on",
@@ -115,8 +120,7 @@ pub fn run(exp: &Experiment, plan: &TunePlan, opts: &SweepOptions) -> Result<Swe
     let eta = plan.spec.halving.map(|h| h.eta).unwrap_or(1);
     // How many stages each group has finished: rungs, then its full runs.
     let mut reached = vec![0usize; plan.groups.len()];
-    let done =
-        |cells: &[&Cell], results: &Path| cells.iter().all(|c| crate::sweep::record_path(results, &c.id).exists());
+    let done = |cells: &[&Cell], results: &Path| cells.iter().all(|c| finished(c, results));
     for (r, f) in rungs.iter().enumerate() {
         let of_group = |g: usize, alive: &[Vec<usize>]| -> Vec<&Cell> {
             alive[g].iter().flat_map(|&t| plan.groups[g].trials[t].rungs[r].iter()).collect()
@@ -330,8 +334,7 @@ fn write_picks(
 ) -> Result<()> {
     let mut rows: Vec<(&TuneGroup, Pick, usize)> = vec![];
     for (g, a) in plan.groups.iter().zip(alive) {
-        let done =
-            a.iter().all(|&t| g.trials[t].full.iter().all(|c| crate::sweep::record_path(results, &c.id).exists()));
+        let done = a.iter().all(|&t| g.trials[t].full.iter().all(|c| finished(c, results)));
         if done {
             rows.push((g, pick_group(g, a, results, key)?, a.len()));
         }
