@@ -181,15 +181,14 @@ impl TtRec {
         Ok(TtRec { vocab: p.vocab, dim: p.dim, n, d, r, cores, rows_buf: vec![vec![]; k], grad_buf: vec![vec![]; k] })
     }
 
-    /// The id's slice of each core (mixed radix, the first core's digit most significant).
-    fn index(&self, id: u32) -> Vec<usize> {
+    /// The id's slice of each core into `idx` (mixed radix, the first core's digit most
+    /// significant).
+    fn index(&self, id: u32, idx: &mut [usize]) {
         let mut rest = id as usize;
-        let mut idx = vec![0; self.n.len()];
         for (i, &nk) in idx.iter_mut().zip(&self.n).rev() {
             *i = rest % nk;
             rest /= nk;
         }
-        idx
     }
 
     /// The prefixes of the contraction for the id's slices: `ts[0]` = G_1's slice (`d_1 x r`),
@@ -228,9 +227,9 @@ impl EmbeddingMethod for TtRec {
     fn forward(&self, ids: &[u32], out: &mut [f32]) {
         let (k, r) = (self.n.len(), self.r);
         let dk = self.d[k - 1];
-        let (mut ts, mut full) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()]);
+        let (mut ts, mut full, mut idx) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()], vec![0; k]);
         for (o, &id) in out.chunks_exact_mut(self.dim).zip(ids) {
-            let idx = self.index(id);
+            self.index(id, &mut idx);
             self.prefixes(&idx, &mut ts);
             let (t, g) = (&ts[k - 2], self.cores[k - 1].row(idx[k - 1]));
             full.fill(0.0);
@@ -250,17 +249,18 @@ impl EmbeddingMethod for TtRec {
             self.rows_buf[j].clear();
             self.grad_buf[j].clear();
         }
-        let (mut ts, mut g_full) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()]);
+        let (mut ts, mut g_full, mut idx) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()], vec![0; k]);
+        let (mut base, mut dt, mut dprev) = (vec![0; k], vec![], vec![]);
         for (g, &id) in grad.chunks_exact(self.dim).zip(ids) {
-            let idx = self.index(id);
+            self.index(id, &mut idx);
             self.prefixes(&idx, &mut ts);
             g_full[..self.dim].copy_from_slice(g);
-            let base: Vec<usize> = self.grad_buf.iter().map(Vec::len).collect();
             for (j, w) in widths.iter().enumerate() {
+                base[j] = self.grad_buf[j].len();
                 self.rows_buf[j].push(idx[j] as u32);
                 self.grad_buf[j].resize(base[j] + w, 0.0);
             }
-            let dt = self.backward_one(&idx, &ts, &g_full, &base);
+            self.backward_one(&idx, &ts, &g_full, &base, (&mut dt, &mut dprev));
             self.grad_buf[0][base[0]..].copy_from_slice(&dt);
         }
         for j in 0..k {
@@ -285,13 +285,15 @@ impl EmbeddingMethod for TtRec {
 }
 
 impl TtRec {
-    /// One id's gradients: adds dG_K, ..., dG_2 into `grad_buf` at `base` and returns dG_1 (the
-    /// gradient of the first prefix). `g` is the vector's gradient zero-padded to `d_1···d_K`.
-    fn backward_one(&mut self, idx: &[usize], ts: &[Vec<f32>], g: &[f32], base: &[usize]) -> Vec<f32> {
+    /// One id's gradients: adds dG_K, ..., dG_2 into `grad_buf` at `base` and leaves dG_1 (the
+    /// gradient of the first prefix) in `dt`. `g` is the vector's gradient zero-padded to
+    /// `d_1···d_K`; `dprev` is scratch.
+    fn backward_one(&mut self, idx: &[usize], ts: &[Vec<f32>], g: &[f32], base: &[usize], (dt, dprev): (&mut Vec<f32>, &mut Vec<f32>)) {
         let (k, r) = (self.n.len(), self.r);
         // Last core: dG_K[s, c] = sum_P T[P, s] g[P, c]; dT[P, s] = sum_c g[P, c] G_K[s, c].
         let (t, gk, dk) = (&ts[k - 2], self.cores[k - 1].row(idx[k - 1]), self.d[k - 1]);
-        let mut dt = vec![0.0f32; t.len()];
+        dt.clear();
+        dt.resize(t.len(), 0.0);
         let acc = &mut self.grad_buf[k - 1][base[k - 1]..];
         for p in 0..t.len() / r {
             let gp = &g[p * dk..(p + 1) * dk];
@@ -305,7 +307,8 @@ impl TtRec {
         // Middle cores: dG_j[s, b, t] = sum_P T'[P, s] dT[P, b, t]; dT'[P, s] = sum_{b,t} dT[P, b, t] G_j[s, b, t].
         for j in (1..k - 1).rev() {
             let (prev, gj, w) = (&ts[j - 1], self.cores[j].row(idx[j]), self.d[j] * r);
-            let mut dprev = vec![0.0f32; prev.len()];
+            dprev.clear();
+            dprev.resize(prev.len(), 0.0);
             let acc = &mut self.grad_buf[j][base[j]..];
             for p in 0..prev.len() / r {
                 let dtp = &dt[p * w..(p + 1) * w];
@@ -316,9 +319,8 @@ impl TtRec {
                     acc[s * w..(s + 1) * w].iter_mut().zip(dtp).for_each(|(o, &v)| *o += x * v);
                 }
             }
-            dt = dprev;
+            std::mem::swap(dt, dprev);
         }
-        dt
     }
 }
 
