@@ -241,10 +241,32 @@ fn method_entries(methods: Option<&Value>, ctx: &Ctx) -> Result<Vec<Entry>> {
                     ));
                 }
             }
+            check_overrides(ctx, &p, mm.get("overrides"))?;
         }
         out.push((Some(i), Some(m.clone())));
     }
     Ok(out)
+}
+
+/// A method entry's `overrides`: a map of the shared sections it changes. Anything else (a
+/// `budget`, a `seeds`) would be overwritten by the grid's own axes, so it is refused rather than
+/// silently ignored.
+fn check_overrides(ctx: &Ctx, entry: &str, overrides: Option<&Value>) -> Result<()> {
+    const SECTIONS: [&str; 3] = ["dataset", "model", "training"];
+    let Some(o) = overrides else { return Ok(()) };
+    let Value::Mapping(o) = o else {
+        return Err(ctx.err(&format!("{entry}.overrides"), "expected a map of sections (dataset, model, training)"));
+    };
+    for k in o.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if !SECTIONS.contains(&k) {
+            return Err(ctx.err(
+                &format!("{entry}.overrides.{k}"),
+                "overrides change the shared sections only (dataset, model, training); budgets and seeds are the grid's own axes for every method: list another experiment file for other caps",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The budgets (each with the key it came from: `budgets` or `budgets_per_dim`).

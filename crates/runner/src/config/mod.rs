@@ -597,6 +597,9 @@ seeds: [0, 1]
         assert!(e.contains("model") && e.contains("unknown field `depth`"), "{e}");
         let e = err(&GOOD.replace("        epochs: 3", "        epochs: -3"));
         assert!(e.contains("methods[1].overrides.training.epochs") && e.contains("exp.yaml:21"), "{e}");
+        // An override the grid's axes would overwrite is refused, never silently dropped.
+        let e = err(&GOOD.replace("      training:\n        epochs: 3", "      budget: 12800"));
+        assert!(e.contains("methods[1].overrides.budget") && e.contains("shared sections only"), "{e}");
     }
 
     #[test]
