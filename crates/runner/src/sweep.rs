@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
-use rayon::prelude::*;
 
 use cqr_data::CacheOutcome;
 
@@ -152,9 +151,26 @@ pub fn run_cells(exp: &Experiment, mine: Vec<&Cell>, opts: &SweepOptions) -> Res
         // N cells keep N cores busy: each cell runs its loops on its own thread (same values).
         cqr_models::threads::set_cell_threads(1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build()?;
-        pool.install(|| todo.par_iter().for_each(run));
+        pool.install(|| in_order_on(opts.jobs, &todo, run));
     }
     Ok(report_m.into_inner().unwrap())
+}
+
+/// `run(item)` for every item on `jobs` workers of the current rayon pool, each taking the next
+/// item as soon as it is free, so items start in order and no worker idles while one is left.
+/// (A `par_iter` hands each worker a run of neighbouring items that nobody else can take: at the
+/// end of a grid one core sat idle while the other finished a queue of long cells.)
+fn in_order_on<T: Sync>(jobs: usize, items: &[T], run: impl Fn(&T) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    rayon::scope(|s| {
+        for _ in 0..jobs.min(items.len()) {
+            s.spawn(|_| {
+                while let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) {
+                    run(item);
+                }
+            });
+        }
+    });
 }
 
 fn brief(r: &CellRecord) -> String {
@@ -178,5 +194,37 @@ fn brief(r: &CellRecord) -> String {
         CellOutput::LeastSquares(t) => format!(": relative excess {:.2e}", t.final_relative_excess()),
         CellOutput::Infeasible { reason } => format!(": infeasible: {reason}"),
         CellOutput::Diverged { reason } => format!(": diverged: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_start_in_order_each_once_and_never_more_than_jobs_at_once() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let items: Vec<usize> = (0..40).collect();
+        let (starts, running, most) = (Mutex::new(vec![]), std::sync::atomic::AtomicUsize::new(0), Mutex::new(0));
+        pool.install(|| {
+            in_order_on(2, &items, |&i| {
+                let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let mut m = most.lock().unwrap();
+                *m = (*m).max(now);
+                drop(m);
+                starts.lock().unwrap().push(i);
+                // Uneven work: early items are the long ones, as a grid's CQR cells can be.
+                (0..(40 - i) * 20_000).fold(0u64, |a, k| a.wrapping_add(std::hint::black_box(k as u64)));
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        });
+        let starts = starts.into_inner().unwrap();
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, items, "every item once");
+        // In order up to the two workers' race to record their start (a par_iter would start
+        // the second worker at item 20).
+        assert!(starts.iter().enumerate().all(|(pos, &i)| pos.abs_diff(i) < 2), "{starts:?}");
+        assert!(*most.lock().unwrap() <= 2);
     }
 }
