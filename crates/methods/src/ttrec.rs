@@ -194,16 +194,17 @@ impl TtRec {
     }
 
     /// The prefixes of the contraction for the id's slices: `ts[0]` = G_1's slice (`d_1 x r`),
-    /// `ts[j][P, b, t] = sum_s ts[j-1][P, s] G_{j+1}[s, b, t]` (`d_1···d_{j+1} x r`), up to the
-    /// core before the last.
+    /// `ts[j][P, b, t] = sum_s ts[j-1][P, s] G_{j+1}[s, b, t]` (`d_1···d_{j+1} x r`; the last
+    /// core has no trailing rank, so `ts[K-1]` is the whole `d_1···d_K` contraction).
     fn prefixes(&self, idx: &[usize], ts: &mut [Vec<f32>]) {
         let r = self.r;
         ts[0].clear();
         ts[0].extend_from_slice(self.cores[0].row(idx[0]));
-        for j in 1..self.n.len() - 1 {
+        let last = self.n.len() - 1;
+        for j in 1..=last {
             let (done, rest) = ts.split_at_mut(j);
             let (prev, out, g) = (&done[j - 1], &mut rest[0], self.cores[j].row(idx[j]));
-            let w = self.d[j] * r;
+            let w = if j == last { self.d[j] } else { self.d[j] * r };
             out.clear();
             out.resize(prev.len() * self.d[j], 0.0);
             for p in 0..prev.len() / r {
@@ -227,21 +228,12 @@ impl EmbeddingMethod for TtRec {
         self.dim
     }
     fn forward(&self, ids: &[u32], out: &mut [f32]) {
-        let (k, r) = (self.n.len(), self.r);
-        let dk = self.d[k - 1];
-        let (mut ts, mut full, mut idx) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()], vec![0; k]);
+        let k = self.n.len();
+        let (mut ts, mut idx) = (vec![vec![]; k], vec![0; k]);
         for (o, &id) in out.chunks_exact_mut(self.dim).zip(ids) {
             self.index(id, &mut idx);
             self.prefixes(&idx, &mut ts);
-            let (t, g) = (&ts[k - 2], self.cores[k - 1].row(idx[k - 1]));
-            full.fill(0.0);
-            for p in 0..t.len() / r {
-                for s in 0..r {
-                    let x = t[p * r + s];
-                    full[p * dk..(p + 1) * dk].iter_mut().zip(&g[s * dk..(s + 1) * dk]).for_each(|(o, &v)| *o += x * v);
-                }
-            }
-            o.copy_from_slice(&full[..self.dim]);
+            o.copy_from_slice(&ts[k - 1][..self.dim]);
         }
     }
     fn backward(&mut self, ids: &[u32], grad: &[f32]) {
@@ -251,18 +243,20 @@ impl EmbeddingMethod for TtRec {
             self.rows_buf[j].clear();
             self.grad_buf[j].clear();
         }
-        let (mut ts, mut g_full, mut idx) = (vec![vec![]; k - 1], vec![0.0f32; self.d.iter().product()], vec![0; k]);
-        let (mut base, mut dt, mut dprev) = (vec![0; k], vec![], vec![]);
+        let (mut ts, mut idx) = (vec![vec![]; k], vec![0; k]);
+        let (mut base, mut dt, mut dprev, full) = (vec![0; k], vec![], vec![], self.d.iter().product());
         for (g, &id) in grad.chunks_exact(self.dim).zip(ids) {
             self.index(id, &mut idx);
             self.prefixes(&idx, &mut ts);
-            g_full[..self.dim].copy_from_slice(g);
+            dt.clear();
+            dt.resize(full, 0.0);
+            dt[..self.dim].copy_from_slice(g);
             for (j, w) in widths.iter().enumerate() {
                 base[j] = self.grad_buf[j].len();
                 self.rows_buf[j].push(idx[j] as u32);
                 self.grad_buf[j].resize(base[j] + w, 0.0);
             }
-            self.backward_one(&idx, &ts, &g_full, &base, (&mut dt, &mut dprev));
+            self.backward_one(&idx, &ts, &base, (&mut dt, &mut dprev));
             self.grad_buf[0][base[0]..].copy_from_slice(&dt);
         }
         for j in 0..k {
@@ -287,28 +281,15 @@ impl EmbeddingMethod for TtRec {
 }
 
 impl TtRec {
-    /// One id's gradients: adds dG_K, ..., dG_2 into `grad_buf` at `base` and leaves dG_1 (the
-    /// gradient of the first prefix) in `dt`. `g` is the vector's gradient zero-padded to
-    /// `d_1···d_K`; `dprev` is scratch.
-    fn backward_one(&mut self, idx: &[usize], ts: &[Vec<f32>], g: &[f32], base: &[usize], (dt, dprev): (&mut Vec<f32>, &mut Vec<f32>)) {
-        let (k, r) = (self.n.len(), self.r);
-        // Last core: dG_K[s, c] = sum_P T[P, s] g[P, c]; dT[P, s] = sum_c g[P, c] G_K[s, c].
-        let (t, gk, dk) = (&ts[k - 2], self.cores[k - 1].row(idx[k - 1]), self.d[k - 1]);
-        dt.clear();
-        dt.resize(t.len(), 0.0);
-        let acc = &mut self.grad_buf[k - 1][base[k - 1]..];
-        for p in 0..t.len() / r {
-            let gp = &g[p * dk..(p + 1) * dk];
-            for s in 0..r {
-                let x = t[p * r + s];
-                let row = &gk[s * dk..(s + 1) * dk];
-                dt[p * r + s] = gp.iter().zip(row).map(|(a, b)| a * b).sum();
-                acc[s * dk..(s + 1) * dk].iter_mut().zip(gp).for_each(|(o, &v)| *o += x * v);
-            }
-        }
-        // Middle cores: dG_j[s, b, t] = sum_P T'[P, s] dT[P, b, t]; dT'[P, s] = sum_{b,t} dT[P, b, t] G_j[s, b, t].
-        for j in (1..k - 1).rev() {
-            let (prev, gj, w) = (&ts[j - 1], self.cores[j].row(idx[j]), self.d[j] * r);
+    /// One id's gradients: `dt` holds the vector's gradient zero-padded to `d_1···d_K`; adds
+    /// dG_K, ..., dG_2 into `grad_buf` at `base` and leaves dG_1 (the gradient of the first
+    /// prefix) in `dt`; `dprev` is scratch. Per core j (the last has no trailing rank):
+    /// `dG_j[s, b, t] = sum_P T'[P, s] dT[P, b, t]`, `dT'[P, s] = sum_{b,t} dT[P, b, t] G_j[s, b, t]`.
+    fn backward_one(&mut self, idx: &[usize], ts: &[Vec<f32>], base: &[usize], (dt, dprev): (&mut Vec<f32>, &mut Vec<f32>)) {
+        let (last, r) = (self.n.len() - 1, self.r);
+        for j in (1..=last).rev() {
+            let (prev, gj) = (&ts[j - 1], self.cores[j].row(idx[j]));
+            let w = if j == last { self.d[j] } else { self.d[j] * r };
             dprev.clear();
             dprev.resize(prev.len(), 0.0);
             let acc = &mut self.grad_buf[j][base[j]..];
