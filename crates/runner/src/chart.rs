@@ -10,6 +10,7 @@ use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -22,6 +23,7 @@ fn register_font() {
     });
 }
 
+/// The plot's size; the image adds the legend panel's width ([`image_width`]).
 pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 600;
 
@@ -133,40 +135,22 @@ impl Ranged for KeyedAxis {
     }
 }
 
-/// Draws one line's points with marker `k` (0: circle, 1: triangle, 2: square, 3: cross), the
-/// line itself, and its legend entry.
+/// Draws one line's points with marker `k` (0: circle, 1: triangle, 2: square, 3: cross) and
+/// the line itself; its legend entry is drawn beside the plot ([`draw_legend`]).
 macro_rules! draw_line {
-    ($chart:expr, $pts:expr, $color:expr, $label:expr, $k:expr, $e:expr) => {{
+    ($chart:expr, $pts:expr, $color:expr, $k:expr, $e:expr) => {{
         let (pts, color) = ($pts, $color);
-        let line = $chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err($e)?
-            .label($label);
+        $chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2))).map_err($e)?;
         match $k % 4 {
             0 => {
-                line.legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
-                        + Circle::new((10, 0), 4, color.filled())
-                });
                 $chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err($e)?;
             }
             1 => {
-                line.legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
-                        + TriangleMarker::new((10, 0), 5, color.filled())
-                });
                 $chart
                     .draw_series(pts.iter().map(|p| TriangleMarker::new((p.0, p.1), 5, color.filled())))
                     .map_err($e)?;
             }
             2 => {
-                line.legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
-                        + Rectangle::new([(6, -4), (14, 4)], color.filled())
-                });
                 $chart
                     .draw_series(
                         pts.iter()
@@ -175,15 +159,92 @@ macro_rules! draw_line {
                     .map_err($e)?;
             }
             _ => {
-                line.legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(2))
-                        + Cross::new((10, 0), 5, color.stroke_width(2))
-                });
                 $chart.draw_series(pts.iter().map(|p| Cross::new((p.0, p.1), 5, color.stroke_width(2)))).map_err($e)?;
             }
         }
     }};
+}
+
+/// One legend entry: a line (its colour and marker) or a dashed reference line (`marker` None).
+struct Entry {
+    label: String,
+    color: RGBColor,
+    marker: Option<usize>,
+}
+
+/// The legend's entries in drawing order. Lines of one colour (one method) take the markers in
+/// turn, so two settings of a method stay apart.
+fn entries(c: &Chart) -> Vec<Entry> {
+    let mut seen: BTreeMap<(u8, u8, u8), usize> = BTreeMap::new();
+    let lines = c.lines.iter().map(|l| {
+        let color = color_of(&l.label);
+        let k = seen.entry((color.0, color.1, color.2)).or_insert(0);
+        *k += 1;
+        Entry { label: l.label.clone(), color, marker: Some(*k - 1) }
+    });
+    let lines: Vec<Entry> = lines.collect();
+    lines.into_iter().chain(c.hlines.iter().map(|h| Entry { label: h.0.clone(), color: BLACK, marker: None })).collect()
+}
+
+const LEGEND_FONT: u32 = 14;
+const LEGEND_ROW: i32 = 20;
+/// The legend's first row sits level with the plot area's top (below the caption).
+const LEGEND_TOP: i32 = 50;
+/// Sample (20 px), gap, label; padding either side.
+const LEGEND_SAMPLE: i32 = 28;
+const LEGEND_PAD: i32 = 12;
+
+/// Rows per legend column, and the columns the entries need.
+fn legend_grid(n: usize) -> (usize, usize) {
+    let rows = ((HEIGHT as i32 - LEGEND_TOP - 20) / LEGEND_ROW).max(1) as usize;
+    (rows, n.div_ceil(rows).max(1))
+}
+
+/// The legend panel's width in pixels: the widest label (in the bundled font) plus its sample,
+/// per column. The plot keeps [`WIDTH`]; the image is this much wider, so no entry covers data.
+fn legend_width(entries: &[Entry]) -> u32 {
+    register_font();
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    let widest = entries
+        .iter()
+        // 5% over the font's estimate: the bitmap's glyph spacing runs slightly wider.
+        .map(|e| font.box_size(&e.label).map(|(w, _)| w as i32 * 21 / 20).unwrap_or(8 * e.label.len() as i32))
+        .max()
+        .unwrap_or(0);
+    let (_, cols) = legend_grid(entries.len());
+    (cols as i32 * (LEGEND_SAMPLE + widest + LEGEND_PAD) + LEGEND_PAD) as u32
+}
+
+/// Draws the entries down the panel `area`, column by column, each with its line sample and
+/// marker (a dashed black sample for a reference line).
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    entries: &[Entry],
+    col_w: i32,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (rows, _) = legend_grid(entries.len());
+    let style = ("sans-serif", LEGEND_FONT).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, e) in entries.iter().enumerate() {
+        let (x, y) = (LEGEND_PAD + (i / rows) as i32 * col_w, LEGEND_TOP + (i % rows) as i32 * LEGEND_ROW);
+        let line = |a: i32, b: i32| PathElement::new(vec![(x + a, y), (x + b, y)], e.color.stroke_width(2));
+        match e.marker {
+            None => {
+                area.draw(&line(0, 8))?;
+                area.draw(&line(12, 20))?;
+            }
+            Some(k) => {
+                area.draw(&line(0, 20))?;
+                match k % 4 {
+                    0 => area.draw(&Circle::new((x + 10, y), 4, e.color.filled()))?,
+                    1 => area.draw(&TriangleMarker::new((x + 10, y), 5, e.color.filled()))?,
+                    2 => area.draw(&Rectangle::new([(x + 6, y - 4), (x + 14, y + 4)], e.color.filled()))?,
+                    _ => area.draw(&Cross::new((x + 10, y), 5, e.color.stroke_width(2)))?,
+                }
+            }
+        }
+        area.draw_text(&e.label, &style, (x + LEGEND_SAMPLE, y))?;
+    }
+    Ok(())
 }
 
 fn tr(v: f64, log: bool) -> f64 {
@@ -232,6 +293,12 @@ where
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing chart `{}`: {e:?}", c.title);
     root.fill(&WHITE).map_err(e)?;
+    let legend = entries(c);
+    let (plot, panel) = root.split_horizontally(WIDTH);
+    let (_, cols) = legend_grid(legend.len());
+    let col_w = (legend_width(&legend) as i32 - LEGEND_PAD) / cols as i32;
+    draw_legend(&panel, &legend, col_w).map_err(e)?;
+    let root = plot;
     let (xs, (x0, x1), (y0, y1)) = padded_ranges(c)?;
     let x_keys = key_points(&xs, x0, x1, c.log_x);
     let mut chart = ChartBuilder::on(&root)
@@ -252,12 +319,8 @@ where
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(e)?;
-    let mut seen: BTreeMap<(u8, u8, u8), usize> = BTreeMap::new();
-    for l in &c.lines {
-        let color = color_of(&l.label);
-        let k = seen.entry((color.0, color.1, color.2)).or_insert(0);
-        let m = *k;
-        *k += 1;
+    for (l, entry) in c.lines.iter().zip(&legend) {
+        let color = entry.color;
         let mut pts: Vec<(f64, f64, f64, f64)> = l
             .points
             .iter()
@@ -270,24 +333,12 @@ where
                 pts.iter().map(|p| (p.0, p.2)).chain(pts.iter().rev().map(|p| (p.0, p.3))).collect();
             chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(e)?;
         }
-        draw_line!(chart, &pts, color, &l.label, m, e);
+        draw_line!(chart, &pts, color, entry.marker.unwrap_or(0), e);
     }
-    for (label, y) in &c.hlines {
+    for (_, y) in &c.hlines {
         let y = tr(*y, log_y);
-        chart
-            .draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 8, 5, BLACK.stroke_width(2)))
-            .map_err(e)?
-            .label(label)
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        chart.draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 8, 5, BLACK.stroke_width(2))).map_err(e)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
 }
@@ -317,14 +368,20 @@ pub fn compact(v: f64) -> String {
     format!("{}{suffix}", trim(format!("{x:.digits$}")))
 }
 
+/// The image's width: the plot's [`WIDTH`] and the legend panel right of it.
+pub fn image_width(c: &Chart) -> u32 {
+    WIDTH + legend_width(&entries(c))
+}
+
 /// Writes `stem.png` and `stem.svg` under `dir`.
 pub fn render(c: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     register_font();
     std::fs::create_dir_all(dir)?;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
-    draw(BitMapBackend::new(&png, (WIDTH, HEIGHT)).into_drawing_area(), c)?;
-    draw(SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area(), c)?;
+    let size = (image_width(c), HEIGHT);
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), c)?;
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), c)?;
     Ok(vec![png, svg])
 }
 
@@ -390,10 +447,49 @@ mod tests {
         let png = std::fs::read(&files[0]).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         // IHDR: width and height as big-endian u32 at bytes 16..24.
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), WIDTH);
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), image_width(&chart));
+        assert!(image_width(&chart) > WIDTH, "the legend panel adds width");
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), HEIGHT);
         assert!(png.len() > 5_000);
         let svg = std::fs::read_to_string(&files[1]).unwrap();
-        assert!(svg.contains(&format!("width=\"{WIDTH}\"")) && svg.contains("<text"), "svg lacks size or text");
+        let w = image_width(&chart);
+        assert!(svg.contains(&format!("width=\"{w}\"")) && svg.contains("<text"), "svg lacks size or text");
+    }
+
+    #[test]
+    fn the_legend_sits_beside_the_plot_not_over_it() {
+        // Two long labels and a reference line; the old legend box (black border, black text)
+        // sat in the plot's upper right.
+        let flat = |y: f64| vec![(100.0, y, y, y), (1000.0, y, y, y)];
+        let chart = Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_x: true,
+            log_y: false,
+            lines: vec![
+                Line { label: "hashing-a-rather-long-label".into(), points: flat(0.40) },
+                Line { label: "cqr-another-long-label".into(), points: flat(0.41) },
+            ],
+            hlines: vec![("dense".into(), 0.39)],
+        };
+        let w = image_width(&chart);
+        let mut buf = vec![0u8; (w * HEIGHT * 3) as usize];
+        draw(BitMapBackend::with_buffer(&mut buf, (w, HEIGHT)).into_drawing_area(), &chart).unwrap();
+        let px = |x: u32, y: u32| -> [u8; 3] { buf[((y * w + x) * 3) as usize..][..3].try_into().unwrap() };
+        for label in ["hashing", "cqr"] {
+            let c = color_of(label);
+            let in_panel = (WIDTH..w).any(|x| (0..HEIGHT).any(|y| px(x, y) == [c.0, c.1, c.2]));
+            assert!(in_panel, "{label}'s legend sample is not in the panel right of the plot");
+        }
+        let dark = (WIDTH..w)
+            .flat_map(|x| (0..HEIGHT).map(move |y| (x, y)))
+            .filter(|&(x, y)| px(x, y).iter().all(|&v| v < 60));
+        assert!(dark.count() > 100, "no label text in the panel");
+        // The plot's upper right holds only the mesh: no black border or text.
+        let dark_in_plot = (600..WIDTH - 20)
+            .flat_map(|x| (60..220).map(move |y| (x, y)))
+            .filter(|&(x, y)| px(x, y).iter().all(|&v| v < 60));
+        assert_eq!(dark_in_plot.count(), 0, "something dark (a legend) is drawn over the plot's upper right");
     }
 }
