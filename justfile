@@ -19,9 +19,10 @@ plot DIR="results/quick":
     cargo run --release -- report {{DIR}}
 
 # Same-run speed comparison with PyTorch, alternating, 3 repeats (needs torch in a venv outside the
-# repo: `python3 -m venv ../pyvenv && ../pyvenv/bin/pip install torch`); not part of CI
-bench-compare PY="../pyvenv/bin/python" REPEATS="3":
-    bash bench/compare.sh {{PY}} {{REPEATS}}
+# repo: `python3 -m venv ../pyvenv && ../pyvenv/bin/pip install torch`); BATCH 128 is DLRM's own
+# protocol (`just bench-compare ../pyvenv/bin/python 5 128`); not part of CI
+bench-compare PY="../pyvenv/bin/python" REPEATS="3" BATCH="2048":
+    bash bench/compare.sh {{PY}} {{REPEATS}} {{BATCH}}
 
 # Judge a code change's speed: two `cqr` binaries (before, after) alternated in one sitting, the
 # geometric-mean ratio new/old with a 95% interval (`cqr bench --ab kernels|precision` does the same
