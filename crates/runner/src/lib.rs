@@ -12,6 +12,7 @@ pub mod paired;
 pub mod plot;
 pub mod record;
 pub mod report;
+pub mod runaway;
 pub mod serving_report;
 pub mod slurm;
 pub mod sweep;

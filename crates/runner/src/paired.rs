@@ -89,6 +89,8 @@ pub struct PairRow {
     pub bce: Interval,
     /// `A − B` best validation AUC.
     pub auc: Interval,
+    /// `A − B` test BCE per paired seed, (seed, difference), in seed order.
+    pub bce_by_seed: Vec<(u64, f64)>,
 }
 
 /// The summary's cells as paired-comparison observations.
@@ -244,20 +246,22 @@ fn pair_lines(ds: &str, a: &str, b: &str, a_obs: &Budgets, b_obs: &Budgets, b_ig
     for (&budget, a_seeds) in a_obs {
         let b_seeds = if b_ignores_budget { b_obs.values().next() } else { b_obs.get(&budget) };
         let Some(b_seeds) = b_seeds else { continue };
-        let shared: Vec<(&Obs, &Obs)> = a_seeds.iter().filter_map(|(s, x)| b_seeds.get(s).map(|y| (*x, *y))).collect();
+        let shared: Vec<(u64, &Obs, &Obs)> =
+            a_seeds.iter().filter_map(|(s, x)| b_seeds.get(s).map(|y| (*s, *x, *y))).collect();
         if shared.len() < 2 {
             continue;
         }
-        let bce: Vec<f64> = shared.iter().map(|(x, y)| x.test_bce - y.test_bce).collect();
-        let auc: Vec<f64> = shared.iter().map(|(x, y)| x.best_val_auc - y.best_val_auc).collect();
+        let bce: Vec<f64> = shared.iter().map(|(_, x, y)| x.test_bce - y.test_bce).collect();
+        let auc: Vec<f64> = shared.iter().map(|(_, x, y)| x.best_val_auc - y.best_val_auc).collect();
         out.push(PairRow {
             dataset: ds.to_string(),
             a: a.to_string(),
             b: b.to_string(),
             budget,
-            a_params: shared.iter().map(|(x, _)| x.params).sum::<f64>() / shared.len() as f64,
+            a_params: shared.iter().map(|(_, x, _)| x.params).sum::<f64>() / shared.len() as f64,
             bce: t_interval(&bce),
             auc: t_interval(&auc),
+            bce_by_seed: shared.iter().map(|(seed, _, _)| *seed).zip(bce).collect(),
         });
     }
     out

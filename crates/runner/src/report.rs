@@ -222,6 +222,8 @@ pub fn paired_section(obs: &[Obs], against: &[String], tuned: bool) -> String {
             differences(r)
         );
     }
+    s.push('\n');
+    s.push_str(&crate::runaway::section(&rows));
     let dense: BTreeSet<String> = obs
         .iter()
         .filter(|o| o.method == "dense" && !crate::paired::is_quantized(&o.line))
