@@ -97,7 +97,7 @@ pub fn section(rows: &[PairRow]) -> String {
     let _ = writeln!(s, "### Seeds that carry a comparison\n");
     let _ = writeln!(
         s,
-        "A seed whose A − B test BCE lies far from the other seeds' (externally studentized residual beyond Student t's two-sided 1% point with n − 2 degrees of freedom; by chance alone about one comparison of five seeds in twenty shows a flag). The interval above keeps the seed; its width or its verdict may rest on it, so look at both cells' records before reading the verdict.\n"
+        "A seed whose A − B test BCE lies far from the other seeds' (externally studentized residual beyond Student t's two-sided 1% point with n − 2 degrees of freedom; by chance alone a comparison of n seeds shows one with probability about n%: one in twenty with five seeds, one in ten with ten). The interval above keeps the seed; its width or its verdict may rest on it, so look at both cells' records before reading the verdict.\n"
     );
     let _ = writeln!(
         s,

@@ -78,9 +78,34 @@ fn numeric_key(df: &polars::prelude::DataFrame, skip: &[&str]) -> Option<String>
         .find(|c| strs(df, c).is_ok_and(|v| !v.is_empty() && v.iter().all(|x| x.parse::<f64>().is_ok())))
 }
 
+/// One row of `tuning.parquet` as the tuning chart reads it.
+struct TrialPoint {
+    budget: u64,
+    /// The series: method line and the values of the other tuned keys.
+    label: String,
+    fraction: f64,
+    /// The charted key's value.
+    x: String,
+    val: f64,
+}
+
+/// budget -> series label -> x -> validation values over the tuning seeds, of the rows run to
+/// `fraction` of the steps (1: the full runs; a rung's fraction: every trial that reached it, as
+/// halving saw them). A run that diverged (NaN) is left out.
+type Series = BTreeMap<u64, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
+
+fn tuning_series(points: &[TrialPoint], fraction: f64) -> Series {
+    let mut by: Series = BTreeMap::new();
+    for p in points.iter().filter(|p| p.val.is_finite() && (p.fraction - fraction).abs() < 1e-9) {
+        by.entry(p.budget).or_default().entry(p.label.clone()).or_default().entry(p.x.clone()).or_default().push(p.val);
+    }
+    by
+}
+
 /// One chart per budget: the validation metric of each full-run trial against the first numeric
 /// tuned key (log axis), a line per method and value of the other tuned keys; the band is the
-/// min-max over tuning seeds.
+/// min-max over tuning seeds. With halving, a second chart per budget draws every trial at the
+/// first rung, where halving compared them (a trial it cut has no full run, so it is only there).
 pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
     let path = results.join("tuning.parquet");
     if !path.exists() {
@@ -111,25 +136,37 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
     let (line, budget, frac, xs, vb) =
         (strs(&df, "line")?, f64s(&df, "budget")?, f64s(&df, "fraction")?, strs(&df, &x_key)?, f64s(&df, "val_bce")?);
     let other_vals: Vec<Vec<String>> = others.iter().map(|c| strs(&df, c)).collect::<Result<_>>()?;
-    // budget -> series -> x -> values over seeds
-    let mut by: BTreeMap<u64, BTreeMap<String, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
-    for i in (0..df.height()).filter(|&i| frac[i] >= 1.0 && vb[i].is_finite()) {
-        // The line without its cap: a method's design variants (robe block=8) get lines of their own.
-        let mut label = vec![crate::config::CellName::parse(&line[i]).line()];
-        label.extend(others.iter().zip(&other_vals).map(|(k, v)| format!("{k}={}", v[i])));
-        by.entry(budget[i] as u64)
-            .or_default()
-            .entry(label.join(" "))
-            .or_default()
-            .entry(xs[i].clone())
-            .or_default()
-            .push(vb[i]);
-    }
+    let points: Vec<TrialPoint> = (0..df.height())
+        .map(|i| {
+            // The line without its cap: a method's design variants (robe block=8) get lines of their own.
+            let mut label = vec![crate::config::CellName::parse(&line[i]).line()];
+            label.extend(others.iter().zip(&other_vals).map(|(k, v)| format!("{k}={}", v[i])));
+            TrialPoint {
+                budget: budget[i] as u64,
+                label: label.join(" "),
+                fraction: frac[i],
+                x: xs[i].clone(),
+                val: vb[i],
+            }
+        })
+        .collect();
     let mut out = vec![];
-    for (b, series) in by {
+    out.extend(tuning_charts(&tuning_series(&points, 1.0), &x_key, None, charts)?);
+    let first_rung = frac.iter().cloned().filter(|f| *f < 1.0).fold(f64::INFINITY, f64::min);
+    if first_rung.is_finite() {
+        out.extend(tuning_charts(&tuning_series(&points, first_rung), &x_key, Some(first_rung), charts)?);
+    }
+    Ok(out)
+}
+
+/// The charts of [`plot_tuning`]: full runs (`rung` None) or every trial at the rung.
+fn tuning_charts(by: &Series, x_key: &str, rung: Option<f64>, charts: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for (&b, series) in by {
         let lines = series
-            .into_iter()
+            .iter()
             .map(|(label, pts)| {
+                let label = label.clone();
                 let mut points: Vec<(f64, f64, f64, f64)> = pts
                     .iter()
                     .map(|(x, v)| {
@@ -146,8 +183,12 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
             })
             .collect();
         let what = if b == 0 { "the full table".to_string() } else { format!("budget {b} parameters per table") };
+        let (title, stem) = match rung {
+            None => (format!("Tuning curves at {what}: validation BCE against {x_key}"), "tuning"),
+            Some(f) => (format!("Halving's rung ({f:.2} of the steps) at {what}: every trial"), "tuning_rung"),
+        };
         let chart = Chart {
-            title: format!("Tuning curves at {what}: validation BCE against {x_key}"),
+            title,
             x_label: format!("{x_key} (log scale)"),
             y_label: "validation BCE, mean over tuning seeds (band: min-max)".into(),
             log_x: true,
@@ -155,7 +196,36 @@ pub fn plot_tuning(results: &Path, charts: &Path) -> Result<Vec<PathBuf>> {
             lines,
             hlines: vec![],
         };
-        out.extend(render(&chart, charts, &format!("tuning_val_bce_vs_{x_key}_b{b}"))?);
+        out.extend(render(&chart, charts, &format!("{stem}_val_bce_vs_{x_key}_b{b}"))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(label: &str, fraction: f64, x: &str, val: f64) -> TrialPoint {
+        TrialPoint { budget: 40, label: label.into(), fraction, x: x.into(), val }
+    }
+
+    #[test]
+    fn full_runs_and_the_rung_are_separate_series() {
+        let points = vec![
+            pt("cqr optimizer=sgd", 0.33, "0.1", 0.60),
+            pt("cqr optimizer=sgd", 1.0, "0.1", 0.50),
+            pt("cqr optimizer=sgd", 1.0, "0.1", 0.52),
+            // Cut at the rung: no full run.
+            pt("cqr optimizer=sgd", 0.33, "0.01", 0.70),
+            // A full run that diverged is left out; its rung value stays.
+            pt("cqr optimizer=sgd", 0.33, "0.001", 0.65),
+            pt("cqr optimizer=sgd", 1.0, "0.001", f64::NAN),
+        ];
+        let full = &tuning_series(&points, 1.0)[&40]["cqr optimizer=sgd"];
+        assert_eq!(full.len(), 1);
+        assert_eq!(full["0.1"], vec![0.50, 0.52]);
+        let rung = &tuning_series(&points, 0.33)[&40]["cqr optimizer=sgd"];
+        assert_eq!(rung.keys().collect::<Vec<_>>(), ["0.001", "0.01", "0.1"]);
+        assert_eq!(rung["0.01"], vec![0.70]);
+    }
 }

@@ -168,6 +168,13 @@ fn halving_picks_what_the_full_grid_picks_with_fewer_runs() {
     assert_eq!(frac.iter().filter(|&&f| f >= 1.0).count(), 4);
     let full_runs = f64s(&read_parquet(&b.path().join("tuned/picks.parquet")).unwrap(), "full_runs").unwrap();
     assert!(full_runs.iter().all(|&n| n == 1.0));
+    // The rung gets a chart of its own (every trial, as halving compared them); without
+    // halving there is none.
+    let rung_chart = |d: &Path| {
+        let charts = cqr_runner::plot::plot_results(&d.join("tuned")).unwrap();
+        charts.iter().any(|p| p.to_string_lossy().contains("tuning_rung_val_bce_vs_lr_b40"))
+    };
+    assert!(rung_chart(b.path()) && !rung_chart(a.path()));
 }
 
 #[test]
