@@ -431,18 +431,17 @@ mod tests {
         assert_eq!(compact(0.0), "0");
     }
 
+    fn log_x_chart(lines: Vec<Line>, hlines: Vec<(String, f64)>) -> Chart {
+        Chart { title: "t".into(), x_label: "x".into(), y_label: "y".into(), log_x: true, log_y: false, lines, hlines }
+    }
+
     #[test]
     fn renders_png_and_svg_of_the_expected_size() {
         let dir = tempfile::tempdir().unwrap();
-        let chart = Chart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            log_x: true,
-            log_y: false,
-            lines: vec![Line { label: "a".into(), points: vec![(100.0, 0.5, 0.45, 0.55), (1000.0, 0.4, 0.39, 0.42)] }],
-            hlines: vec![("dense".into(), 0.38)],
-        };
+        let chart = log_x_chart(
+            vec![Line { label: "a".into(), points: vec![(100.0, 0.5, 0.45, 0.55), (1000.0, 0.4, 0.39, 0.42)] }],
+            vec![("dense".into(), 0.38)],
+        );
         let files = render(&chart, dir.path(), "c").unwrap();
         let png = std::fs::read(&files[0]).unwrap();
         assert_eq!(&png[1..4], b"PNG");
@@ -461,18 +460,13 @@ mod tests {
         // Two long labels and a reference line; the old legend box (black border, black text)
         // sat in the plot's upper right.
         let flat = |y: f64| vec![(100.0, y, y, y), (1000.0, y, y, y)];
-        let chart = Chart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            log_x: true,
-            log_y: false,
-            lines: vec![
+        let chart = log_x_chart(
+            vec![
                 Line { label: "hashing-a-rather-long-label".into(), points: flat(0.40) },
                 Line { label: "cqr-another-long-label".into(), points: flat(0.41) },
             ],
-            hlines: vec![("dense".into(), 0.39)],
-        };
+            vec![("dense".into(), 0.39)],
+        );
         let w = image_width(&chart);
         let mut buf = vec![0u8; (w * HEIGHT * 3) as usize];
         draw(BitMapBackend::with_buffer(&mut buf, (w, HEIGHT)).into_drawing_area(), &chart).unwrap();

@@ -64,6 +64,23 @@ pub fn t975(df: usize) -> f64 {
     }
 }
 
+/// Two-sided 1% critical value of Student's t with `df` degrees of freedom (between tabulated
+/// values, the one of the smaller df: conservative).
+pub fn t995(df: usize) -> f64 {
+    const T: [f64; 20] = [
+        63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012, 2.977, 2.947,
+        2.921, 2.898, 2.878, 2.861, 2.845,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=20 => T[df - 1],
+        21..=29 => 2.831,
+        30..=59 => 2.750,
+        60..=119 => 2.660,
+        _ => 2.617,
+    }
+}
+
 /// The paired interval of `diffs` (NaN bounds for fewer than two).
 pub fn t_interval(diffs: &[f64]) -> Interval {
     let n = diffs.len();

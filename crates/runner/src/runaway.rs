@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use crate::paired::PairRow;
+use crate::paired::{t995, t_interval, PairRow};
 
 /// Fewest paired seeds for a flag (with three, the other two fix only one degree of freedom).
 pub const MIN_SEEDS: usize = 4;
@@ -36,29 +36,6 @@ pub struct Runaway {
     pub t: f64,
 }
 
-/// Two-sided 1% critical value of Student's t with `df` degrees of freedom (between tabulated
-/// values, the one of the smaller df: conservative).
-pub fn t995(df: usize) -> f64 {
-    const T: [f64; 20] = [
-        63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012, 2.977, 2.947,
-        2.921, 2.898, 2.878, 2.861, 2.845,
-    ];
-    match df {
-        0 => f64::INFINITY,
-        1..=20 => T[df - 1],
-        21..=29 => 2.831,
-        30..=59 => 2.750,
-        60..=119 => 2.660,
-        _ => 2.617,
-    }
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
-}
-
 /// The flagged seeds of `rows`, in the rows' order.
 pub fn runaways(rows: &[PairRow]) -> Vec<Runaway> {
     let mut out = vec![];
@@ -67,7 +44,10 @@ pub fn runaways(rows: &[PairRow]) -> Vec<Runaway> {
         for (j, &(seed, d)) in r.bce_by_seed.iter().enumerate() {
             let others: Vec<f64> =
                 r.bce_by_seed.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| x.1).collect();
-            let (m, sd) = mean_sd(&others);
+            let (m, sd) = {
+                let i = t_interval(&others);
+                (i.mean, i.sd)
+            };
             let t = (d - m) / (sd * (1.0 + 1.0 / (n - 1) as f64).sqrt());
             // sd 0 (identical others): any other value is infinitely far; only a real gap counts.
             if t.abs() > t995(n - 2) && (d - m).abs() > 1e-9 {
